@@ -1,0 +1,64 @@
+"""The dataset seen as fixed-length segments: the concatenation of all documents, cut every `length` tokens.
+
+Segment i covers global tokens [i * length, (i + 1) * length) of the shards in manifest order, so any
+segment is found in O(log shards) with no index to build. Document boundaries inside a segment are kept
+so collators can separate documents.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from data_pipeline.errors import UserError
+from data_pipeline.shards import Manifest, Shard, open_shard
+
+
+@dataclass
+class Segment:
+    index: int  # global sample index (position in the seeded order, across epochs): seeds its noise
+    tokens: np.ndarray  # raw token ids, `length` of them
+    doc_starts: np.ndarray  # positions in `tokens` where a document begins
+
+
+class PackedSegments:
+    def __init__(self, root: str | Path, length: int):
+        self.root = Path(root)
+        self.manifest = Manifest.load(self.root)
+        self.length = length
+        self.dtype = np.dtype(self.manifest.dtype)
+        self._starts = np.cumsum([0] + [s.tokens for s in self.manifest.shards])
+        self._shards: list[Shard | None] = [None] * len(self.manifest.shards)
+        if len(self) == 0:
+            raise UserError(f"dataset {self.root} has {self._starts[-1]} tokens, fewer than one sample of "
+                            f"{length}; use more text or a shorter data.seq_len")
+
+    def __len__(self) -> int:
+        return int(self._starts[-1]) // self.length
+
+    def _shard(self, s: int) -> Shard:
+        # Opened lazily, so each DataLoader worker maps its own view after fork.
+        if self._shards[s] is None:
+            self._shards[s] = open_shard(self.root, self.manifest.shards[s], self.dtype)
+        return self._shards[s]
+
+    def read(self, segment: int) -> tuple[np.ndarray, np.ndarray]:
+        """(tokens, doc_starts) of one segment; it may span several shards."""
+        begin, end = segment * self.length, (segment + 1) * self.length
+        pieces, doc_starts = [], []
+        s = int(np.searchsorted(self._starts, begin, side="right")) - 1
+        pos = begin
+        while pos < end:
+            shard = self._shard(s)
+            lo = pos - int(self._starts[s])
+            hi = min(end, int(self._starts[s + 1])) - int(self._starts[s])
+            pieces.append(shard.tokens[lo:hi])
+            offsets = shard.offsets
+            first = int(np.searchsorted(offsets, lo, side="left"))
+            last = int(np.searchsorted(offsets, hi, side="left"))
+            doc_starts.append(offsets[first:last].astype(np.int64) - lo + (pos - begin))
+            pos += hi - lo
+            s += 1
+        return np.concatenate(pieces).astype(np.int64), np.concatenate(doc_starts)

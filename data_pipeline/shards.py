@@ -1,0 +1,132 @@
+"""Token shards and their manifest.
+
+A shard is one file: the tokens of whole documents as a flat little-endian array (uint16 when the
+vocabulary fits, else uint32), zero-padded to 8 bytes, followed by the document offsets as little-endian
+uint64 (documents + 1 entries, the first 0). `manifest.json` beside the shards records the format version,
+tokenizer hash, vocabulary size, dtype, special token ids, and per shard its relative path, token and
+document counts, byte size and sha256.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from data_pipeline.errors import UserError
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+
+
+def token_dtype(vocab_size: int) -> np.dtype:
+    return np.dtype("<u2") if vocab_size <= 1 << 16 else np.dtype("<u4")
+
+
+@dataclass
+class ShardInfo:
+    path: str  # relative to the dataset root
+    tokens: int
+    documents: int
+    bytes: int
+    sha256: str
+
+
+@dataclass
+class Manifest:
+    vocab_size: int
+    dtype: str
+    tokenizer_sha256: str
+    special_tokens: dict[str, int]
+    shards: list[ShardInfo] = field(default_factory=list)
+    format_version: int = FORMAT_VERSION
+
+    @property
+    def total_tokens(self) -> int:
+        return sum(s.tokens for s in self.shards)
+
+    @property
+    def total_documents(self) -> int:
+        return sum(s.documents for s in self.shards)
+
+    def save(self, root: Path) -> None:
+        write_atomic(root / MANIFEST, json.dumps(asdict(self), indent=1).encode())
+
+    @classmethod
+    def load(cls, root: str | Path) -> "Manifest":
+        path = Path(root) / MANIFEST
+        if not path.is_file():
+            raise UserError(f"{path} not found: {root} is not a prepared dataset; run `graft prepare` first")
+        try:
+            raw = json.loads(path.read_text())
+            raw["shards"] = [ShardInfo(**s) for s in raw["shards"]]
+            manifest = cls(**raw)
+        except (ValueError, TypeError, KeyError) as exc:
+            raise UserError(f"{path} is not a valid Graft manifest ({exc}); re-run `graft prepare`") from exc
+        if manifest.format_version != FORMAT_VERSION:
+            raise UserError(f"{path} has format version {manifest.format_version}, this Graft reads "
+                            f"{FORMAT_VERSION}; re-run `graft prepare` with this version")
+        for shard in manifest.shards:
+            if Path(shard.path).is_absolute() or ".." in Path(shard.path).parts:
+                raise UserError(f"{path}: shard path {shard.path!r} escapes the dataset root")
+        return manifest
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write to a temporary name, then rename: readers never see half a file."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def write_shard(path: Path, docs: list[np.ndarray], dtype: np.dtype) -> ShardInfo:
+    """Write the documents (token arrays) as one shard file; returns its manifest entry (path is the name)."""
+    tokens = np.concatenate(docs).astype(dtype, copy=False) if docs else np.zeros(0, dtype)
+    offsets = np.zeros(len(docs) + 1, dtype="<u8")
+    np.cumsum([len(d) for d in docs], out=offsets[1:])
+    pad = (-tokens.nbytes) % 8
+    data = tokens.tobytes() + b"\0" * pad + offsets.tobytes()
+    write_atomic(path, data)
+    return ShardInfo(path=path.name, tokens=len(tokens), documents=len(docs), bytes=len(data),
+                     sha256=hashlib.sha256(data).hexdigest())
+
+
+@dataclass
+class Shard:
+    """A memory-mapped shard: `tokens` and `offsets` are read-only views of the file."""
+
+    tokens: np.ndarray
+    offsets: np.ndarray
+
+
+def open_shard(root: Path, info: ShardInfo, dtype: np.dtype, verify: bool = False) -> Shard:
+    path = root / info.path
+    if not path.is_file():
+        raise UserError(f"shard {path} listed in the manifest is missing; re-run `graft prepare`")
+    size = path.stat().st_size
+    if size != info.bytes:
+        raise UserError(f"shard {path} has {size} bytes, the manifest says {info.bytes}: it is truncated or "
+                        "corrupt; re-run `graft prepare`")
+    if verify and file_sha256(path) != info.sha256:
+        raise UserError(f"shard {path} fails its sha256 check: it is corrupt; re-run `graft prepare`")
+    raw = np.memmap(path, dtype=np.uint8, mode="r")
+    token_bytes = info.tokens * dtype.itemsize
+    tokens = raw[:token_bytes].view(dtype)
+    start = token_bytes + (-token_bytes) % 8
+    offsets = raw[start:start + (info.documents + 1) * 8].view("<u8")
+    return Shard(tokens=tokens, offsets=offsets)
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

@@ -1,0 +1,67 @@
+"""Starting a training run on this machine: set up the run directory, then train in-process or under torchrun."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from data_pipeline.errors import UserError
+from pretrain import checkpoint
+from pretrain.config import RunConfig, config_changes, load_config, save_config
+from pretrain.trainer import CONFIG_FILE
+
+
+def prepare_run_dir(cfg: RunConfig, resume: bool) -> Path:
+    """Create (or, with resume, check) the run directory and write the resolved config into it.
+
+    Never overwrites an earlier run: a directory that holds one needs --resume, and a resumed run whose
+    config changed keeps the old config beside the new one.
+    """
+    run_dir = Path(cfg.train.run_dir)
+    config_file = run_dir / CONFIG_FILE
+    if resume:
+        latest = checkpoint.latest_checkpoint(run_dir)
+        if latest is None:
+            raise UserError(f"--resume: {run_dir} holds no complete checkpoint to resume from; start the run "
+                            "without --resume")
+        old = load_config(config_file)
+        changes = config_changes(old, cfg)
+        if changes:
+            print(f"resuming {run_dir} from {latest.name} with a changed config:\n  " + "\n  ".join(changes))
+            config_file.rename(run_dir / f"config.before-{latest.name}.{int(time.time())}.yaml")
+            save_config(cfg, config_file)
+        return run_dir
+    if config_file.exists() or checkpoint.checkpoints_dir(run_dir).exists():
+        raise UserError(f"{run_dir} already holds a run; pass --resume to continue it, or set "
+                        "train.run_dir=NEW_DIR to start another")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, config_file)
+    return run_dir
+
+
+def launch_training(config: str | None, overrides: list[str], nproc: int, resume: bool) -> Path:
+    cfg = load_config(config, overrides)
+    if nproc < 1:
+        raise UserError(f"--nproc must be at least 1, got {nproc}")
+    cfg.engine.accumulation(nproc)  # a batch-size mismatch fails here, before any process starts
+    run_dir = prepare_run_dir(cfg, resume)
+    if nproc == 1:
+        from pretrain.trainer import train
+
+        train(run_dir, resume=resume)
+        return run_dir
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+           "-m", "launch.worker", str(run_dir)] + (["--resume"] if resume else [])
+    env = dict(os.environ)
+    if not torch.cuda.is_available():
+        env.setdefault("DS_ACCELERATOR", "cpu")
+    result = subprocess.run(cmd, env=env)
+    if result.returncode != 0:
+        raise UserError(f"training exited with code {result.returncode} (the error is printed above); "
+                        f"fix it and continue with --resume if {run_dir}/checkpoints has a checkpoint")
+    return run_dir

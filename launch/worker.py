@@ -1,0 +1,22 @@
+"""What each rank runs under torchrun: `python -m launch.worker RUN_DIR [--resume]`."""
+
+import sys
+
+from data_pipeline.errors import UserError
+from pretrain.trainer import train
+
+
+def main(argv: list[str]) -> int:
+    from pathlib import Path
+
+    run_dir, resume = Path(argv[0]), "--resume" in argv[1:]
+    try:
+        train(run_dir, resume=resume)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

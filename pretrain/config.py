@@ -1,0 +1,105 @@
+"""The run config: one dataclass per component, composed; YAML presets plus `key=value` overrides."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from data_pipeline.errors import UserError
+from data_pipeline.loader import DataConfig
+from data_pipeline.shards import Manifest
+from pretrain.engine import EngineConfig
+from pretrain.models.bert import BertConfig
+from pretrain.objectives import ObjectiveConfig
+from pretrain.optim import OptimConfig
+
+
+@dataclass
+class TrainConfig:
+    run_dir: str = "???"  # everything the run writes goes here
+    max_steps: int = 1000  # optimizer steps; the learning-rate schedule ends here
+    exit_at_step: int | None = None  # stop early at this step (checkpointed), e.g. to fit a job's time limit
+    log_every: int = 10  # steps between console lines and TensorBoard points
+    save_every: int = 500  # steps between checkpoints (one is always written at the end)
+    keep_last: int = 2  # complete checkpoints kept; older ones are deleted
+
+    def __post_init__(self):
+        for name in ("max_steps", "log_every", "save_every", "keep_last"):
+            if getattr(self, name) <= 0:
+                raise UserError(f"train.{name} must be positive, got {getattr(self, name)}")
+
+
+@dataclass
+class RunConfig:
+    seed: int = 0  # model init, data order and masking noise all derive from it
+    data: DataConfig = field(default_factory=DataConfig)
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    model: BertConfig = field(default_factory=BertConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+def load_config(path: str | Path | None, overrides: list[str] = ()) -> RunConfig:
+    """The config from a YAML file (or the defaults) with `key=value` overrides applied, validated.
+
+    `model.vocab_size`, unless set explicitly, is the size of the dataset's tokenizer.
+    """
+    where = str(path) if path else "the command line"
+    try:
+        user = OmegaConf.load(_existing(path)) if path else OmegaConf.create()
+        bad = [o for o in overrides if "=" not in o]
+        if bad:
+            raise UserError(f"override {bad[0]!r} is not of the form key=value (e.g. train.max_steps=100)")
+        user = OmegaConf.merge(user, OmegaConf.from_dotlist(list(overrides)))
+        merged = OmegaConf.merge(OmegaConf.structured(RunConfig), user)
+        if OmegaConf.select(user, "model.vocab_size") is None and not OmegaConf.is_missing(merged.data, "path"):
+            merged.model.vocab_size = Manifest.load(merged.data.path).vocab_size
+        missing = sorted(OmegaConf.missing_keys(merged))
+        if missing:
+            raise UserError(f"{where}: required key {missing[0]} is not set; add it to the YAML or pass "
+                            f"{missing[0]}=VALUE")
+        cfg = OmegaConf.to_object(merged)
+    except OmegaConfBaseException as exc:
+        raise UserError(f"{where}: {_describe(exc)}") from None
+    except ValueError as exc:  # a component's own check in __post_init__
+        raise UserError(f"{where}: {exc}") from None
+    return cfg
+
+
+def _existing(path) -> str:
+    if not Path(path).is_file():
+        raise UserError(f"config file {path} does not exist (presets live in configs/, e.g. configs/quickstart.yaml)")
+    return str(path)
+
+
+def _describe(exc: OmegaConfBaseException) -> str:
+    key = getattr(exc, "full_key", None)
+    first_line = str(exc).splitlines()[0]
+    if type(exc).__name__ == "ConfigKeyError" and key:
+        return f"unknown key {key!r}; check its spelling against the config reference in README.md"
+    return f"key {key!r}: {first_line}" if key else first_line
+
+
+def save_config(cfg: RunConfig, path: Path) -> None:
+    path.write_text(OmegaConf.to_yaml(OmegaConf.structured(cfg)))
+
+
+def config_changes(old: RunConfig, new: RunConfig) -> list[str]:
+    """`key: old -> new` for every leaf that differs."""
+    a = _flatten(OmegaConf.to_container(OmegaConf.structured(old)))
+    b = _flatten(OmegaConf.to_container(OmegaConf.structured(new)))
+    return [f"{k}: {a.get(k)} -> {b.get(k)}" for k in sorted(a.keys() | b.keys()) if a.get(k) != b.get(k)]
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat

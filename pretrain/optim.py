@@ -1,0 +1,54 @@
+"""AdamW with weight-decay exclusions, and the learning-rate schedule."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+
+from data_pipeline.errors import UserError
+
+SCHEDULES = ("linear", "cosine", "constant")
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 5e-4
+    weight_decay: float = 0.01  # not applied to biases and norm weights
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.98])
+    eps: float = 1e-6
+    warmup_steps: int = 100
+    schedule: str = "linear"  # after warmup: linear | cosine decay to min_lr_ratio * lr at max_steps, or constant
+    min_lr_ratio: float = 0.0
+
+    def __post_init__(self):
+        if self.lr <= 0:
+            raise UserError(f"optim.lr must be positive, got {self.lr}")
+        if self.schedule not in SCHEDULES:
+            raise UserError(f"optim.schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+        if self.warmup_steps < 0:
+            raise UserError(f"optim.warmup_steps must be >= 0, got {self.warmup_steps}")
+        if len(self.betas) != 2:
+            raise UserError(f"optim.betas must hold two numbers, got {list(self.betas)}")
+
+
+def build_optimizer(model: torch.nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
+    decay, no_decay = [], []
+    for param in model.parameters():
+        if param.requires_grad:
+            # Matrices decay; biases and norm scales (1-d) do not, as in BERT.
+            (decay if param.ndim >= 2 else no_decay).append(param)
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps)
+
+
+def learning_rate(step: int, cfg: OptimConfig, max_steps: int) -> float:
+    """The learning rate of optimizer step `step` (0-based): a pure function, so resume needs no state."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    if cfg.schedule == "constant":
+        return cfg.lr
+    progress = min(1.0, (step - cfg.warmup_steps) / max(1, max_steps - cfg.warmup_steps))
+    shape = 1.0 - progress if cfg.schedule == "linear" else 0.5 * (1.0 + math.cos(math.pi * progress))
+    return cfg.lr * (cfg.min_lr_ratio + (1.0 - cfg.min_lr_ratio) * shape)
