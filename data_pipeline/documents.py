@@ -66,4 +66,18 @@ def _decoded_lines(f, path: Path) -> Iterator[str]:
         for lineno, line in enumerate(f, 1):
             yield line
     except UnicodeDecodeError as exc:
-        raise UserError(f"{path}:{lineno + 1}: invalid UTF-8 ({exc.reason}); convert the file to UTF-8") from exc
+        # The text layer decodes ahead in chunks, so the failing read is usually lines before the bad
+        # byte: find the line that holds it in the raw bytes.
+        lineno = _first_invalid_utf8_line(path) or lineno + 1
+        raise UserError(f"{path}:{lineno}: invalid UTF-8 ({exc.reason}); convert the file to UTF-8") from exc
+
+
+def _first_invalid_utf8_line(path: Path) -> int | None:
+    # Splitting on b"\n" is safe: no multi-byte UTF-8 sequence contains that byte.
+    with open(path, "rb") as f:
+        for lineno, line in enumerate(f, 1):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError:
+                return lineno
+    return None

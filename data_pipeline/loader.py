@@ -96,9 +96,11 @@ class Loader:
         stream = _RankStream(self.segments, self.collate, self.seed, self.rank, self.world, self.micro_batch,
                              first_group=self.consumed // per_group)
         workers = self.cfg.num_workers
+        # An own generator: seeding workers must not draw from the global torch RNG, whose state (dropout
+        # noise) is checkpointed; a resumed run would otherwise see shifted dropout masks.
         loader = DataLoader(stream, batch_size=None, num_workers=workers,
                             prefetch_factor=self.cfg.prefetch_factor if workers else None,
-                            persistent_workers=False)
+                            generator=torch.Generator().manual_seed(self.seed))
         for batch in loader:
             self.consumed += per_group
             yield batch

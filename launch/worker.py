@@ -1,6 +1,7 @@
 """What each rank runs under torchrun: `python -m launch.worker RUN_DIR [--resume]`."""
 
 import sys
+import warnings
 
 from data_pipeline.errors import UserError
 from pretrain.trainer import train
@@ -8,6 +9,9 @@ from pretrain.trainer import train
 
 def main(argv: list[str]) -> int:
     from pathlib import Path
+
+    # DeepSpeed calls torch.distributed functions that warn once per call site and rank: noise to users.
+    warnings.filterwarnings("ignore", category=FutureWarning, module="torch.distributed")
 
     run_dir, resume = Path(argv[0]), "--resume" in argv[1:]
     try:

@@ -22,8 +22,9 @@ class MLMConfig:
     def __post_init__(self):
         if not 0.0 < self.mask_prob < 1.0:
             raise UserError(f"objective.mlm.mask_prob must be in (0, 1), got {self.mask_prob}")
-        if min(self.replace_with_mask, self.replace_with_random) < 0 or \
-                self.replace_with_mask + self.replace_with_random > 1.0:
+        # Written as "not (valid)" so NaN, which fails every comparison, is rejected too.
+        if not (self.replace_with_mask >= 0 and self.replace_with_random >= 0 and
+                self.replace_with_mask + self.replace_with_random <= 1.0):
             raise UserError("objective.mlm.replace_with_mask + replace_with_random must be within [0, 1], got "
                             f"{self.replace_with_mask} + {self.replace_with_random}")
 

@@ -1,0 +1,291 @@
+"""PackedSegments (fixed-length views over the shards) and the Loader's global sample order and resume.
+
+The loader datasets hold token t at global position t (uint32 shards), so a sample's first token tells
+which segment it is: segment s starts with token s * length.
+"""
+
+import itertools
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from data_pipeline.errors import UserError
+from data_pipeline.loader import DataConfig, Loader, sample_order
+from data_pipeline.packing import PackedSegments
+from data_pipeline.prepare import prepare
+from data_pipeline.shards import Manifest, write_shard
+from data_pipeline.tokenizer import load_tokenizer
+
+SPECIALS = {"pad": 0, "unk": 1, "cls": 2, "sep": 3, "mask": 4}
+HYPOTHESIS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def build_dataset(root: Path, docs: list[np.ndarray], shard_sizes: list[int], dtype: str) -> Path:
+    """Write `docs` into shards of `shard_sizes` documents each (0 = an empty shard), plus the manifest."""
+    root.mkdir(parents=True, exist_ok=True)
+    manifest = Manifest(vocab_size=1 << 20 if dtype == "<u4" else 1000, dtype=dtype, tokenizer_sha256="0" * 64,
+                        special_tokens=SPECIALS)
+    it = iter(docs)
+    for i, size in enumerate(shard_sizes):
+        chunk = list(itertools.islice(it, size))
+        manifest.shards.append(write_shard(root / f"shard_{i:05d}.bin", chunk, np.dtype(dtype)))
+    assert next(it, None) is None
+    manifest.save(root)
+    return root
+
+
+def positional_docs(lengths: list[int]) -> list[np.ndarray]:
+    """Documents whose tokens are their global positions."""
+    bounds = np.concatenate([[0], np.cumsum(lengths)])
+    return [np.arange(a, b) for a, b in zip(bounds[:-1], bounds[1:])]
+
+
+def split_sizes(n_docs: int, draw_sizes: list[int]) -> list[int]:
+    sizes, left = [], n_docs
+    for s in draw_sizes:
+        if left == 0:
+            break
+        s = min(s, left)
+        sizes.append(s)
+        left -= s
+    if left:
+        sizes.append(left)
+    return sizes
+
+
+# ---- PackedSegments -------------------------------------------------------------------------------------------
+
+def check_segments(root: Path, docs: list[np.ndarray], length: int):
+    segments = PackedSegments(root, length)
+    flat = np.concatenate(docs)
+    assert len(segments) == len(flat) // length
+    doc_starts = np.concatenate([[0], np.cumsum([len(d) for d in docs])[:-1]])
+    pieces = []
+    for i in range(len(segments)):
+        tokens, starts = segments.read(i)
+        assert tokens.dtype == np.int64 and len(tokens) == length
+        expected_starts = doc_starts[(doc_starts >= i * length) & (doc_starts < (i + 1) * length)] - i * length
+        np.testing.assert_array_equal(starts, expected_starts)
+        pieces.append(tokens)
+    np.testing.assert_array_equal(np.concatenate(pieces), flat[:len(segments) * length])
+    # Reading out of order, or again, gives the same answer (no state carried between reads).
+    for i in reversed(range(len(segments))):
+        np.testing.assert_array_equal(segments.read(i)[0], pieces[i])
+
+
+@HYPOTHESIS
+@given(lengths=st.lists(st.integers(1, 12), min_size=1, max_size=30),
+       shard_docs=st.lists(st.integers(0, 4), min_size=1, max_size=30),
+       length=st.integers(1, 20), dtype=st.sampled_from(["<u2", "<u4"]), seed=st.integers(0, 2 ** 16))
+def test_segments_are_the_concatenated_shards(tmp_path_factory, lengths, shard_docs, length, dtype, seed):
+    if sum(lengths) < length:
+        lengths = lengths + [length]
+    rng = np.random.default_rng(seed)
+    high = 1000 if dtype == "<u2" else 1 << 20
+    docs = [rng.integers(0, high, size=n) for n in lengths]
+    # Empty shards (size 0) are allowed in the middle: they hold no tokens and must be skipped.
+    root = build_dataset(tmp_path_factory.mktemp("ds"), docs, split_sizes(len(docs), shard_docs), dtype)
+    check_segments(root, docs, length)
+
+
+def test_segment_spanning_many_tiny_shards(tmp_path):
+    docs = positional_docs([2, 1, 3, 1, 1, 4, 2, 5, 1, 1, 3])
+    root = build_dataset(tmp_path / "ds", docs, [1] * len(docs), "<u4")  # one document per shard
+    check_segments(root, docs, 7)
+    tokens, starts = PackedSegments(root, 7).read(1)  # tokens 7..13: docs start at 7, 8, 12
+    assert tokens.tolist() == list(range(7, 14))
+    assert starts.tolist() == [0, 1, 5]
+
+
+def test_segments_of_a_prepared_dataset(tmp_path):
+    words = "alpha beta gamma delta epsilon zeta eta theta iota kappa".split()
+    rng = np.random.default_rng(0)
+    texts = [" ".join(rng.choice(words, size=rng.integers(1, 15))) for _ in range(60)]
+    path = tmp_path / "in.txt"
+    path.write_text("\n\n".join(texts))
+    prepare([path], tmp_path / "ds", vocab_size=100, shard_tokens=25)
+    tok = load_tokenizer(tmp_path / "ds")
+    docs = [np.array(e.ids) for e in tok.encode_batch(texts, add_special_tokens=False)]
+    assert len(Manifest.load(tmp_path / "ds").shards) > 5
+    check_segments(tmp_path / "ds", docs, 13)
+
+
+def test_too_few_tokens_for_one_sample(tmp_path):
+    root = build_dataset(tmp_path / "ds", positional_docs([3, 4]), [2], "<u4")
+    assert len(PackedSegments(root, 7)) == 1
+    with pytest.raises(UserError, match="fewer than one sample") as exc:
+        PackedSegments(root, 8)
+    assert str(root) in str(exc.value)
+
+
+# ---- Loader -----------------------------------------------------------------------------------------------------
+
+def collate(samples):  # module level: picklable for worker processes
+    return {"index": torch.tensor([s.index for s in samples]),
+            "tokens": torch.tensor(np.stack([s.tokens for s in samples]))}
+
+
+def loader_dataset(root: Path, n_segments: int, length: int, tail: int, doc_len: int = 5) -> Path:
+    total = n_segments * length + tail
+    lengths = [doc_len] * (total // doc_len) + ([total % doc_len] if total % doc_len else [])
+    return build_dataset(root, positional_docs(lengths), split_sizes(len(lengths), [3] * len(lengths)), "<u4")
+
+
+def make_loader(root, length, seed, rank, world, micro_batch, workers=0):
+    cfg = DataConfig(path=str(root), seq_len=max(8, length + 2), num_workers=workers, prefetch_factor=2)
+    return Loader(cfg, length, collate, seed=seed, rank=rank, world=world, micro_batch=micro_batch)
+
+
+def take(loader, k):
+    it = iter(loader)
+    batches = list(itertools.islice(it, k))
+    it.close()
+    return batches
+
+
+def expected_segment(seed, g, n):
+    return int(sample_order(seed, g // n, n)[g % n])
+
+
+def check_batch(batch, first_index, micro_batch, seed, n, length):
+    """The batch holds global samples first_index.. in order, each the segment the seeded order names."""
+    indices = batch["index"].tolist()
+    assert indices == list(range(first_index, first_index + micro_batch))
+    for row, g in enumerate(indices):
+        seg = expected_segment(seed, g, n)
+        assert batch["tokens"][row].tolist() == list(range(seg * length, (seg + 1) * length))
+
+
+def test_sample_order_is_a_seeded_permutation_per_epoch():
+    n = 50
+    orders = {(s, e): sample_order(s, e, n) for s in (0, 1) for e in (0, 1, 2)}
+    for order in orders.values():
+        assert sorted(order.tolist()) == list(range(n))
+    assert len({tuple(o.tolist()) for o in orders.values()}) == len(orders)  # seed and epoch both matter
+    np.testing.assert_array_equal(sample_order(0, 1, n), orders[(0, 1)])
+
+
+@HYPOTHESIS
+@given(n=st.integers(1, 12), length=st.sampled_from([4, 7]), tail=st.integers(0, 3), world=st.integers(1, 4),
+       micro_batch=st.integers(1, 3), extra_steps=st.integers(0, 3), seed=st.integers(0, 1000))
+def test_ranks_read_the_global_order_without_overlap(tmp_path_factory, n, length, tail, world, micro_batch,
+                                                    extra_steps, seed):
+    root = loader_dataset(tmp_path_factory.mktemp("ds"), n, length, tail)
+    per_group = world * micro_batch
+    steps = math.ceil((n + 1) / per_group) + extra_steps  # always crosses into the second epoch
+    seen = []
+    for rank in range(world):
+        loader = make_loader(root, length, seed, rank, world, micro_batch)
+        assert len(loader.segments) == n
+        batches = take(loader, steps)
+        assert loader.state_dict() == {"consumed_samples": steps * per_group, "seed": seed}
+        for step, batch in enumerate(batches):
+            check_batch(batch, (step * world + rank) * micro_batch, micro_batch, seed, n, length)
+            seen += batch["index"].tolist()
+    assert sorted(seen) == list(range(steps * per_group))  # the exact prefix, no duplicates
+    # Every full epoch visits each segment once.
+    for epoch in range(steps * per_group // n):
+        segs = [expected_segment(seed, g, n) for g in range(epoch * n, (epoch + 1) * n)]
+        assert sorted(segs) == list(range(n))
+
+
+@HYPOTHESIS
+@given(n=st.integers(1, 10), world=st.integers(1, 4), micro_batch=st.integers(1, 3), steps=st.integers(1, 8),
+       data=st.data())
+def test_resume_matches_uninterrupted_run(tmp_path_factory, n, world, micro_batch, steps, data):
+    length, seed = 5, 17
+    root = loader_dataset(tmp_path_factory.mktemp("ds"), n, length, 2)
+    stop = data.draw(st.integers(0, steps), label="stop")
+    for rank in range(world):
+        full = take(make_loader(root, length, seed, rank, world, micro_batch), steps)
+        first = make_loader(root, length, seed, rank, world, micro_batch)
+        head = take(first, stop)
+        state = first.state_dict()
+        assert state["consumed_samples"] == stop * world * micro_batch
+        resumed = make_loader(root, length, seed, rank, world, micro_batch)
+        resumed.load_state_dict(state)
+        tail = take(resumed, steps - stop)
+        assert len(head + tail) == steps
+        for a, b in zip(full, head + tail):
+            assert torch.equal(a["index"], b["index"]) and torch.equal(a["tokens"], b["tokens"])
+        assert resumed.state_dict() == {"consumed_samples": steps * world * micro_batch, "seed": seed}
+
+
+@pytest.mark.parametrize("old_world,old_micro,new_world,new_micro", [(2, 3, 1, 6), (1, 6, 3, 2), (2, 2, 4, 1)])
+def test_resume_at_another_world_size(tmp_path, old_world, old_micro, new_world, new_micro):
+    length, seed, n = 4, 3, 11
+    root = loader_dataset(tmp_path / "ds", n, length, 1)
+    stop = 3  # 18 (or 12) samples: past the first epoch of 11
+    old_states = []
+    seen = []
+    for rank in range(old_world):
+        loader = make_loader(root, length, seed, rank, old_world, old_micro)
+        seen += [i for b in take(loader, stop) for i in b["index"].tolist()]
+        old_states.append(loader.state_dict())
+    assert all(s == old_states[0] for s in old_states)
+    consumed = old_states[0]["consumed_samples"]
+    assert sorted(seen) == list(range(consumed))
+    more = 4
+    for rank in range(new_world):
+        loader = make_loader(root, length, seed, rank, new_world, new_micro)
+        loader.load_state_dict(old_states[0])
+        for step, batch in enumerate(take(loader, more)):
+            check_batch(batch, consumed + (step * new_world + rank) * new_micro, new_micro, seed, n, length)
+            seen += batch["index"].tolist()
+    assert sorted(seen) == list(range(consumed + more * new_world * new_micro))  # nothing skipped or repeated
+
+
+@pytest.mark.parametrize("start_groups", [0, 3])
+def test_worker_processes_keep_the_order(tmp_path, start_groups):
+    length, seed, n, world, micro_batch = 6, 5, 9, 2, 2
+    root = loader_dataset(tmp_path / "ds", n, length, 3)
+    steps = 7
+    for rank in range(world):
+        plain = make_loader(root, length, seed, rank, world, micro_batch, workers=0)
+        plain.load_state_dict({"consumed_samples": start_groups * world * micro_batch, "seed": seed})
+        expected = take(plain, steps)
+        workers = make_loader(root, length, seed, rank, world, micro_batch, workers=2)
+        workers.load_state_dict({"consumed_samples": start_groups * world * micro_batch, "seed": seed})
+        got = take(workers, steps)
+        assert [b["index"].tolist() for b in got] == [b["index"].tolist() for b in expected]
+        for step, batch in enumerate(got):
+            check_batch(batch, ((start_groups + step) * world + rank) * micro_batch, micro_batch, seed, n, length)
+        assert workers.state_dict()["consumed_samples"] == (start_groups + steps) * world * micro_batch
+
+
+def test_iterating_again_continues(tmp_path):
+    root = loader_dataset(tmp_path / "ds", 5, 4, 0)
+    loader = make_loader(root, 4, 0, 0, 1, 2)
+    first, second = take(loader, 2), take(loader, 2)
+    assert [b["index"].tolist() for b in first + second] == [[0, 1], [2, 3], [4, 5], [6, 7]]
+
+
+def test_load_state_dict_rejects_other_seed(tmp_path):
+    root = loader_dataset(tmp_path / "ds", 6, 4, 0)
+    loader = make_loader(root, 4, seed=1, rank=0, world=2, micro_batch=2)
+    with pytest.raises(UserError, match="seed 2"):
+        loader.load_state_dict({"consumed_samples": 8, "seed": 2})
+    assert loader.state_dict()["consumed_samples"] == 0
+
+
+@pytest.mark.parametrize("consumed", [2, 6, 9])
+def test_load_state_dict_rejects_indivisible_count(tmp_path, consumed):
+    root = loader_dataset(tmp_path / "ds", 6, 4, 0)
+    loader = make_loader(root, 4, seed=1, rank=0, world=2, micro_batch=2)
+    with pytest.raises(UserError, match=f"sample {consumed} with 2 ranks x 2 samples"):
+        loader.load_state_dict({"consumed_samples": consumed, "seed": 1})
+    assert loader.state_dict()["consumed_samples"] == 0
+    loader.load_state_dict({"consumed_samples": 12, "seed": 1})
+    assert take(loader, 1)[0]["index"].tolist() == [12, 13]
+
+
+def test_data_config_validation():
+    with pytest.raises(UserError, match="data.seq_len"):
+        DataConfig(path="x", seq_len=7)
+    with pytest.raises(UserError, match="data.num_workers"):
+        DataConfig(path="x", num_workers=-1)
