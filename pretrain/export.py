@@ -23,6 +23,7 @@ from pretrain import checkpoint
 from pretrain.config import RunConfig, load_config
 from pretrain.hf.bert import to_hf, to_hf_config
 from pretrain.metrics import read_metrics
+from pretrain.models import build_model
 from pretrain.models.bert import BertForMaskedLM
 from pretrain.trainer import CONFIG_FILE
 
@@ -71,7 +72,7 @@ def export(run_dir: Path, out_dir: Path) -> ExportResult:
 
 
 def _load_model(cfg: RunConfig, ckpt: Path) -> BertForMaskedLM:
-    model = BertForMaskedLM(cfg.model)
+    model = build_model(cfg.model)
     weights = checkpoint.read_model_weights(ckpt)
     try:
         model.load_state_dict(weights, strict=True)

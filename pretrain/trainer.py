@@ -14,7 +14,7 @@ from pretrain import checkpoint
 from pretrain.config import load_config
 from pretrain.engine import Engine, init_distributed
 from pretrain.metrics import MetricsLog
-from pretrain.models.bert import BertForMaskedLM
+from pretrain.models import build_model
 from pretrain.objectives import build_objective
 from pretrain.optim import build_optimizer, learning_rate
 
@@ -29,7 +29,7 @@ def train(run_dir: Path, resume: bool = False) -> checkpoint.TrainState:
     collate, loss_fn = build_objective(cfg.objective, manifest, cfg.data.seq_len, cfg.seed)
 
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank and at every world size
-    model = BertForMaskedLM(cfg.model)
+    model = build_model(cfg.model)
     engine = Engine(cfg.engine, world, run_dir, model, build_optimizer(model, cfg.optim))
     torch.manual_seed(cfg.seed * 100_003 + rank + 1)  # dropout noise differs between ranks
     loader = Loader(cfg.data, collate.raw_length, collate, cfg.seed, rank, world, cfg.engine.micro_batch_size)
