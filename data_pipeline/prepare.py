@@ -13,7 +13,7 @@ from tqdm import tqdm
 from data_pipeline.documents import check_inputs, iter_documents
 from data_pipeline.errors import UserError
 from data_pipeline.shards import MANIFEST, Manifest, token_dtype, write_shard
-from data_pipeline.tokenizer import load_tokenizer, special_token_ids, tokenizer_hash, train_wordpiece
+from data_pipeline.tokenizer import load_tokenizer, special_token_ids, tokenizer_hash, train_tokenizer
 
 TOKENIZER_FILE = "tokenizer.json"
 BATCH_DOCS = 512  # documents per encode_batch call: large enough for tokenizers' own thread pool
@@ -28,10 +28,10 @@ class PrepareSummary:
 
 
 def prepare(inputs: list[Path], out: Path, vocab_size: int = 8192, tokenizer: Path | None = None,
-            text_field: str = "text", shard_tokens: int = 1 << 24) -> PrepareSummary:
+            text_field: str = "text", shard_tokens: int = 1 << 24, tokenizer_kind: str = "wordpiece") -> PrepareSummary:
     """Tokenize every document of `inputs` into shards under `out`.
 
-    Trains a WordPiece tokenizer on the inputs unless `tokenizer` names an existing one.
+    Trains a tokenizer of `tokenizer_kind` on the inputs unless `tokenizer` names an existing one.
     """
     check_inputs(inputs)
     if (out / MANIFEST).exists():
@@ -44,7 +44,7 @@ def prepare(inputs: list[Path], out: Path, vocab_size: int = 8192, tokenizer: Pa
     if next(docs(), None) is None:
         raise UserError(f"the input ({', '.join(map(str, inputs))}) holds no non-empty document")
     if tokenizer is None:
-        tok = train_wordpiece(tqdm(docs(), desc="training tokenizer", unit=" docs"), vocab_size)
+        tok = train_tokenizer(tqdm(docs(), desc="training tokenizer", unit=" docs"), tokenizer_kind, vocab_size)
     else:
         tok = load_tokenizer(tokenizer)
     specials = special_token_ids(tok)

@@ -14,6 +14,13 @@ from data_pipeline.errors import UserError
 BERT_SPECIAL_TOKENS = {"pad": "[PAD]", "unk": "[UNK]", "cls": "[CLS]", "sep": "[SEP]", "mask": "[MASK]"}
 
 
+def train_tokenizer(texts: Iterable[str], kind: str = "wordpiece", vocab_size: int = 8192) -> Tokenizer:
+    """Train a tokenizer of `kind` (one of TOKENIZER_KINDS) on `texts`."""
+    if kind not in TOKENIZER_KINDS:
+        raise UserError(f"unknown tokenizer kind {kind!r}; choose one of {', '.join(TOKENIZER_KINDS)}")
+    return TOKENIZER_KINDS[kind](texts, vocab_size)
+
+
 def train_wordpiece(texts: Iterable[str], vocab_size: int, min_frequency: int = 2) -> Tokenizer:
     """A lowercasing BERT WordPiece tokenizer trained on `texts`."""
     tok = Tokenizer(models.WordPiece(unk_token=BERT_SPECIAL_TOKENS["unk"], max_input_chars_per_word=100))
@@ -35,6 +42,9 @@ def train_wordpiece(texts: Iterable[str], vocab_size: int, min_frequency: int = 
         special_tokens=[(cls, tok.token_to_id(cls)), (sep, tok.token_to_id(sep))],
     )
     return tok
+
+
+TOKENIZER_KINDS = {"wordpiece": train_wordpiece}
 
 
 def load_tokenizer(path: str | Path) -> Tokenizer:
