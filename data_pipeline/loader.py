@@ -1,9 +1,17 @@
 """The streaming loader: a seeded global sample order, sliced across ranks and DataLoader workers.
 
-Global sample g (counted from the start of training, across epochs) is segment `order(epoch)[g % n]` with
-`epoch = g // n`. Micro-batch group k holds samples [k * W * B, (k + 1) * W * B) for W ranks of B samples;
-rank r takes the r-th block of B. The only state is the number of samples consumed, so resuming costs
-nothing and works at any world size whose global batch divides it.
+Global sample g (counted from the start of training, across epochs) is segment `Permutation(n, seed,
+epoch)[g % n]` with `epoch = g // n`: an O(1) lookup, so resuming at sample 10^8 costs what starting does.
+A loader started (or resumed) at sample `base` reads micro-batch group k = samples
+[base + k * W * B, base + (k + 1) * W * B) for W ranks of B samples; rank r takes the r-th block of B, and
+DataLoader worker w of N builds groups w, w + N, ... The only state is the number of samples consumed, so
+a run resumed with any number of ranks, workers or micro-batch size continues exactly where all ranks
+together stopped: nothing skipped, nothing repeated.
+
+Recurrence lanes (`data.lanes: true`, for Transformer-XL): the global batch is L = W * B lanes; lane j
+owns the contiguous run of segments [j * m, (j + 1) * m) of the epoch (m = n // L, rotated by a seeded
+offset per epoch), and row j at step t + 1 reads the segment after row j's at step t. The lane count and
+step are the state; resuming needs the same global batch (the lanes), at any W x B that gives it.
 """
 
 from __future__ import annotations
@@ -16,53 +24,87 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from data_pipeline.errors import UserError
-from data_pipeline.packing import PackedSegments, Segment
+from data_pipeline.packing import DEFAULT_CACHE_BYTES, PackedSegments, Segment
+from data_pipeline.permutation import Permutation, sample_order  # noqa: F401 - sample_order re-exported
 
 
 @dataclass
 class DataConfig:
-    path: str = "???"  # a directory written by `graft prepare`
+    path: str = "???"  # a directory written by `graft prepare`, or its URL (http(s)://, s3://, gs://)
     seq_len: int = 128  # tokens per sample the model sees; the objective decides how many raw tokens it uses
     num_workers: int = 1  # DataLoader worker processes per rank
     prefetch_factor: int = 4
+    lanes: bool = False  # recurrence mode: row j of each batch continues row j of the previous batch
+    cache_dir: str | None = None  # local cache for a remote dataset's shards (default: ~/.cache/graft)
+    cache_bytes: int = DEFAULT_CACHE_BYTES  # the cache's size bound
 
     def __post_init__(self):
         if self.seq_len < 8:
             raise UserError(f"data.seq_len must be at least 8, got {self.seq_len}")
         if self.num_workers < 0:
             raise UserError(f"data.num_workers must be >= 0, got {self.num_workers}")
+        if self.prefetch_factor < 1:
+            raise UserError(f"data.prefetch_factor must be >= 1, got {self.prefetch_factor}")
+        if self.cache_bytes <= 0:
+            raise UserError(f"data.cache_bytes must be positive, got {self.cache_bytes}")
 
 
-def sample_order(seed: int, epoch: int, n: int) -> np.ndarray:
-    """The permutation of segments for one epoch: a function of (seed, epoch) only."""
-    return np.random.default_rng([seed, epoch]).permutation(n)
+class GlobalOrder:
+    """Global sample index -> segment index, for shuffled epochs or for recurrence lanes."""
+
+    def __init__(self, n: int, seed: int, lanes: int = 0):
+        self.n, self.seed, self.lanes = n, seed, lanes
+        self._epoch, self._perm = -1, None
+        if lanes and n < lanes:
+            raise UserError(f"recurrence lanes need at least one segment per lane: the dataset has {n} segments "
+                            f"for {lanes} lanes (ranks x micro-batch); use more data or a smaller batch")
+
+    def segments(self, first: int, count: int) -> np.ndarray:
+        g = np.arange(first, first + count, dtype=np.int64)
+        if self.lanes:
+            return self._lane_segments(g)
+        out = np.empty(count, dtype=np.int64)
+        epochs = g // self.n
+        for epoch in np.unique(epochs):
+            here = epochs == epoch
+            out[here] = self._permutation(int(epoch)).map(g[here] % self.n)
+        return out
+
+    def _permutation(self, epoch: int) -> Permutation:
+        if epoch != self._epoch:
+            self._epoch, self._perm = epoch, Permutation(self.n, self.seed, epoch)
+        return self._perm
+
+    def _lane_segments(self, g: np.ndarray) -> np.ndarray:
+        per_lane = self.n // self.lanes
+        step, lane = g // self.lanes, g % self.lanes
+        epoch = step // per_lane
+        shift = np.array([np.random.default_rng([self.seed, int(e), 0x1A4E]).integers(self.n) for e in epoch],
+                         dtype=np.int64)
+        return (lane * per_lane + step % per_lane + shift) % self.n
 
 
 class _RankStream(IterableDataset):
-    """One rank's micro-batches from group `first_group` on; worker w of N yields groups w, w+N, ... of them.
+    """One rank's micro-batches from global sample `base` on; worker w of N yields groups w, w+N, ... of them.
 
     DataLoader reads its workers round-robin, so the batches arrive in group order.
     """
 
-    def __init__(self, segments: PackedSegments, collate: Callable[[list[Segment]], dict],
-                 seed: int, rank: int, world: int, micro_batch: int, first_group: int):
-        self.segments, self.collate, self.seed = segments, collate, seed
-        self.rank, self.world, self.micro_batch, self.first_group = rank, world, micro_batch, first_group
+    def __init__(self, segments: PackedSegments, collate: Callable[[list[Segment]], dict], order: GlobalOrder,
+                 rank: int, world: int, micro_batch: int, base: int):
+        self.segments, self.collate, self.order = segments, collate, order
+        self.rank, self.world, self.micro_batch, self.base = rank, world, micro_batch, base
 
     def __iter__(self) -> Iterator[dict]:
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info else (0, 1)
-        n = len(self.segments)
-        epoch, order = -1, None
-        group = self.first_group + worker
+        group = worker
         while True:
-            first = (group * self.world + self.rank) * self.micro_batch
+            first = self.base + (group * self.world + self.rank) * self.micro_batch
+            chosen = self.order.segments(first, self.micro_batch)
             samples = []
-            for g in range(first, first + self.micro_batch):
-                if g // n != epoch:
-                    epoch = g // n
-                    order = sample_order(self.seed, epoch, n)
-                tokens, doc_starts = self.segments.read(int(order[g % n]))
+            for g, seg in zip(range(first, first + self.micro_batch), chosen):
+                tokens, doc_starts = self.segments.read(int(seg))
                 samples.append(Segment(index=g, tokens=tokens, doc_starts=doc_starts))
             yield self.collate(samples)
             group += workers
@@ -75,32 +117,37 @@ class Loader:
                  seed: int, rank: int, world: int, micro_batch: int):
         self.cfg, self.collate, self.seed = cfg, collate, seed
         self.rank, self.world, self.micro_batch = rank, world, micro_batch
-        self.segments = PackedSegments(cfg.path, raw_length)
+        self.segments = PackedSegments(cfg.path, raw_length, cfg.cache_dir, cfg.cache_bytes)
+        self.lanes = world * micro_batch if cfg.lanes else 0
+        self.order = GlobalOrder(len(self.segments), seed, self.lanes)
         self.consumed = 0
 
     def state_dict(self) -> dict:
-        return {"consumed_samples": self.consumed, "seed": self.seed}
+        state = {"consumed_samples": self.consumed, "seed": self.seed}
+        if self.lanes:
+            state["lanes"] = self.lanes  # lane j's position is segment order.segments(consumed + j, 1)
+        return state
 
     def load_state_dict(self, state: dict) -> None:
         if state["seed"] != self.seed:
             raise UserError(f"the checkpoint's data order used seed {state['seed']}, the config says {self.seed}; "
                             "resume with the original seed")
-        per_group = self.world * self.micro_batch
-        if state["consumed_samples"] % per_group:
-            raise UserError(f"cannot resume at sample {state['consumed_samples']} with {self.world} ranks x "
-                            f"{self.micro_batch} samples: keep the global batch size of the original run")
+        if state.get("lanes", 0) != self.lanes:
+            raise UserError(f"the checkpoint read {state.get('lanes', 0) or 'no'} recurrence lanes, this run has "
+                            f"{self.lanes or 'none'} (data.lanes x ranks x micro-batch): keep data.lanes and the "
+                            "global batch size of the original run")
         self.consumed = state["consumed_samples"]
 
     def __iter__(self) -> Iterator[dict]:
         per_group = self.world * self.micro_batch
-        stream = _RankStream(self.segments, self.collate, self.seed, self.rank, self.world, self.micro_batch,
-                             first_group=self.consumed // per_group)
+        stream = _RankStream(self.segments, self.collate, self.order, self.rank, self.world, self.micro_batch,
+                             base=self.consumed)
         workers = self.cfg.num_workers
         # An own generator: seeding workers must not draw from the global torch RNG, whose state (dropout
         # noise) is checkpointed; a resumed run would otherwise see shifted dropout masks.
         loader = DataLoader(stream, batch_size=None, num_workers=workers,
                             prefetch_factor=self.cfg.prefetch_factor if workers else None,
-                            generator=torch.Generator().manual_seed(self.seed))
+                            persistent_workers=False, generator=torch.Generator().manual_seed(self.seed))
         for batch in loader:
             self.consumed += per_group
             yield batch

@@ -7,13 +7,16 @@ so collators can separate documents.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 from data_pipeline.errors import UserError
-from data_pipeline.shards import Manifest, Shard, open_shard
+from data_pipeline.shards import Manifest, Shard, is_url, open_shard
+
+DEFAULT_CACHE_BYTES = 16 << 30
+MAX_MAPPED_REMOTE = 4
 
 
 @dataclass
@@ -24,9 +27,16 @@ class Segment:
 
 
 class PackedSegments:
-    def __init__(self, root: str | Path, length: int):
-        self.root = Path(root)
+    def __init__(self, root: str | Path, length: int, cache_dir: str | Path | None = None,
+                 cache_bytes: int = DEFAULT_CACHE_BYTES):
+        """`root` is a local directory or a URL; a URL's shards go through a cache of `cache_bytes` in `cache_dir`."""
+        self.remote = is_url(str(root))
+        self.root = str(root) if self.remote else Path(root)
         self.manifest = Manifest.load(self.root)
+        if self.remote:
+            from data_pipeline.remote import ShardCache
+
+            self.cache = ShardCache(self.root, cache_dir, cache_bytes)
         self.length = length
         self.dtype = np.dtype(self.manifest.dtype)
         self._starts = np.cumsum([0] + [s.tokens for s in self.manifest.shards])
@@ -41,7 +51,15 @@ class PackedSegments:
     def _shard(self, s: int) -> Shard:
         # Opened lazily, so each DataLoader worker maps its own view after fork.
         if self._shards[s] is None:
-            self._shards[s] = open_shard(self.root, self.manifest.shards[s], self.dtype)
+            info = self.manifest.shards[s]
+            if self.remote:
+                # Few maps at a time: a mapped file keeps its disk space after the cache evicts it.
+                for other in [i for i, m in enumerate(self._shards) if m is not None][:-MAX_MAPPED_REMOTE]:
+                    self._shards[other] = None
+                local = self.cache.local_path(info)  # downloaded and verified
+                self._shards[s] = open_shard(local.parent, replace(info, path=local.name), self.dtype)
+            else:
+                self._shards[s] = open_shard(self.root, info, self.dtype)
         return self._shards[s]
 
     def read(self, segment: int) -> tuple[np.ndarray, np.ndarray]:

@@ -23,6 +23,11 @@ FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 
 
+def is_url(path: str) -> bool:
+    """Remote datasets are named by URL (http(s)://, s3://, gs://, ...); anything else is a local path."""
+    return "://" in path
+
+
 def token_dtype(vocab_size: int) -> np.dtype:
     return np.dtype("<u2") if vocab_size <= 1 << 16 else np.dtype("<u4")
 
@@ -58,11 +63,20 @@ class Manifest:
 
     @classmethod
     def load(cls, root: str | Path) -> "Manifest":
+        if is_url(str(root)):
+            from data_pipeline.remote import read_remote_manifest  # fsspec only when a URL is used
+
+            return read_remote_manifest(str(root))
         path = Path(root) / MANIFEST
         if not path.is_file():
             raise UserError(f"{path} not found: {root} is not a prepared dataset; run `graft prepare` first")
+        return cls.parse(path.read_text(), str(path))
+
+    @classmethod
+    def parse(cls, text: str, path: str) -> "Manifest":
+        """The manifest in `text`, read from `path` (a file or a URL, named in errors)."""
         try:
-            raw = json.loads(path.read_text())
+            raw = json.loads(text)
             raw["shards"] = [ShardInfo(**s) for s in raw["shards"]]
             manifest = cls(**raw)
         except (ValueError, TypeError, KeyError) as exc:

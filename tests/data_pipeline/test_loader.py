@@ -274,14 +274,102 @@ def test_load_state_dict_rejects_other_seed(tmp_path):
 
 
 @pytest.mark.parametrize("consumed", [2, 6, 9])
-def test_load_state_dict_rejects_indivisible_count(tmp_path, consumed):
+def test_resume_at_any_sample_count(tmp_path, consumed):
+    """A count that is no multiple of this run's global batch (the old run had another one) resumes exactly."""
     root = loader_dataset(tmp_path / "ds", 6, 4, 0)
-    loader = make_loader(root, 4, seed=1, rank=0, world=2, micro_batch=2)
-    with pytest.raises(UserError, match=f"sample {consumed} with 2 ranks x 2 samples"):
+    for rank in range(2):
+        loader = make_loader(root, 4, seed=1, rank=rank, world=2, micro_batch=2)
         loader.load_state_dict({"consumed_samples": consumed, "seed": 1})
-    assert loader.state_dict()["consumed_samples"] == 0
-    loader.load_state_dict({"consumed_samples": 12, "seed": 1})
-    assert take(loader, 1)[0]["index"].tolist() == [12, 13]
+        for step, batch in enumerate(take(loader, 3)):
+            check_batch(batch, consumed + (step * 2 + rank) * 2, 2, 1, 6, 4)
+        assert loader.state_dict()["consumed_samples"] == consumed + 3 * 4
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(n=st.integers(1, 9), old=st.tuples(st.integers(1, 3), st.integers(1, 3), st.integers(0, 2)),
+       new=st.tuples(st.integers(1, 3), st.integers(1, 3), st.integers(0, 2)), stop=st.integers(0, 4),
+       seed=st.integers(0, 99))
+def test_resume_with_other_ranks_workers_and_batch(tmp_path_factory, n, old, new, stop, seed):
+    """(ranks, micro-batch, workers) change at the resume point: together the ranks read the exact prefix."""
+    length = 4
+    root = loader_dataset(tmp_path_factory.mktemp("ds"), n, length, 1)
+    seen, states = [], []
+    world, micro, workers = old
+    for rank in range(world):
+        loader = make_loader(root, length, seed, rank, world, micro, workers)
+        for step, batch in enumerate(take(loader, stop)):
+            check_batch(batch, (step * world + rank) * micro, micro, seed, n, length)
+            seen += batch["index"].tolist()
+        states.append(loader.state_dict())
+    assert all(s == states[0] for s in states)
+    consumed = states[0]["consumed_samples"]
+    world, micro, workers = new
+    more = 3
+    for rank in range(world):
+        loader = make_loader(root, length, seed, rank, world, micro, workers)
+        loader.load_state_dict(states[0])
+        for step, batch in enumerate(take(loader, more)):
+            check_batch(batch, consumed + (step * world + rank) * micro, micro, seed, n, length)
+            seen += batch["index"].tolist()
+    assert sorted(seen) == list(range(consumed + more * world * micro))  # nothing skipped or repeated
+
+
+# ---- recurrence lanes ------------------------------------------------------------------------------------------
+
+def make_lane_loader(root, length, seed, rank, world, micro_batch, workers=0):
+    cfg = DataConfig(path=str(root), seq_len=max(8, length + 2), num_workers=workers, prefetch_factor=2, lanes=True)
+    return Loader(cfg, length, collate, seed=seed, rank=rank, world=world, micro_batch=micro_batch)
+
+
+def global_lane_rows(root, length, seed, world, micro_batch, steps, workers=0):
+    """rows[t] = the global batch at step t (all ranks' rows concatenated in rank order), as token lists."""
+    per_rank = [take(make_lane_loader(root, length, seed, r, world, micro_batch, workers), steps)
+                for r in range(world)]
+    return [[row for r in range(world) for row in per_rank[r][t]["tokens"].tolist()] for t in range(steps)]
+
+
+@pytest.mark.parametrize("world,micro_batch,workers", [(1, 3, 0), (3, 1, 2), (2, 2, 1)])
+def test_lanes_continue_their_token_stream(tmp_path, world, micro_batch, workers):
+    length, seed, n = 5, 4, 13
+    root = loader_dataset(tmp_path / "ds", n, length, 2)
+    lanes = world * micro_batch
+    per_lane = n // lanes
+    rows = global_lane_rows(root, length, seed, world, micro_batch, steps=2 * per_lane + 1, workers=workers)
+    for t in range(len(rows) - 1):
+        for j in range(lanes):
+            now, nxt = rows[t][j], rows[t + 1][j]
+            if (t + 1) % per_lane:  # inside an epoch, the lane continues its stream: token positions run on
+                assert nxt[0] == (now[-1] + 1) % (n * length), (t, j)
+    # Within one epoch the lanes cover disjoint segments.
+    first_epoch = [rows[t][j][0] for t in range(per_lane) for j in range(lanes)]
+    assert len(set(first_epoch)) == len(first_epoch)
+
+
+def test_lanes_resume_at_another_world_size(tmp_path):
+    length, seed, n = 4, 2, 17
+    root = loader_dataset(tmp_path / "ds", n, length, 0)
+    full = global_lane_rows(root, length, seed, world=2, micro_batch=2, steps=6)
+    loader = make_lane_loader(root, length, seed, 0, 2, 2)
+    take(loader, 2)
+    state = loader.state_dict()
+    assert state == {"consumed_samples": 8, "seed": seed, "lanes": 4}
+    resumed = []
+    for rank in range(4):  # 4 ranks x 1 row: the same 4 lanes
+        other = make_lane_loader(root, length, seed, rank, 4, 1)
+        other.load_state_dict(state)
+        resumed.append([b["tokens"].tolist()[0] for b in take(other, 4)])
+    assert [[resumed[r][t] for r in range(4)] for t in range(4)] == full[2:]
+
+
+def test_lanes_state_mismatch(tmp_path):
+    root = loader_dataset(tmp_path / "ds", 12, 4, 0)
+    lanes = make_lane_loader(root, 4, 0, 0, 2, 2)
+    with pytest.raises(UserError, match="recurrence lanes"):
+        lanes.load_state_dict({"consumed_samples": 8, "seed": 0, "lanes": 6})
+    with pytest.raises(UserError, match="recurrence lanes"):
+        lanes.load_state_dict({"consumed_samples": 8, "seed": 0})
+    with pytest.raises(UserError, match="at least one segment per lane"):
+        make_lane_loader(root, 4, 0, 0, 4, 4)
 
 
 def test_data_config_validation():
@@ -289,3 +377,5 @@ def test_data_config_validation():
         DataConfig(path="x", seq_len=7)
     with pytest.raises(UserError, match="data.num_workers"):
         DataConfig(path="x", num_workers=-1)
+    with pytest.raises(UserError, match="data.cache_bytes"):
+        DataConfig(path="x", cache_bytes=0)

@@ -1,0 +1,111 @@
+"""Remote datasets (http(s)://, s3://, gs://, anything fsspec opens): shards stream into a bounded local cache.
+
+A shard is downloaded to a temporary name, checked against the manifest's byte size and sha256, and only
+then renamed into the cache, so a file under its final name is always verified and several DataLoader
+workers may fetch at once without reading each other's half-written files. When the cache grows past its
+byte budget the least recently used shards are deleted; a worker that still maps a deleted shard keeps
+its mapping (POSIX unlink semantics) and nothing else needs it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+
+from data_pipeline.errors import UserError
+from data_pipeline.shards import MANIFEST, Manifest, ShardInfo
+
+DEFAULT_CACHE = Path(os.environ.get("GRAFT_CACHE", Path.home() / ".cache" / "graft"))
+CHUNK = 1 << 22
+
+
+def _fs_and_path(url: str):
+    import fsspec
+
+    try:
+        return fsspec.core.url_to_fs(url)
+    except (ImportError, ValueError) as exc:  # e.g. s3:// without s3fs installed
+        raise UserError(f"cannot open {url}: {exc}") from exc
+
+
+def _join(url: str, name: str) -> str:
+    return url.rstrip("/") + "/" + name
+
+
+def read_remote_manifest(url: str) -> Manifest:
+    where = _join(url, MANIFEST)
+    fs, path = _fs_and_path(where)
+    try:
+        with fs.open(path, "rb") as f:
+            text = f.read().decode()
+    except (OSError, UnicodeDecodeError) as exc:  # fsspec maps a 404 to FileNotFoundError
+        raise UserError(f"cannot read {where} ({exc}); is {url} a dataset written by `graft prepare`?") from exc
+    return Manifest.parse(text, where)
+
+
+class ShardCache:
+    """Local, verified copies of a remote dataset's shards under `cache_dir`, at most `max_bytes` of them."""
+
+    def __init__(self, url: str, cache_dir: str | Path | None, max_bytes: int):
+        self.url = url.rstrip("/")
+        key = hashlib.sha256(self.url.encode()).hexdigest()[:16]
+        self.dir = Path(cache_dir or DEFAULT_CACHE) / key
+        self.max_bytes = max_bytes
+
+    def local_path(self, info: ShardInfo) -> Path:
+        """The verified local copy of shard `info`, downloading it if needed."""
+        # The checksum is part of the name: a re-prepared dataset at the same URL never reuses stale files.
+        path = self.dir / f"{info.sha256[:16]}-{Path(info.path).name}"
+        if path.is_file():
+            os.utime(path)  # recently used: evicted last
+            return path
+        self.dir.mkdir(parents=True, exist_ok=True)
+        if info.bytes > self.max_bytes:
+            raise UserError(f"shard {info.path} ({info.bytes:,} bytes) is larger than the whole shard cache "
+                            f"({self.max_bytes:,} bytes); raise data.cache_bytes")
+        self._evict(need=info.bytes)
+        self._download(info, path)
+        return path
+
+    def _download(self, info: ShardInfo, path: Path) -> None:
+        url = _join(self.url, info.path)
+        fs, remote = _fs_and_path(url)
+        digest, size = hashlib.sha256(), 0
+        fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=".part-")
+        try:
+            with os.fdopen(fd, "wb") as out, fs.open(remote, "rb") as f:
+                while block := f.read(CHUNK):
+                    digest.update(block)
+                    size += len(block)
+                    out.write(block)
+            if size != info.bytes:
+                raise UserError(f"shard {url} has {size} bytes, the manifest says {info.bytes}: it is truncated or "
+                                "corrupt; re-upload the dataset written by `graft prepare`")
+            if digest.hexdigest() != info.sha256:
+                raise UserError(f"shard {url} fails its sha256 check: it is corrupt; re-upload the dataset "
+                                "written by `graft prepare`")
+            os.replace(tmp, path)
+        except OSError as exc:
+            raise UserError(f"cannot download shard {url} ({exc})") from exc
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+
+    def _evict(self, need: int) -> None:
+        files = []
+        for p in self.dir.iterdir():
+            if p.name.startswith(".part-"):
+                continue
+            try:
+                st = p.stat()
+            except FileNotFoundError:  # another worker evicted it just now
+                continue
+            files.append((st.st_mtime, st.st_size, p))
+        used = sum(size for _, size, _ in files)
+        for _, size, p in sorted(files):
+            if used + need <= self.max_bytes:
+                break
+            p.unlink(missing_ok=True)
+            used -= size
