@@ -1,86 +1,247 @@
-"""`graft prepare`: raw text -> tokenizer + token shards + manifest."""
+"""`graft prepare`: raw text -> tokenizer + token shards + manifest, resumable.
+
+Tokenization is `tokenizers`' `encode_batch`, which runs on all cores; a reader thread parses the next
+batch of records meanwhile. After every shard, `prepare_state.json` records the shards so far and the
+input position right after the shard's last document: an interrupted prepare re-run with the same inputs
+continues from there. A finished dataset records its inputs' fingerprint in `summary.json`; re-running
+the same prepare finds it and changes nothing.
+"""
 
 from __future__ import annotations
 
-import itertools
+import hashlib
 import json
-from dataclasses import dataclass
+import queue
+import threading
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 from tqdm import tqdm
 
-from data_pipeline.documents import check_inputs, iter_documents
+from data_pipeline.documents import (DEFAULT_MAX_DOC_BYTES, ReadOptions, Record, expand_inputs, is_saved_dataset,
+                                     iter_documents, iter_records)
 from data_pipeline.errors import UserError
-from data_pipeline.shards import MANIFEST, Manifest, token_dtype, write_shard
+from data_pipeline.shards import MANIFEST, Manifest, ShardInfo, file_sha256, token_dtype, write_atomic, write_shard
 from data_pipeline.tokenizer import load_tokenizer, special_token_ids, tokenizer_hash, train_tokenizer
 
 TOKENIZER_FILE = "tokenizer.json"
-BATCH_DOCS = 512  # documents per encode_batch call: large enough for tokenizers' own thread pool
+SUMMARY_FILE = "summary.json"
+STATE_FILE = "prepare_state.json"
+BATCH_DOCS = 1024  # documents per encode_batch call: large enough for tokenizers' own thread pool
+DEFAULT_SHARD_TOKENS = 1 << 26  # 64M tokens: 128 MB shards of uint16
 
 
 @dataclass
 class PrepareSummary:
-    documents: int
+    documents: int  # kept documents, as written
     tokens: int
     shards: int
     vocab_size: int
+    records_read: int = 0  # every record of the input, kept or skipped
+    skipped: dict[str, int] = field(default_factory=dict)  # reason -> records
+    text_bytes: int = 0  # UTF-8 bytes of the kept documents' text
+    fingerprint: str = ""  # of the inputs and options: a re-run with the same ones changes nothing
+    resumed: bool = False  # whether this run continued an interrupted one
 
 
-def prepare(inputs: list[Path], out: Path, vocab_size: int = 8192, tokenizer: Path | None = None,
-            text_field: str = "text", shard_tokens: int = 1 << 24, tokenizer_kind: str = "wordpiece") -> PrepareSummary:
-    """Tokenize every document of `inputs` into shards under `out`.
+def prepare(inputs: list[Path | str], out: Path, vocab_size: int = 8192, tokenizer: Path | None = None,
+            text_field: str = "text", shard_tokens: int = DEFAULT_SHARD_TOKENS, tokenizer_kind: str = "wordpiece",
+            txt_mode: str = "paragraph", skip_bad: bool = False, max_doc_bytes: int = DEFAULT_MAX_DOC_BYTES,
+            progress: bool = True) -> PrepareSummary:
+    """Tokenize every document of `inputs` (files, globs, saved `datasets` directories) into shards under `out`.
 
     Trains a tokenizer of `tokenizer_kind` on the inputs unless `tokenizer` names an existing one.
     """
-    check_inputs(inputs)
-    if (out / MANIFEST).exists():
-        raise UserError(f"{out} already holds a prepared dataset; choose another --out or delete it first")
+    out = Path(out)
+    paths = expand_inputs([str(p) for p in inputs])
     if shard_tokens <= 0:
         raise UserError(f"--shard-tokens must be positive, got {shard_tokens}")
+    if max_doc_bytes <= 0:
+        raise UserError(f"--max-doc-mb must be positive, got {max_doc_bytes / 2**20:g}")
+    options = ReadOptions(text_field=text_field, txt_mode=txt_mode, max_doc_bytes=max_doc_bytes, skip_bad=skip_bad)
+    fingerprint = _fingerprint(paths, options, tokenizer, tokenizer_kind, vocab_size, shard_tokens)
+
+    if (out / MANIFEST).exists():
+        done = _finished_summary(out)
+        if done is not None and done.fingerprint == fingerprint:
+            print(f"{out} is already prepared from these inputs with these options; nothing to do")
+            return done
+        raise UserError(f"{out} already holds a prepared dataset of other inputs or options; choose another --out "
+                        "or delete it first")
+    state = _load_state(out)
+    if state is not None and state["fingerprint"] != fingerprint:
+        # Unfinished output of this same command with other inputs (say, a bad line since fixed): start over.
+        print(f"{out} holds an interrupted prepare of other inputs or options; starting over")
+        _remove_stray_shards(out, keep=0)
+        (out / STATE_FILE).unlink()
+        state = None
     out.mkdir(parents=True, exist_ok=True)
 
-    docs = lambda: iter_documents(inputs, text_field)  # noqa: E731 - read twice: train, then encode
-    if next(docs(), None) is None:
-        raise UserError(f"the input ({', '.join(map(str, inputs))}) holds no non-empty document")
-    if tokenizer is None:
-        tok = train_tokenizer(tqdm(docs(), desc="training tokenizer", unit=" docs"), tokenizer_kind, vocab_size)
+    if state is None:
+        if next(iter_documents(paths, options), None) is None:
+            raise UserError(f"the input ({', '.join(map(str, paths))}) holds no non-empty document")
+        if tokenizer is None:
+            docs = iter_documents(paths, options)
+            tok = train_tokenizer(tqdm(docs, desc="training tokenizer", unit=" docs", disable=not progress),
+                                  tokenizer_kind, vocab_size)
+        else:
+            tok = load_tokenizer(tokenizer)
+        special_token_ids(tok)  # fails early when a special token is missing
+        write_atomic(out / TOKENIZER_FILE, tok.to_str().encode())
+        state = {"fingerprint": fingerprint, "tokenizer_sha256": tokenizer_hash(tok), "shards": [],
+                 "position": [0, 0], "records_read": 0, "skipped": {}, "text_bytes": 0}
+        _save_state(out, state)
+        resumed = False
     else:
-        tok = load_tokenizer(tokenizer)
-    specials = special_token_ids(tok)
-    tok.save(str(out / TOKENIZER_FILE))
-    dtype = token_dtype(tok.get_vocab_size())
+        # The tokenizer of the interrupted run, not a retrained one: training is not deterministic.
+        tok = load_tokenizer(out / TOKENIZER_FILE)
+        if tokenizer_hash(tok) != state["tokenizer_sha256"]:
+            raise UserError(f"{out / TOKENIZER_FILE} changed since the interrupted prepare; delete {out} and start over")
+        print(f"resuming the interrupted prepare of {out} after {len(state['shards'])} shard(s)")
+        resumed = True
+    return _encode(paths, options, out, tok, state, shard_tokens, resumed, progress)
 
+
+def _encode(paths, options, out: Path, tok, state: dict, shard_tokens: int, resumed: bool,
+            progress: bool) -> PrepareSummary:
+    dtype = token_dtype(tok.get_vocab_size())
     manifest = Manifest(vocab_size=tok.get_vocab_size(), dtype=dtype.str, tokenizer_sha256=tokenizer_hash(tok),
-                        special_tokens=specials)
+                        special_tokens=special_token_ids(tok), shards=[ShardInfo(**s) for s in state["shards"]])
+    _remove_stray_shards(out, len(manifest.shards))
+    counts = Counter(state["skipped"])
+    records_read, text_bytes = state["records_read"], state["text_bytes"]
     pending: list[np.ndarray] = []
     pending_tokens = 0
-    progress = tqdm(desc="tokenizing", unit=" docs")
-    for batch in _batched(docs(), BATCH_DOCS):
-        for enc in tok.encode_batch(batch, add_special_tokens=False):
-            ids = np.asarray(enc.ids, dtype=dtype)
-            if len(ids) == 0:
+    started = time.perf_counter()
+    bar = tqdm(desc="tokenizing", unit=" docs", disable=not progress, initial=records_read)
+    for batch in _prefetched(_record_batches(paths, options, tuple(state["position"]))):
+        texts = [r.text for r in batch if r.text is not None]
+        encoded = iter(tok.encode_batch(texts, add_special_tokens=False))
+        for record in batch:
+            records_read += 1
+            if record.text is None:
+                counts[record.skipped] += 1
                 continue
+            ids = np.asarray(next(encoded).ids, dtype=dtype)
+            if len(ids) == 0:
+                counts["no_tokens"] += 1
+                continue
+            text_bytes += len(record.text.encode("utf-8"))
             pending.append(ids)
             pending_tokens += len(ids)
             if pending_tokens >= shard_tokens:
                 manifest.shards.append(write_shard(out / f"shard_{len(manifest.shards):05d}.bin", pending, dtype))
                 pending, pending_tokens = [], 0
-        progress.update(len(batch))
-        progress.set_postfix(tokens=manifest.total_tokens + pending_tokens, refresh=False)
-    progress.close()
+                state.update(shards=[asdict(s) for s in manifest.shards], position=list(record.position),
+                             records_read=records_read, skipped=dict(counts), text_bytes=text_bytes)
+                _save_state(out, state)
+        bar.update(len(batch))
+        elapsed = max(time.perf_counter() - started, 1e-9)
+        bar.set_postfix(tokens=f"{manifest.total_tokens + pending_tokens:,}",
+                        MBps=f"{text_bytes / elapsed / 1e6:.1f}", refresh=False)
+    bar.close()
     if pending:
         manifest.shards.append(write_shard(out / f"shard_{len(manifest.shards):05d}.bin", pending, dtype))
     if manifest.total_tokens == 0:
         raise UserError("every document tokenized to nothing; check the input files and the tokenizer")
-    manifest.save(out)  # last: a dataset without a manifest is visibly unfinished
+    manifest.save(out)  # after every shard: a dataset without a manifest is visibly unfinished
     summary = PrepareSummary(documents=manifest.total_documents, tokens=manifest.total_tokens,
-                             shards=len(manifest.shards), vocab_size=manifest.vocab_size)
-    (out / "summary.json").write_text(json.dumps(summary.__dict__, indent=1))
+                             shards=len(manifest.shards), vocab_size=manifest.vocab_size, records_read=records_read,
+                             skipped=dict(sorted(counts.items())), text_bytes=text_bytes,
+                             fingerprint=state["fingerprint"], resumed=resumed)
+    write_atomic(out / SUMMARY_FILE, json.dumps(asdict(summary), indent=1).encode())
+    (out / STATE_FILE).unlink()
     return summary
 
 
-def _batched(items, n):
-    it = iter(items)
-    while batch := list(itertools.islice(it, n)):
+def _record_batches(paths, options, start) -> Iterator[list[Record]]:
+    batch: list[Record] = []
+    for record in iter_records(paths, options, start):
+        batch.append(record)
+        if len(batch) == BATCH_DOCS:
+            yield batch
+            batch = []
+    if batch:
         yield batch
+
+
+def _prefetched(batches: Iterator[list[Record]], depth: int = 4) -> Iterator[list[Record]]:
+    """Read and parse the next batches in a thread while `encode_batch` (which releases the GIL) runs."""
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    done = object()
+    stop = threading.Event()
+
+    def produce():
+        try:
+            for b in batches:
+                if stop.is_set():
+                    return
+                q.put(b)
+            q.put(done)
+        except BaseException as exc:  # re-raised in the consumer, e.g. a UserError naming a bad line
+            q.put(exc)
+
+    thread = threading.Thread(target=produce, daemon=True)
+    thread.start()
+    try:
+        while (item := q.get()) is not done:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        while thread.is_alive():  # unblock a producer waiting on a full queue
+            try:
+                q.get_nowait()
+            except queue.Empty:
+                thread.join(0.01)
+
+
+def _fingerprint(paths, options: ReadOptions, tokenizer, kind: str, vocab_size: int, shard_tokens: int) -> str:
+    """Identifies the inputs (path, size, mtime of every file) and every option that changes the output."""
+    files = []
+    for path in paths:
+        members = sorted(p for p in path.rglob("*") if p.is_file()) if is_saved_dataset(path) else [path]
+        files += [(str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns) for p in members]
+    if tokenizer:
+        load_tokenizer(tokenizer)  # the clear error for a missing or malformed tokenizer, before any work
+        given = Path(tokenizer) / TOKENIZER_FILE if Path(tokenizer).is_dir() else Path(tokenizer)
+        tok = {"file_sha256": file_sha256(given)}
+    else:
+        tok = {"kind": kind, "vocab_size": vocab_size}
+    blob = json.dumps({"files": files, "options": asdict(options), "tokenizer": tok, "shard_tokens": shard_tokens},
+                      sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _finished_summary(out: Path) -> PrepareSummary | None:
+    try:
+        return PrepareSummary(**json.loads((out / SUMMARY_FILE).read_text()))
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+def _load_state(out: Path) -> dict | None:
+    path = out / STATE_FILE
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except ValueError as exc:
+        raise UserError(f"{path} is damaged ({exc}); delete {out} and prepare again") from exc
+
+
+def _save_state(out: Path, state: dict) -> None:
+    write_atomic(out / STATE_FILE, json.dumps(state).encode())
+
+
+def _remove_stray_shards(out: Path, keep: int) -> None:
+    """Shards an interrupted run wrote after its last saved state are written again."""
+    for path in out.glob("shard_*.bin*"):
+        number = path.name[len("shard_"):].split(".")[0]
+        if not number.isdigit() or int(number) >= keep or not path.name.endswith(".bin"):
+            path.unlink()

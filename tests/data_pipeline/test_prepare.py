@@ -106,10 +106,11 @@ def test_prepare_several_inputs_in_order_with_custom_field(tmp_path):
 
 def test_docs_that_tokenize_to_nothing_are_dropped(tmp_path):
     texts = make_docs(10, seed=4)
-    path = write_jsonl(tmp_path / "in.jsonl", [{"text": t} for t in texts[:3]] + [{"text": "\x00\x07"}]
+    path = write_jsonl(tmp_path / "in.jsonl", [{"text": t} for t in texts[:3]] + [{"text": "\u200b \u200d"}]
                        + [{"text": t} for t in texts[3:]])
     summary = prepare([path], tmp_path / "out", vocab_size=150)
     check_dataset(tmp_path / "out", texts, summary)
+    assert summary.skipped == {"no_tokens": 1} and summary.records_read == 11
 
 
 def test_several_shards_never_split_a_document(tmp_path):
@@ -180,9 +181,9 @@ def test_no_inputs(tmp_path):
 
 
 def test_unknown_suffix(tmp_path):
-    path = tmp_path / "data.csv"
-    path.write_text("text\nhello\n")
-    assert_user_error(lambda: prepare([path], tmp_path / "out"), path, "'.csv'")
+    path = tmp_path / "data.xml"
+    path.write_text("<text>hello</text>\n")
+    assert_user_error(lambda: prepare([path], tmp_path / "out"), path, "'.xml'")
 
 
 def test_bad_shard_tokens(tmp_path):
