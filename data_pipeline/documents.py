@@ -151,9 +151,11 @@ def _lines(path: Path, max_bytes: int) -> Iterator[tuple[int, str | None, str | 
                 yield lineno, None, "too_long"
                 continue
             try:
-                yield lineno, raw.decode("utf-8"), None
+                line = raw.decode("utf-8")
             except UnicodeDecodeError:
                 yield lineno, None, "invalid_utf8"
+                continue
+            yield (lineno, None, "binary") if "\x00" in line else (lineno, line, None)
 
 
 def _jsonl_records(path: Path, options: ReadOptions):
@@ -167,7 +169,7 @@ def _jsonl_records(path: Path, options: ReadOptions):
         try:
             record = json.loads(line)
         except json.JSONDecodeError:
-            yield where, None, "binary" if "\x00" in line else "malformed_json"
+            yield where, None, "malformed_json"
             continue
         text = record.get(options.text_field) if isinstance(record, dict) else None
         if not isinstance(text, str):

@@ -13,11 +13,14 @@ from data_pipeline.errors import UserError
 def _prepare(args) -> None:
     from data_pipeline.prepare import prepare
 
-    summary = prepare([Path(p) for p in args.inputs], Path(args.out), vocab_size=args.vocab_size,
+    summary = prepare(args.inputs, Path(args.out), vocab_size=args.vocab_size,
                       tokenizer=Path(args.tokenizer) if args.tokenizer else None, text_field=args.text_field,
-                      shard_tokens=args.shard_tokens)
-    print(f"prepared {args.out}: {summary.documents:,} documents, {summary.tokens:,} tokens in "
-          f"{summary.shards} shard(s), vocabulary {summary.vocab_size:,}")
+                      shard_tokens=args.shard_tokens, tokenizer_kind=args.tokenizer_kind, txt_mode=args.txt_docs,
+                      skip_bad=args.skip_bad, max_doc_bytes=int(args.max_doc_mb * 2**20))
+    skipped = ", ".join(f"{n:,} {reason}" for reason, n in summary.skipped.items()) or "none"
+    print(f"prepared {args.out}: {summary.records_read:,} records read, {summary.documents:,} documents kept "
+          f"({summary.tokens:,} tokens in {summary.shards} shard(s), vocabulary {summary.vocab_size:,}); "
+          f"skipped: {skipped}. Details in {Path(args.out) / 'summary.json'}")
 
 
 def _train(args) -> None:
@@ -48,16 +51,41 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Each command has its own --help. Docs: README.md.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = commands.add_parser("prepare", help="tokenize raw text into shards",
-                            description="Read .jsonl / .txt documents, train a WordPiece tokenizer (or load one), "
-                                        "and write token shards with a checksummed manifest.")
+    from data_pipeline.documents import DEFAULT_MAX_DOC_BYTES, TXT_MODES
+    from data_pipeline.prepare import DEFAULT_SHARD_TOKENS
+    from data_pipeline.tokenizer import TOKENIZER_KINDS
+
+    p = commands.add_parser(
+        "prepare", help="tokenize raw text into shards",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Read documents (.jsonl, .txt, .parquet, .csv, or a directory written by datasets' "
+                    "save_to_disk; globs allowed), train a tokenizer on them (or load one), and write token "
+                    "shards with a checksummed manifest.json and a summary.json of what was read, kept and "
+                    "skipped.",
+        epilog="Re-running an interrupted prepare with the same arguments continues where it stopped; re-running "
+               "a finished one changes nothing.\n"
+               "Bad records (invalid UTF-8, malformed JSON, a missing text field, binary data, documents over "
+               "--max-doc-mb) stop\nthe run with an error naming file and line, unless --skip-bad skips and "
+               "counts them. Empty documents are always skipped.\n\n"
+               "example: graft prepare 'corpus/*.jsonl' --out data/corpus --vocab-size 32000")
     p.add_argument("inputs", nargs="+", metavar="INPUT",
-                   help=".jsonl (one JSON object per line) or .txt (documents separated by blank lines)")
-    p.add_argument("--out", required=True, help="dataset directory to create")
-    p.add_argument("--vocab-size", type=int, default=8192, help="WordPiece vocabulary to train (default: 8192)")
+                   help="files or quoted globs: .jsonl (one JSON object per line), .txt, .parquet, .csv; or a "
+                        "saved datasets directory")
+    p.add_argument("--out", required=True, help="dataset directory to create (or to finish, after an interruption)")
+    p.add_argument("--tokenizer-kind", choices=sorted(TOKENIZER_KINDS), default="wordpiece",
+                   help="kind of tokenizer to train (default: %(default)s)")
+    p.add_argument("--vocab-size", type=int, default=8192, help="vocabulary to train (default: %(default)s)")
     p.add_argument("--tokenizer", help="use this tokenizer.json (or HF tokenizer directory) instead of training one")
-    p.add_argument("--text-field", default="text", help="the JSON field holding the text (default: text)")
-    p.add_argument("--shard-tokens", type=int, default=1 << 24, help="tokens per shard (default: 16M)")
+    p.add_argument("--text-field", default="text", help="the JSON field or column holding the text (default: text)")
+    p.add_argument("--txt-docs", choices=TXT_MODES, default="paragraph",
+                   help=".txt documents: 'paragraph' = separated by blank lines, 'line' = one per line "
+                        "(default: %(default)s)")
+    p.add_argument("--shard-tokens", type=int, default=DEFAULT_SHARD_TOKENS,
+                   help=f"tokens per shard (default: {DEFAULT_SHARD_TOKENS:,})")
+    p.add_argument("--skip-bad", action="store_true", help="skip bad records and count them by reason instead of "
+                                                           "stopping at the first")
+    p.add_argument("--max-doc-mb", type=float, default=DEFAULT_MAX_DOC_BYTES / 2**20,
+                   help="largest document accepted, in MiB (default: %(default)g)")
     p.set_defaults(run=_prepare)
 
     p = commands.add_parser("train", help="train a model from a config",
