@@ -15,10 +15,9 @@ import tempfile
 from pathlib import Path
 
 from data_pipeline.errors import UserError
-from data_pipeline.shards import MANIFEST, Manifest, ShardInfo
+from data_pipeline.shards import MANIFEST, Manifest, ShardInfo, file_sha256
 
 DEFAULT_CACHE = Path(os.environ.get("GRAFT_CACHE", Path.home() / ".cache" / "graft"))
-CHUNK = 1 << 22
 
 
 def _fs_and_path(url: str):
@@ -72,22 +71,19 @@ class ShardCache:
     def _download(self, info: ShardInfo, path: Path) -> None:
         url = _join(self.url, info.path)
         fs, remote = _fs_and_path(url)
-        digest, size = hashlib.sha256(), 0
         fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=".part-")
+        os.close(fd)
         try:
-            with os.fdopen(fd, "wb") as out, fs.open(remote, "rb") as f:
-                while block := f.read(CHUNK):
-                    digest.update(block)
-                    size += len(block)
-                    out.write(block)
+            fs.get_file(remote, tmp)  # streams to disk: a shard is never held in memory
+            size = os.path.getsize(tmp)
             if size != info.bytes:
                 raise UserError(f"shard {url} has {size} bytes, the manifest says {info.bytes}: it is truncated or "
                                 "corrupt; re-upload the dataset written by `graft prepare`")
-            if digest.hexdigest() != info.sha256:
+            if file_sha256(Path(tmp)) != info.sha256:
                 raise UserError(f"shard {url} fails its sha256 check: it is corrupt; re-upload the dataset "
                                 "written by `graft prepare`")
             os.replace(tmp, path)
-        except OSError as exc:
+        except OSError as exc:  # fsspec maps HTTP 404 to FileNotFoundError
             raise UserError(f"cannot download shard {url} ({exc})") from exc
         finally:
             if os.path.exists(tmp):
