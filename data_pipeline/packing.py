@@ -7,6 +7,7 @@ so collators can separate documents.
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -40,6 +41,7 @@ class PackedSegments:
         self.length = length
         self.dtype = np.dtype(self.manifest.dtype)
         self._starts = np.cumsum([0] + [s.tokens for s in self.manifest.shards])
+        self._start_list = [int(x) for x in self._starts]  # bisect on a list beats numpy for one scalar
         self._shards: list[Shard | None] = [None] * len(self.manifest.shards)
         if len(self) == 0:
             raise UserError(f"dataset {self.root} has {self._starts[-1]} tokens, fewer than one sample of "
@@ -66,17 +68,18 @@ class PackedSegments:
         """(tokens, doc_starts) of one segment; it may span several shards."""
         begin, end = segment * self.length, (segment + 1) * self.length
         pieces, doc_starts = [], []
-        s = int(np.searchsorted(self._starts, begin, side="right")) - 1
+        s = bisect.bisect_right(self._start_list, begin) - 1
         pos = begin
         while pos < end:
             shard = self._shard(s)
-            lo = pos - int(self._starts[s])
-            hi = min(end, int(self._starts[s + 1])) - int(self._starts[s])
+            base = self._start_list[s]
+            lo, hi = pos - base, min(end, self._start_list[s + 1]) - base
             pieces.append(shard.tokens[lo:hi])
             offsets = shard.offsets
-            first = int(np.searchsorted(offsets, lo, side="left"))
-            last = int(np.searchsorted(offsets, hi, side="left"))
+            first, last = np.searchsorted(offsets, (lo, hi), side="left")
             doc_starts.append(offsets[first:last].astype(np.int64) - lo + (pos - begin))
             pos += hi - lo
             s += 1
+        if len(pieces) == 1:  # the common case: one shard
+            return pieces[0].astype(np.int64), doc_starts[0]
         return np.concatenate(pieces).astype(np.int64), np.concatenate(doc_starts)

@@ -130,7 +130,8 @@ def open_shard(root: Path, info: ShardInfo, dtype: np.dtype, verify: bool = Fals
                         "corrupt; re-run `graft prepare`")
     if verify and file_sha256(path) != info.sha256:
         raise UserError(f"shard {path} fails its sha256 check: it is corrupt; re-run `graft prepare`")
-    raw = np.memmap(path, dtype=np.uint8, mode="r")
+    # A plain ndarray view of the map: slicing np.memmap itself costs a Python-level hook per slice.
+    raw = np.asarray(np.memmap(path, dtype=np.uint8, mode="r"))
     token_bytes = info.tokens * dtype.itemsize
     tokens = raw[:token_bytes].view(dtype)
     start = token_bytes + (-token_bytes) % 8

@@ -1,0 +1,250 @@
+"""Loader throughput: MLM batches of 512 tokens per second, Graft versus the usual alternatives.
+
+All sides read the same corpus (the bundled sample corpus, repeated) with the same tokenizer, through a
+torch `DataLoader` with the same number of workers and batch size:
+
+  graft              Graft's Loader over its shards (memory map), Graft's MLM collator
+  hf_streaming       HF `datasets` streaming + on-the-fly tokenization + DataCollatorForLanguageModeling
+  hf_pretokenized    run_mlm.py's path: tokenized, grouped `datasets` dataset + DataCollatorForLanguageModeling
+  mds                mosaicml-streaming's StreamingDataset over MDS shards of the same segments, Graft's
+                     MLM collator (run in its own venv: it pins older numpy / transformers)
+  memmap             the ceiling: raw segments straight from the memory-mapped shards, no masking
+
+and time-to-first-batch of a Graft loader resumed at sample 10^8 versus one starting at 0.
+Run: python bench/loader.py   (first run creates bench/.venv-mds; see --mds-venv)
+The last line printed is one JSON object with the ratios (Graft's samples/s over each baseline's).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+from data_pipeline.collators.mlm import MLMCollator, MLMConfig  # noqa: E402
+from data_pipeline.loader import DataConfig, Loader  # noqa: E402
+from data_pipeline.packing import PackedSegments  # noqa: E402
+from data_pipeline.prepare import TOKENIZER_FILE, prepare  # noqa: E402
+from data_pipeline.shards import Manifest  # noqa: E402
+
+SAMPLE_CORPUS = REPO / "data_pipeline" / "sample_corpus" / "python_docs.jsonl"
+MDS_REQUIREMENTS = ["torch==2.13.0", "mosaicml-streaming==0.13.*"]  # torch first: the local CPU build
+
+
+def log(*a):
+    print(*a, file=sys.stderr, flush=True)
+
+
+def make_corpus(work: Path, copies: int) -> list[Path]:
+    """The sample corpus `copies` times, in two files (so HF streaming can give each worker a shard)."""
+    lines = SAMPLE_CORPUS.read_text().splitlines(keepends=True) * copies
+    half = len(lines) // 2
+    paths = [work / "corpus" / f"part{i}.jsonl" for i in range(2)]
+    paths[0].parent.mkdir(parents=True, exist_ok=True)
+    for path, chunk in zip(paths, (lines[:half], lines[half:])):
+        if not path.exists():
+            path.write_text("".join(chunk))
+    return paths
+
+
+def timed(batches, n: int, warmup: int, batch_size: int) -> float:
+    """Samples per second over `n` batches after `warmup` (worker start-up, first reads) are discarded."""
+    it = iter(batches)
+    for _ in range(warmup):
+        next(it)
+    start = time.perf_counter()
+    for _ in range(n):
+        next(it)
+    return n * batch_size / (time.perf_counter() - start)
+
+
+def forever(make_loader):
+    while True:  # a fresh epoch when a finite loader ends
+        yield from make_loader()
+
+
+# ---- the sides ----------------------------------------------------------------------------------------------
+
+def graft_loader(data: Path, args, consumed: int = 0) -> Loader:
+    manifest = Manifest.load(data)
+    mlm = MLMCollator(MLMConfig(), manifest.special_tokens, manifest.vocab_size, args.seq_len, seed=0)
+    loader = Loader(DataConfig(path=str(data), seq_len=args.seq_len, num_workers=args.workers), mlm.raw_length,
+                    mlm, seed=0, rank=0, world=1, micro_batch=args.batch_size)
+    if consumed:
+        loader.load_state_dict({"consumed_samples": consumed, "seed": 0})
+    return loader
+
+
+def hf_tokenizer(data: Path):
+    from transformers import BertTokenizerFast
+    from tokenizers import Tokenizer
+
+    return BertTokenizerFast(tokenizer_object=Tokenizer.from_file(str(data / TOKENIZER_FILE)), unk_token="[UNK]",
+                             sep_token="[SEP]", pad_token="[PAD]", cls_token="[CLS]", mask_token="[MASK]")
+
+
+def run_mlm_maps(tok, seq_len):
+    """run_mlm.py's tokenize_function and group_texts (its default: concatenate, cut every seq_len)."""
+    def tokenize(examples):
+        return tok(examples["text"], return_special_tokens_mask=True)
+
+    def group(examples):
+        concatenated = {k: list(itertools.chain(*examples[k])) for k in examples}
+        total = len(concatenated["input_ids"]) // seq_len * seq_len
+        return {k: [t[i:i + seq_len] for i in range(0, total, seq_len)] for k, t in concatenated.items()}
+    return tokenize, group
+
+
+def hf_streaming_batches(corpus, data, args):
+    import datasets
+    from transformers import DataCollatorForLanguageModeling
+
+    tok = hf_tokenizer(data)
+    tokenize, group = run_mlm_maps(tok, args.seq_len)
+    collator = DataCollatorForLanguageModeling(tok, mlm_probability=0.15)
+
+    def make():
+        ds = datasets.load_dataset("json", data_files=[str(p) for p in corpus], split="train", streaming=True)
+        columns = list(json.loads(corpus[0].open().readline()))
+        ds = ds.map(tokenize, batched=True, remove_columns=columns)
+        ds = ds.map(group, batched=True)
+        return DataLoader(ds, batch_size=args.batch_size, collate_fn=collator, num_workers=args.workers)
+    return forever(make)
+
+
+def hf_pretokenized_batches(corpus, data, args):
+    import datasets
+    from transformers import DataCollatorForLanguageModeling
+
+    tok = hf_tokenizer(data)
+    tokenize, group = run_mlm_maps(tok, args.seq_len)
+    ds = datasets.load_dataset("json", data_files=[str(p) for p in corpus], split="train")
+    ds = ds.map(tokenize, batched=True, remove_columns=ds.column_names)  # preprocessing: not timed
+    ds = ds.map(group, batched=True)
+    collator = DataCollatorForLanguageModeling(tok, mlm_probability=0.15)
+    log(f"  hf_pretokenized: {len(ds):,} samples of {args.seq_len}")
+    return forever(lambda: DataLoader(ds, batch_size=args.batch_size, shuffle=True, collate_fn=collator,
+                                      num_workers=args.workers, persistent_workers=args.workers > 0))
+
+
+class RawMemmap(IterableDataset):
+    """Batches of raw segments read straight from the memory-mapped shards, in a seeded random order."""
+
+    def __init__(self, data: Path, length: int, batch_size: int):
+        self.data, self.length, self.batch_size = data, length, batch_size
+
+    def __iter__(self):
+        info = get_worker_info()
+        worker = info.id if info else 0
+        manifest = Manifest.load(self.data)
+        maps = [np.memmap(self.data / s.path, dtype=manifest.dtype, mode="r", shape=(s.tokens,))
+                for s in manifest.shards]
+        rng = np.random.default_rng(worker)
+        while True:
+            shard = maps[rng.integers(len(maps))]
+            starts = rng.integers(0, len(shard) - self.length, size=self.batch_size)
+            yield torch.from_numpy(np.stack([shard[s:s + self.length] for s in starts]).astype(np.int64))
+
+
+def memmap_batches(data, args):
+    return iter(DataLoader(RawMemmap(data, args.seq_len, args.batch_size), batch_size=None,
+                           num_workers=args.workers))
+
+
+def mds_samples_per_s(data: Path, work: Path, args) -> float | None:
+    venv = Path(args.mds_venv)
+    python = venv / "bin" / "python"
+    if not python.exists():
+        log(f"  creating {venv} for mosaicml-streaming ({', '.join(MDS_REQUIREMENTS)})")
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        for requirement in MDS_REQUIREMENTS:  # one by one: torch's CPU build must come first
+            subprocess.run([str(python), "-m", "pip", "install", "-q", requirement], check=True)
+    result = subprocess.run([str(python), str(REPO / "bench" / "mds_side.py"), "--dataset", str(data),
+                             "--mds", str(work / "mds"), "--seq-len", str(args.seq_len), "--batch-size",
+                             str(args.batch_size), "--workers", str(args.workers), "--batches", str(args.batches),
+                             "--warmup", str(args.warmup)], capture_output=True, text=True,
+                            env={**os.environ, "PYTHONPATH": ""})
+    if result.returncode != 0:
+        log(f"  mosaicml-streaming side failed:\n{result.stderr[-3000:]}")
+        return None
+    return json.loads(result.stdout.strip().splitlines()[-1])["samples_per_s"]
+
+
+def time_to_first_batch(data: Path, args, consumed: int) -> float:
+    start = time.perf_counter()
+    loader = graft_loader(data, args, consumed)  # opening is part of resuming
+    it = iter(loader)
+    batch = next(it)
+    elapsed = time.perf_counter() - start
+    assert batch["input_ids"].shape == (args.batch_size, args.seq_len)
+    it.close()
+    return elapsed
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--work", default=str(Path(tempfile.gettempdir()) / "graft-bench-loader"),
+                    help="scratch directory, reused across runs (default: %(default)s)")
+    ap.add_argument("--copies", type=int, default=4, help="sample corpus repetitions (default: %(default)s)")
+    ap.add_argument("--seq-len", type=int, default=512)
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--workers", type=int, default=2, help="DataLoader workers on every side (default: 2)")
+    ap.add_argument("--batches", type=int, default=150, help="timed batches per side (default: %(default)s)")
+    ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--ttfb-repeats", type=int, default=7)
+    ap.add_argument("--mds-venv", default=str(REPO / "bench" / ".venv-mds"),
+                    help="virtual environment for mosaicml-streaming, created on first use (default: %(default)s)")
+    ap.add_argument("--skip-mds", action="store_true")
+    args = ap.parse_args()
+    work = Path(args.work)
+    corpus = make_corpus(work, args.copies)
+    data = work / "graft"
+    prepare(corpus, data, vocab_size=8192, progress=False)  # a no-op once prepared
+    log(f"corpus: {sum(p.stat().st_size for p in corpus) / 1e6:.1f} MB, "
+        f"{Manifest.load(data).total_tokens:,} tokens; {args.batches} batches of {args.batch_size} x {args.seq_len}, "
+        f"{args.workers} workers")
+
+    rate = {}
+    n, w, b = args.batches, args.warmup, args.batch_size
+    log("graft ...")
+    rate["graft"] = timed(iter(graft_loader(data, args)), n, w, b)
+    log("memmap ceiling ...")
+    rate["memmap"] = timed(memmap_batches(data, args), n, w, b)
+    log("hf_pretokenized (run_mlm.py) ...")
+    rate["hf_pretokenized"] = timed(hf_pretokenized_batches(corpus, data, args), n, w, b)
+    log("hf_streaming ...")
+    rate["hf_streaming"] = timed(hf_streaming_batches(corpus, data, args), n, w, b)
+    if not args.skip_mds:
+        log("mosaicml-streaming ...")
+        rate["mds"] = mds_samples_per_s(data, work, args)
+    log("time to first batch ...")
+    ttfb = {0: [], 10 ** 8: []}
+    for _ in range(args.ttfb_repeats):
+        for consumed in ttfb:  # interleaved, so drift on a shared machine hits both alike
+            ttfb[consumed].append(time_to_first_batch(data, args, consumed))
+    ttfb0, ttfb_resume = statistics.median(ttfb[0]), statistics.median(ttfb[10 ** 8])
+
+    log("samples/s: " + ", ".join(f"{k} {v:,.0f}" if v else f"{k} n/a" for k, v in rate.items()))
+    log(f"time to first batch (median of {args.ttfb_repeats}): at 0 {ttfb0 * 1e3:.1f} ms, "
+        f"resumed at 1e8 {ttfb_resume * 1e3:.1f} ms")
+    ratio = lambda other: round(rate["graft"] / rate[other], 3) if rate.get(other) else None  # noqa: E731
+    print(json.dumps({"loader_vs_hf_streaming": ratio("hf_streaming"),
+                      "loader_vs_hf_pretokenized": ratio("hf_pretokenized"), "loader_vs_mds": ratio("mds"),
+                      "loader_vs_memmap": ratio("memmap"), "resume_ttfb_ratio": round(ttfb_resume / ttfb0, 3)}))
+
+
+if __name__ == "__main__":
+    main()

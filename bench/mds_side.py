@@ -1,0 +1,74 @@
+"""mosaicml-streaming's side of bench/loader.py, run by the Python of its own virtual environment.
+
+mosaicml-streaming 0.13 pins older numpy / transformers / huggingface_hub than Graft, so bench/loader.py
+runs this file with the interpreter of a separate venv. It writes the Graft dataset's packed segments as
+MDS shards, then times `StreamingDataset` through a `DataLoader` with Graft's own MLM collator, so that
+only the loaders differ. Prints one JSON line: {"samples_per_s": ...}.
+"""
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # Graft's collator, from this checkout
+from data_pipeline.collators.mlm import MLMCollator, MLMConfig  # noqa: E402
+from data_pipeline.packing import PackedSegments, Segment  # noqa: E402
+from data_pipeline.shards import Manifest  # noqa: E402
+
+
+class Collate:
+    def __init__(self, mlm):
+        self.mlm = mlm
+
+    def __call__(self, rows):
+        return self.mlm([Segment(index=int(r["index"]), tokens=r["tokens"].astype(np.int64),
+                                 doc_starts=r["doc_starts"]) for r in rows])
+
+
+def main():
+    from streaming import MDSWriter, StreamingDataset
+    from streaming.base.util import clean_stale_shared_memory
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--dataset", required=True)
+    ap.add_argument("--mds", required=True)
+    ap.add_argument("--seq-len", type=int, default=512)
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--batches", type=int, default=200)
+    ap.add_argument("--warmup", type=int, default=5)
+    args = ap.parse_args()
+
+    manifest = Manifest.load(args.dataset)
+    mlm = MLMCollator(MLMConfig(), manifest.special_tokens, manifest.vocab_size, args.seq_len, 0)
+    mds = Path(args.mds)
+    if not (mds / "index.json").exists():
+        segments = PackedSegments(args.dataset, mlm.raw_length)
+        with MDSWriter(out=str(mds), columns={"tokens": "ndarray:uint16", "doc_starts": "ndarray:int64",
+                                              "index": "int"}, compression=None, size_limit=1 << 26) as writer:
+            for i in range(len(segments)):
+                tokens, starts = segments.read(i)
+                writer.write({"tokens": tokens.astype(np.uint16), "doc_starts": starts, "index": i})
+    clean_stale_shared_memory()
+    ds = StreamingDataset(local=str(mds), shuffle=True, shuffle_seed=0, batch_size=args.batch_size)
+    loader = torch.utils.data.DataLoader(ds, batch_size=args.batch_size, num_workers=args.workers,
+                                         collate_fn=Collate(mlm), persistent_workers=args.workers > 0)
+    done, started = 0, None
+    while done < args.warmup + args.batches:  # several epochs when the corpus is small
+        for _ in loader:
+            done += 1
+            if done == args.warmup:
+                started = time.perf_counter()
+            if done == args.warmup + args.batches:
+                break
+    elapsed = time.perf_counter() - started
+    print(json.dumps({"samples_per_s": args.batches * args.batch_size / elapsed}))
+
+
+if __name__ == "__main__":
+    main()
