@@ -13,6 +13,7 @@ import hashlib
 import json
 import queue
 import threading
+from concurrent.futures import ThreadPoolExecutor
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -118,9 +119,8 @@ def _encode(paths, options, out: Path, tok, state: dict, shard_tokens: int, resu
     pending_tokens = 0
     started = time.perf_counter()
     bar = tqdm(desc="tokenizing", unit=" docs", disable=not progress, initial=records_read)
-    for batch in _prefetched(_record_batches(paths, options, tuple(state["position"]))):
-        texts = [r.text for r in batch if r.text is not None]
-        encoded = iter(tok.encode_batch(texts, add_special_tokens=False))
+    for batch, encodings in _encoded(tok, _prefetched(_record_batches(paths, options, tuple(state["position"])))):
+        encoded = iter(encodings)
         for record in batch:
             records_read += 1
             if record.text is None:
@@ -156,6 +156,22 @@ def _encode(paths, options, out: Path, tok, state: dict, shard_tokens: int, resu
     write_atomic(out / SUMMARY_FILE, json.dumps(asdict(summary), indent=1).encode())
     (out / STATE_FILE).unlink()
     return summary
+
+
+def _encoded(tok, batches: Iterator[list[Record]]):
+    """(batch, encodings of its kept texts), encoding the next batch on all cores while this one is written."""
+    def encode(batch):
+        return tok.encode_batch([r.text for r in batch if r.text is not None], add_special_tokens=False)
+
+    with ThreadPoolExecutor(max_workers=1) as pool:  # encode_batch releases the GIL
+        current = next(batches, None)
+        future = pool.submit(encode, current) if current is not None else None
+        while current is not None:
+            following = next(batches, None)
+            encodings = future.result()
+            future = pool.submit(encode, following) if following is not None else None
+            yield current, encodings
+            current = following
 
 
 def _record_batches(paths, options, start) -> Iterator[list[Record]]:
