@@ -41,7 +41,9 @@ from data_pipeline.prepare import TOKENIZER_FILE, prepare  # noqa: E402
 from data_pipeline.shards import Manifest  # noqa: E402
 
 SAMPLE_CORPUS = REPO / "data_pipeline" / "sample_corpus" / "python_docs.jsonl"
-MDS_REQUIREMENTS = ["torch==2.13.0", "mosaicml-streaming==0.13.*"]  # torch first: the local CPU build
+# One pip call: torch 2.13 is the CPU build on this machine's disk; torchvision 0.28 is the release made for it
+# (mosaicml-streaming needs torchvision, whose newest release would pull a CUDA torch 2.14).
+MDS_REQUIREMENTS = ["torch==2.13.0", "torchvision<0.29", "mosaicml-streaming==0.13.*"]
 
 
 def log(*a):
@@ -78,11 +80,15 @@ def forever(make_loader):
 
 # ---- the sides ----------------------------------------------------------------------------------------------
 
-def graft_loader(data: Path, args, consumed: int = 0) -> Loader:
+def stack_tokens(samples):
+    return torch.from_numpy(np.stack([s.tokens for s in samples]))
+
+
+def graft_loader(data: Path, args, consumed: int = 0, collate=None) -> Loader:
     manifest = Manifest.load(data)
     mlm = MLMCollator(MLMConfig(), manifest.special_tokens, manifest.vocab_size, args.seq_len, seed=0)
     loader = Loader(DataConfig(path=str(data), seq_len=args.seq_len, num_workers=args.workers), mlm.raw_length,
-                    mlm, seed=0, rank=0, world=1, micro_batch=args.batch_size)
+                    collate or mlm, seed=0, rank=0, world=1, micro_batch=args.batch_size)
     if consumed:
         loader.load_state_dict({"consumed_samples": consumed, "seed": 0})
     return loader
@@ -170,8 +176,7 @@ def mds_samples_per_s(data: Path, work: Path, args) -> float | None:
     if not python.exists():
         log(f"  creating {venv} for mosaicml-streaming ({', '.join(MDS_REQUIREMENTS)})")
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-        for requirement in MDS_REQUIREMENTS:  # one by one: torch's CPU build must come first
-            subprocess.run([str(python), "-m", "pip", "install", "-q", requirement], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "-q", *MDS_REQUIREMENTS], check=True)
     result = subprocess.run([str(python), str(REPO / "bench" / "mds_side.py"), "--dataset", str(data),
                              "--mds", str(work / "mds"), "--seq-len", str(args.seq_len), "--batch-size",
                              str(args.batch_size), "--workers", str(args.workers), "--batches", str(args.batches),
@@ -204,7 +209,7 @@ def main():
     ap.add_argument("--workers", type=int, default=2, help="DataLoader workers on every side (default: 2)")
     ap.add_argument("--batches", type=int, default=150, help="timed batches per side (default: %(default)s)")
     ap.add_argument("--warmup", type=int, default=5)
-    ap.add_argument("--ttfb-repeats", type=int, default=7)
+    ap.add_argument("--ttfb-repeats", type=int, default=11)
     ap.add_argument("--mds-venv", default=str(REPO / "bench" / ".venv-mds"),
                     help="virtual environment for mosaicml-streaming, created on first use (default: %(default)s)")
     ap.add_argument("--skip-mds", action="store_true")
@@ -221,6 +226,8 @@ def main():
     n, w, b = args.batches, args.warmup, args.batch_size
     log("graft ...")
     rate["graft"] = timed(iter(graft_loader(data, args)), n, w, b)
+    log("graft without masking (diagnostic: the loader's own cost) ...")
+    rate["graft_unmasked"] = timed(iter(graft_loader(data, args, collate=stack_tokens)), n, w, b)
     log("memmap ceiling ...")
     rate["memmap"] = timed(memmap_batches(data, args), n, w, b)
     log("hf_pretokenized (run_mlm.py) ...")

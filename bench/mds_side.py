@@ -10,6 +10,7 @@ import argparse
 import json
 import sys
 import time
+import types
 from pathlib import Path
 
 import numpy as np
@@ -27,10 +28,27 @@ class Collate:
 
     def __call__(self, rows):
         return self.mlm([Segment(index=int(r["index"]), tokens=r["tokens"].astype(np.int64),
-                                 doc_starts=r["doc_starts"]) for r in rows])
+                                 doc_starts=r["doc_starts"][1:]) for r in rows])
+
+
+def import_streaming():
+    """`import streaming` also imports its vision datasets, hence torchvision; PyPI's torchvision wheels are
+    built for the CUDA torch and fail to load beside the CPU torch of this venv ("operator torchvision::nms
+    does not exist"). Nothing here uses the vision datasets, so that subpackage is left out when it fails."""
+    try:
+        import streaming  # noqa: F401
+    except RuntimeError as exc:
+        if "torchvision" not in str(exc):
+            raise
+        for name in [m for m in sys.modules if m.startswith(("streaming", "torchvision"))]:
+            del sys.modules[name]
+        sys.modules["streaming.vision"] = types.ModuleType("streaming.vision")
+        import streaming  # noqa: F401
+        print("note: streaming.vision left out (torchvision does not load beside the CPU torch)", file=sys.stderr)
 
 
 def main():
+    import_streaming()
     from streaming import MDSWriter, StreamingDataset
     from streaming.base.util import clean_stale_shared_memory
 
@@ -53,7 +71,9 @@ def main():
                                               "index": "int"}, compression=None, size_limit=1 << 26) as writer:
             for i in range(len(segments)):
                 tokens, starts = segments.read(i)
-                writer.write({"tokens": tokens.astype(np.uint16), "doc_starts": starts, "index": i})
+                # MDS cannot store an empty array: a leading -1, dropped when read.
+                writer.write({"tokens": tokens.astype(np.uint16), "doc_starts": np.concatenate([[-1], starts]),
+                              "index": i})
     clean_stale_shared_memory()
     ds = StreamingDataset(local=str(mds), shuffle=True, shuffle_seed=0, batch_size=args.batch_size)
     loader = torch.utils.data.DataLoader(ds, batch_size=args.batch_size, num_workers=args.workers,
