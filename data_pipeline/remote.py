@@ -1,22 +1,27 @@
 """Remote datasets (http(s)://, s3://, gs://, anything fsspec opens): shards stream into a bounded local cache.
 
-A shard is downloaded to a temporary name, checked against the manifest's byte size and sha256, and only
-then renamed into the cache, so a file under its final name is always verified and several DataLoader
-workers may fetch at once without reading each other's half-written files. When the cache grows past its
-byte budget the least recently used shards are deleted; a worker that still maps a deleted shard keeps
-its mapping (POSIX unlink semantics) and nothing else needs it.
+A shard is downloaded to a temporary `.part-<bytes>-` name, checked against the manifest's byte size and
+sha256, and only then renamed into the cache, so a file under its final name is always verified and several
+DataLoader workers may fetch at once without reading each other's half-written files. Room is made and
+claimed under a file lock shared by all processes: least recently used shards are deleted, and the `.part`
+files of downloads in flight count as used, so the cache stays within its byte budget. A process that
+still maps a deleted shard keeps its mapping (POSIX unlink semantics); packing.py maps few remote shards
+at a time, so that space is soon returned.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import tempfile
+import time
 from pathlib import Path
 
 from data_pipeline.errors import UserError
 from data_pipeline.shards import MANIFEST, Manifest, ShardInfo, file_sha256
 
+STALE_PART_S = 600  # a partial download untouched this long belongs to a process that died
 DEFAULT_CACHE = Path(os.environ.get("GRAFT_CACHE", Path.home() / ".cache" / "graft"))
 
 
@@ -64,44 +69,66 @@ class ShardCache:
         if info.bytes > self.max_bytes:
             raise UserError(f"shard {info.path} ({info.bytes:,} bytes) is larger than the whole shard cache "
                             f"({self.max_bytes:,} bytes); raise data.cache_bytes")
-        self._evict(need=info.bytes)
-        self._download(info, path)
+        part = self._reserve(info.bytes, path)
+        if part is None:  # another worker fetched it meanwhile
+            return path
+        self._download(info, part, path)
         return path
 
-    def _download(self, info: ShardInfo, path: Path) -> None:
+    def _reserve(self, need: int, path: Path) -> Path | None:
+        """Make room for `need` bytes and claim it with an empty `.part-<bytes>-` file, under a lock shared by
+        every process using this cache (each DataLoader worker fetches on its own)."""
+        while True:
+            with open(self.dir / ".lock", "w") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                if path.is_file():
+                    return None
+                if self._evict(need):
+                    fd, part = tempfile.mkstemp(dir=self.dir, prefix=f".part-{need}-")
+                    os.close(fd)
+                    return Path(part)
+            time.sleep(0.05)  # the room is claimed by downloads in flight: wait for them to land
+
+    def _download(self, info: ShardInfo, part: Path, path: Path) -> None:
         url = _join(self.url, info.path)
         fs, remote = _fs_and_path(url)
-        fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=".part-")
-        os.close(fd)
         try:
-            fs.get_file(remote, tmp)  # streams to disk: a shard is never held in memory
-            size = os.path.getsize(tmp)
+            fs.get_file(remote, str(part))  # streams to disk: a shard is never held in memory
+            size = part.stat().st_size
             if size != info.bytes:
                 raise UserError(f"shard {url} has {size} bytes, the manifest says {info.bytes}: it is truncated or "
                                 "corrupt; re-upload the dataset written by `graft prepare`")
-            if file_sha256(Path(tmp)) != info.sha256:
+            if file_sha256(part) != info.sha256:
                 raise UserError(f"shard {url} fails its sha256 check: it is corrupt; re-upload the dataset "
                                 "written by `graft prepare`")
-            os.replace(tmp, path)
+            os.replace(part, path)
         except OSError as exc:  # fsspec maps HTTP 404 to FileNotFoundError
             raise UserError(f"cannot download shard {url} ({exc})") from exc
         finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+            part.unlink(missing_ok=True)
 
-    def _evict(self, need: int) -> None:
-        files = []
+    def _evict(self, need: int) -> bool:
+        """Delete least recently used shards until `need` more bytes fit; False if downloads in flight hold
+        the room. Runs under the lock."""
+        files, reserved = [], 0
         for p in self.dir.iterdir():
-            if p.name.startswith(".part-"):
+            if p.name == ".lock":
                 continue
             try:
                 st = p.stat()
-            except FileNotFoundError:  # another worker evicted it just now
+            except FileNotFoundError:
+                continue
+            if p.name.startswith(".part-"):
+                if time.time() - st.st_mtime > STALE_PART_S:  # left by a killed process
+                    p.unlink(missing_ok=True)
+                else:
+                    reserved += int(p.name.split("-")[1])
                 continue
             files.append((st.st_mtime, st.st_size, p))
-        used = sum(size for _, size, _ in files)
+        used = reserved + sum(size for _, size, _ in files)
         for _, size, p in sorted(files):
             if used + need <= self.max_bytes:
                 break
             p.unlink(missing_ok=True)
             used -= size
+        return used + need <= self.max_bytes
