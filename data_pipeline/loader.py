@@ -37,6 +37,9 @@ class DataConfig:
     lanes: bool = False  # recurrence mode: row j of each batch continues row j of the previous batch
     cache_dir: str | None = None  # local cache for a remote dataset's shards (default: ~/.cache/graft)
     cache_bytes: int = DEFAULT_CACHE_BYTES  # the cache's size bound
+    # 0: each epoch is one full shuffle. N > 0: visit shard-sized blocks in a seeded order, N at a time, and
+    # shuffle within them, so a remote dataset needs only about N shards in its cache at once.
+    shuffle_window_shards: int = 0
 
     def __post_init__(self):
         if self.seq_len < 8:
@@ -45,16 +48,25 @@ class DataConfig:
             raise UserError(f"data.num_workers must be >= 0, got {self.num_workers}")
         if self.prefetch_factor < 1:
             raise UserError(f"data.prefetch_factor must be >= 1, got {self.prefetch_factor}")
+        if self.shuffle_window_shards < 0:
+            raise UserError(f"data.shuffle_window_shards must be >= 0 (0: full shuffle), got "
+                            f"{self.shuffle_window_shards}")
         if self.cache_bytes <= 0:
             raise UserError(f"data.cache_bytes must be positive, got {self.cache_bytes}")
 
 
 class GlobalOrder:
-    """Global sample index -> segment index, for shuffled epochs or for recurrence lanes."""
+    """Global sample index -> segment index: shuffled epochs, windowed shuffles, or recurrence lanes.
 
-    def __init__(self, n: int, seed: int, lanes: int = 0):
-        self.n, self.seed, self.lanes = n, seed, lanes
-        self._epoch, self._perm = -1, None
+    With `window` > 0 blocks (two-level shuffle, for remote datasets whose cache holds only a few shards),
+    the epoch's segments are cut into blocks of `block` consecutive segments (about a shard each); the blocks
+    are visited in a seeded order, `window` at a time, and the samples of those `window` blocks are shuffled
+    among themselves, so only about `window` shards are needed at once. A short last block stays last.
+    """
+
+    def __init__(self, n: int, seed: int, lanes: int = 0, block: int = 1, window: int = 0):
+        self.n, self.seed, self.lanes, self.block, self.window = n, seed, lanes, max(1, block), window
+        self._perms: dict[tuple, Permutation] = {}
         if lanes and n < lanes:
             raise UserError(f"recurrence lanes need at least one segment per lane: the dataset has {n} segments "
                             f"for {lanes} lanes (ranks x micro-batch); use more data or a smaller batch")
@@ -67,13 +79,33 @@ class GlobalOrder:
         epochs = g // self.n
         for epoch in np.unique(epochs):
             here = epochs == epoch
-            out[here] = self._permutation(int(epoch)).map(g[here] % self.n)
+            pos = g[here] % self.n
+            out[here] = self._windowed(int(epoch), pos) if self.window else self._perm(self.n, epoch).map(pos)
         return out
 
-    def _permutation(self, epoch: int) -> Permutation:
-        if epoch != self._epoch:
-            self._epoch, self._perm = epoch, Permutation(self.n, self.seed, epoch)
-        return self._perm
+    def _perm(self, n: int, epoch: int, *salt: int) -> Permutation:
+        key = (n, int(epoch), *salt)
+        if key not in self._perms:
+            if len(self._perms) > 64:  # consecutive reads need only the current epoch's few
+                self._perms.clear()
+            self._perms[key] = Permutation(n, self.seed, int(epoch), salt)
+        return self._perms[key]
+
+    def _windowed(self, epoch: int, pos: np.ndarray) -> np.ndarray:
+        per_window = self.window * self.block
+        full_blocks = self.n // self.block
+        out = np.empty_like(pos)
+        w_of = pos // per_window
+        for w in np.unique(w_of):
+            here = w_of == w
+            size = min(per_window, self.n - int(w) * per_window)
+            j = self._perm(size, epoch, 1, int(w)).map(pos[here] % per_window)
+            b = int(w) * self.window + j // self.block  # block position in this epoch's block order
+            full = b < full_blocks
+            blocks = b.copy()
+            blocks[full] = self._perm(full_blocks, epoch, 2).map(b[full]) if full.any() else b[full]
+            out[here] = blocks * self.block + j % self.block
+        return out
 
     def _lane_segments(self, g: np.ndarray) -> np.ndarray:
         per_lane = self.n // self.lanes
@@ -119,7 +151,9 @@ class Loader:
         self.rank, self.world, self.micro_batch = rank, world, micro_batch
         self.segments = PackedSegments(cfg.path, raw_length, cfg.cache_dir, cfg.cache_bytes)
         self.lanes = world * micro_batch if cfg.lanes else 0
-        self.order = GlobalOrder(len(self.segments), seed, self.lanes)
+        shards = self.segments.manifest.shards
+        block = round(sum(s.tokens for s in shards) / max(1, len(shards)) / raw_length)  # segments per shard
+        self.order = GlobalOrder(len(self.segments), seed, self.lanes, block=block, window=cfg.shuffle_window_shards)
         self.consumed = 0
 
     def state_dict(self) -> dict:

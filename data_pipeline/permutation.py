@@ -24,12 +24,13 @@ def _mix(x: np.ndarray) -> np.ndarray:
 class Permutation:
     """`perm[i]` (or `perm.map(indices)`, vectorized) is the position-i element of a seeded shuffle of [0, n)."""
 
-    def __init__(self, n: int, seed: int, epoch: int):
+    def __init__(self, n: int, seed: int, epoch: int, salt: tuple[int, ...] = ()):
+        """`salt` tells apart several permutations drawn for the same (seed, epoch)."""
         assert n > 0
         self.n = n
         self.half_bits = max(1, (int(n - 1).bit_length() + 1) // 2)
         self.mask = np.uint64((1 << self.half_bits) - 1)
-        self.keys = np.random.SeedSequence([seed, epoch, 0x5EED]).generate_state(ROUNDS, np.uint64)
+        self.keys = np.random.SeedSequence([seed, epoch, 0x5EED, *salt]).generate_state(ROUNDS, np.uint64)
 
     def _feistel(self, x: np.ndarray) -> np.ndarray:
         bits = np.uint64(self.half_bits)

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from data_pipeline.errors import UserError
-from data_pipeline.loader import DataConfig, Loader, sample_order
+from data_pipeline.loader import DataConfig, GlobalOrder, Loader, sample_order
 from data_pipeline.packing import PackedSegments
 from data_pipeline.prepare import prepare
 from data_pipeline.shards import Manifest, write_shard
@@ -380,3 +380,49 @@ def test_data_config_validation():
         DataConfig(path="x", num_workers=-1)
     with pytest.raises(UserError, match="data.cache_bytes"):
         DataConfig(path="x", cache_bytes=0)
+    with pytest.raises(UserError, match="data.shuffle_window_shards"):
+        DataConfig(path="x", shuffle_window_shards=-1)
+
+
+# ---- windowed (two-level) shuffle ------------------------------------------------------------------------------
+
+@HYPOTHESIS
+@given(n=st.integers(1, 300), block=st.integers(1, 40), window=st.integers(1, 5), seed=st.integers(0, 999),
+       epoch=st.integers(0, 3))
+def test_windowed_order_is_a_permutation_with_locality(n, block, window, seed, epoch):
+    order = GlobalOrder(n, seed, block=block, window=window)
+    segs = order.segments(epoch * n, n)
+    assert sorted(segs.tolist()) == list(range(n))
+    per_window = block * window
+    for start in range(0, n, per_window):  # each window draws on at most `window` blocks
+        assert len(set((segs[start:start + per_window] // block).tolist())) <= window
+    # Index by index (as a resumed run reads) equals the epoch read at once.
+    assert [int(order.segments(epoch * n + i, 1)[0]) for i in range(0, n, 7)] == segs[::7].tolist()
+    if n >= 40 and n // block >= 4:  # more than one block order is possible: epochs differ
+        assert GlobalOrder(n, seed, block=block, window=window).segments((epoch + 1) * n, n).tolist() != \
+            segs.tolist()
+
+
+def test_loader_with_shuffle_window_resumes_at_another_world_size(tmp_path):
+    length, seed, n = 4, 6, 30
+    root = loader_dataset(tmp_path / "ds", n, length, 2)  # 9 shards of 3 docs x 5 tokens (the last: 2 tokens)
+    cfg = lambda: DataConfig(path=str(root), seq_len=8, num_workers=0, shuffle_window_shards=2)  # noqa: E731
+    loader = Loader(cfg(), length, collate, seed=seed, rank=0, world=1, micro_batch=4)
+    order = loader.order
+    assert order.window == 2 and order.block == round(122 / 9 / length)  # segments per shard, on average
+    first = take(loader, 5)
+    state = loader.state_dict()
+    seen = [i for b in first for i in b["index"].tolist()]
+    for rank in range(3):
+        other = Loader(cfg(), length, collate, seed=seed, rank=rank, world=3, micro_batch=2)
+        other.load_state_dict(state)
+        for step, batch in enumerate(take(other, 6)):
+            first_index = 20 + (step * 3 + rank) * 2
+            assert batch["index"].tolist() == list(range(first_index, first_index + 2))
+            for row, g in enumerate(batch["index"].tolist()):
+                seg = int(order.segments(g, 1)[0])
+                assert batch["tokens"][row].tolist() == list(range(seg * length, (seg + 1) * length))
+            seen += batch["index"].tolist()
+    assert sorted(seen) == list(range(20 + 36))
+    segs = order.segments(0, n)
+    assert sorted(segs.tolist()) == list(range(n))

@@ -14,8 +14,15 @@ from test_loader import collate, loader_dataset, take
 
 
 class QuietHandler(SimpleHTTPRequestHandler):
+    shard_gets: list = []  # paths of shard GETs, shared by the fixture's server
+
     def log_message(self, *args):
         pass
+
+    def do_GET(self):
+        if self.path.endswith(".bin"):
+            QuietHandler.shard_gets.append(self.path)
+        super().do_GET()
 
 
 @pytest.fixture
@@ -26,6 +33,7 @@ def http_root(tmp_path):
     server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(QuietHandler, directory=str(root)))
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
+    QuietHandler.shard_gets.clear()
     yield root, f"http://127.0.0.1:{server.server_address[1]}"
     server.shutdown()
     server.server_close()
@@ -89,3 +97,22 @@ def test_missing_remote_shard(tmp_path, http_root):
     victim.unlink()
     with pytest.raises(UserError, match=victim.name):
         PackedSegments(f"{url}/ds", 6, cache_dir=tmp_path / "cache").read(0)
+
+
+def test_shuffle_window_keeps_a_small_cache_useful(tmp_path, http_root):
+    """With the two-level shuffle, an epoch downloads each shard about once through a cache of a few shards;
+    the full shuffle, through the same cache, downloads again and again."""
+    served, url = http_root
+    local = loader_dataset(served / "ds", 60, 6, 0)  # 20 shards of ~3 segments
+    n_shards = len(list(local.glob("*.bin")))
+    budget = 4 * max(p.stat().st_size for p in local.glob("*.bin"))
+    gets = {}
+    for window in (2, 0):
+        QuietHandler.shard_gets.clear()
+        cfg = DataConfig(path=f"{url}/ds", seq_len=8, num_workers=0, cache_dir=str(tmp_path / f"cache{window}"),
+                         cache_bytes=budget, shuffle_window_shards=window)
+        loader = Loader(cfg, 6, collate, seed=1, rank=0, world=1, micro_batch=3)
+        batches = take(loader, 20)  # one epoch of 60 segments
+        assert sorted(i for b in batches for i in b["index"].tolist()) == list(range(60))
+        gets[window] = len(QuietHandler.shard_gets)
+    assert gets[2] <= 2 * n_shards < gets[0]
