@@ -36,7 +36,6 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from data_pipeline.collators.mlm import MLMCollator, MLMConfig  # noqa: E402
 from data_pipeline.loader import DataConfig, Loader  # noqa: E402
-from data_pipeline.packing import PackedSegments  # noqa: E402
 from data_pipeline.prepare import TOKENIZER_FILE, prepare  # noqa: E402
 from data_pipeline.shards import Manifest  # noqa: E402
 
@@ -209,7 +208,8 @@ def main():
     ap.add_argument("--workers", type=int, default=2, help="DataLoader workers on every side (default: 2)")
     ap.add_argument("--batches", type=int, default=150, help="timed batches per side (default: %(default)s)")
     ap.add_argument("--warmup", type=int, default=5)
-    ap.add_argument("--ttfb-repeats", type=int, default=21, help="worker start-up dominates and varies: many runs, the median counts (default: %(default)s)")
+    ap.add_argument("--ttfb-repeats", type=int, default=21,
+                    help="worker start-up dominates and varies: many runs, the median counts (default: %(default)s)")
     ap.add_argument("--mds-venv", default=str(REPO / "bench" / ".venv-mds"),
                     help="virtual environment for mosaicml-streaming, created on first use (default: %(default)s)")
     ap.add_argument("--skip-mds", action="store_true")

@@ -101,7 +101,8 @@ def prepare(inputs: list[Path | str], out: Path, vocab_size: int = 8192, tokeniz
         # The tokenizer of the interrupted run, not a retrained one: training is not deterministic.
         tok = load_tokenizer(out / TOKENIZER_FILE)
         if tokenizer_hash(tok) != state["tokenizer_sha256"]:
-            raise UserError(f"{out / TOKENIZER_FILE} changed since the interrupted prepare; delete {out} and start over")
+            raise UserError(f"{out / TOKENIZER_FILE} changed since the interrupted prepare; delete {out} and "
+                            "start over")
         print(f"resuming the interrupted prepare of {out} after {len(state['shards'])} shard(s)")
         resumed = True
     return _encode(paths, options, out, tok, state, shard_tokens, resumed, progress)
