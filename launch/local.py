@@ -17,6 +17,7 @@ from pretrain.config import RunConfig, config_changes, load_config, save_config
 from pretrain.signals import PREEMPTION_SIGNALS
 from pretrain.trainer import CONFIG_FILE
 
+TORCHRUN_SIGNALS = (signal.SIGINT, signal.SIGHUP, signal.SIGQUIT)  # torchrun's defaults, kept
 SHUTDOWN_GRACE_S = 600  # how long torchrun lets workers finish a signal checkpoint before it kills them
 
 
@@ -66,13 +67,13 @@ def _torchrun(run_dir: Path, nproc: int, resume: bool) -> str:
     """Run the workers under torchrun, forwarding preemption signals to them; returns what stopped them."""
     before = checkpoint.latest_checkpoint(run_dir)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-           f"--shutdown_timeout={SHUTDOWN_GRACE_S}", "-m", "launch.worker", str(run_dir)] + \
+           # torchrun passes the signals it handles on to every worker, then waits up to the grace period.
+           f"--signals-to-handle={','.join(s.name for s in (*PREEMPTION_SIGNALS, *TORCHRUN_SIGNALS))}",
+           f"--shutdown-timeout={SHUTDOWN_GRACE_S}", "-m", "launch.worker", str(run_dir)] + \
         (["--resume"] if resume else [])
     env = dict(os.environ)
     if not torch.cuda.is_available():
         env.setdefault("DS_ACCELERATOR", "cpu")
-    # torchrun passes the signals it handles on to every worker (and waits for them up to the grace period).
-    env["TORCHELASTIC_SIGNALS_TO_HANDLE"] = ",".join(s.name for s in (*PREEMPTION_SIGNALS, signal.SIGINT))
     proc = subprocess.Popen(cmd, env=env)
     previous = {sig: signal.signal(sig, lambda signum, frame: proc.send_signal(signum)) for sig in PREEMPTION_SIGNALS}
     try:

@@ -133,6 +133,9 @@ class Engine:
         from accelerate.utils import DeepSpeedPlugin, InitProcessGroupKwargs
 
         assert hasattr(optimizer, "skip_next_step"), "the optimizer must be able to skip (pretrain.optim.AdamW)"
+        if cfg.precision == "fp16" and not torch.cuda.is_available():
+            raise UserError("engine.precision=fp16 needs a GPU: DeepSpeed's CPU accelerator has no fp16; use "
+                            "engine.precision=bf16 or fp32 on CPU")
         self.ds_config = deepspeed_config(cfg, world, load_universal)
         self.accumulation = self.ds_config["gradient_accumulation_steps"]
         self.micro_batch = self.ds_config["train_micro_batch_size_per_gpu"]
@@ -142,6 +145,8 @@ class Engine:
                                        gradient_accumulation_steps=self.accumulation, kwargs_handlers=handlers)
         if self.accelerator.is_main_process:
             (run_dir / "deepspeed.json").write_text(json.dumps(self.ds_config, indent=1))
+        # The config's per-group hyperparameters (weight decay 0 for biases and norms): re-applied after a load.
+        self._group_hyper = [{k: v for k, v in g.items() if k not in ("params", "lr")} for g in optimizer.param_groups]
         self.model, _ = self.accelerator.prepare(model, optimizer)
         self._optimizer = optimizer  # the innermost optimizer: DeepSpeed's wrappers call its step()
         self.device = self.accelerator.device
@@ -233,6 +238,16 @@ class Engine:
         path, _ = self.model.load_checkpoint(str(directory), tag=tag, load_optimizer_states=True)
         if path is None:
             raise UserError(f"{directory}/{tag} holds no DeepSpeed checkpoint; it is incomplete or corrupt")
+        # DeepSpeed's ZeRO-3 universal load (0.19) copies group 0's hyperparameters into every group, which
+        # would put weight decay on biases and norms; the config's values win in any case (also if changed).
+        assert len(self._optimizer.param_groups) == len(self._group_hyper)
+        for group, hyper in zip(self._optimizer.param_groups, self._group_hyper):
+            group.update(hyper)
+        # It also gives every group the same `step` tensor, which AdamW increments in place once per group:
+        # the second group's bias correction would then run ahead. One tensor each.
+        for state in self._optimizer.state.values():
+            if torch.is_tensor(state.get("step")):
+                state["step"] = state["step"].clone()
 
     def barrier(self) -> None:
         self.accelerator.wait_for_everyone()
