@@ -25,6 +25,19 @@ def small_dataset(tmp_path_factory) -> Path:
     return root / "data"
 
 
+@pytest.fixture(scope="session")
+def heldout_dataset(small_dataset, tmp_path_factory) -> Path:
+    """Documents 151-200 of the sample corpus (none of small_dataset's), with small_dataset's tokenizer."""
+    from data_pipeline.prepare import prepare
+
+    root = tmp_path_factory.mktemp("heldout_dataset")
+    corpus = root / "corpus.jsonl"
+    with open(SAMPLE_CORPUS) as src:
+        corpus.write_text("".join(itertools.islice(src, 150, 200)))
+    prepare([corpus], root / "data", tokenizer=small_dataset / "tokenizer.json")
+    return root / "data"
+
+
 def run_graft(*args: str, cwd: Path | None = None, check: bool = True) -> subprocess.CompletedProcess:
     """Run the real `graft` CLI in a subprocess, as a user would."""
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}

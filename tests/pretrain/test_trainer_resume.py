@@ -38,14 +38,20 @@ def wait_for(condition, timeout=120.0, what="condition"):
         time.sleep(0.002)
 
 
-def test_stage0_exit_and_resume_is_bitwise(small_dataset, tmp_path):
-    args = common(small_dataset, 0, "--nproc", "2")
+def test_stage0_exit_and_resume_is_bitwise_with_evaluation(small_dataset, heldout_dataset, tmp_path):
+    args = common(small_dataset, 0, f"train.eval_data={heldout_dataset}", "train.eval_every=2", "--nproc", "2")
     run_graft("train", *args, f"train.run_dir={tmp_path / 'A'}")
     run_graft("train", *args, f"train.run_dir={tmp_path / 'B'}", "train.exit_at_step=3")
     assert (tmp_path / "B" / "checkpoints" / "latest").read_text() == "step_00000003"
     run_graft("train", *args, f"train.run_dir={tmp_path / 'B'}", "--resume")
     assert len(logged_losses(tmp_path / "A")) == 6
     assert logged_losses(tmp_path / "B") == logged_losses(tmp_path / "A")
+    evals = {s: r["eval_loss"] for s, r in read_metrics(tmp_path / "A").items() if "eval_loss" in r}
+    assert sorted(evals) == [2, 4, 6] and evals[6] < evals[2]  # held-out loss falls as the model trains
+    resumed = read_metrics(tmp_path / "B")  # also evaluated at step 3, where its first session ended
+    assert {s: resumed[s]["eval_loss"] for s in evals} == evals
+    summary = json.loads((tmp_path / "B" / "summary.json").read_text())
+    assert summary["final_eval_loss"] == evals[6] and summary["step"] == 6 and summary["stopped_by"] == "end"
 
 
 @pytest.fixture(scope="module")
