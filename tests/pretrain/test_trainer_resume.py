@@ -158,8 +158,8 @@ def test_stage3_one_rank_resumed_on_two(small_dataset, killed_stage3, tmp_path):
 def test_nonfinite_losses_are_skipped_then_stop_the_run(small_dataset, tmp_path):
     """NaN injected into rank 0's loss (train.debug_nan_steps) runs through the real backward and ZeRO-2 step."""
     result = run_graft("train", *common(small_dataset, 2, "--nproc", "2"), f"train.run_dir={tmp_path}",
-                       "train.debug_nan_steps=[2,4,5]", "train.max_nonfinite_in_a_row=2", "train.save_every=1",
-                       "train.keep_last=10", check=False)
+                       "train.debug_nan_steps=[2,4,5]", "train.max_nonfinite_in_a_row=2", "train.save_every=100",
+                       "train.save_every_minutes=0.00001", "train.keep_last=10", check=False)  # saves by the clock
     assert result.returncode == 2
     assert "not finite 2 steps in a row" in result.stderr
     assert f"the last good checkpoint is {tmp_path / 'checkpoints' / 'step_00000004'}" in result.stderr
@@ -167,6 +167,8 @@ def test_nonfinite_losses_are_skipped_then_stop_the_run(small_dataset, tmp_path)
     metrics = read_metrics(tmp_path)
     assert [metrics[s]["skipped_steps"] for s in (1, 2, 3, 4, 5)] == [0, 1, 1, 2, 3]
     assert [s for s in range(1, 6) if metrics[s]["loss"] != metrics[s]["loss"]] == [2, 4, 5]  # NaN
+    assert {json.loads((tmp_path / "checkpoints" / f"step_{s:08d}" / "train_state.json").read_text())["reason"]
+            for s in (1, 2, 3, 4)} == {"minutes"}
     weights = {s: read_model_weights(tmp_path / "checkpoints" / f"step_{s:08d}") for s in (1, 2, 3, 4)}
     same = lambda a, b: all(torch.equal(weights[a][k], weights[b][k]) for k in weights[a])  # noqa: E731
     assert same(1, 2) and same(3, 4)  # the skipped steps changed nothing
