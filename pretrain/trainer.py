@@ -80,9 +80,7 @@ def train(run_dir: Path, resume: bool = False) -> Outcome:
 
         scalars = {}
         if state.step % cfg.train.log_every == 0 or state.step == stop:
-            scalars = {"loss": result.loss, **{f"loss/{k}": v for k, v in result.terms.items()}, "lr": lr,
-                       "grad_norm": result.grad_norm, "loss_scale": result.loss_scale, "skipped_steps": state.skipped,
-                       **meter.report(), "memory_gb": engine.peak_memory_bytes() / 2**30}
+            scalars = _train_scalars(result, lr, state, meter, engine)
         if eval_batches and (state.step % cfg.train.eval_every == 0 or state.step == stop):
             scalars["eval_loss"] = engine.evaluate(eval_batches, loss_fn)
         if scalars:
@@ -93,11 +91,12 @@ def train(run_dir: Path, resume: bool = False) -> Outcome:
         if state.nonfinite_streak >= cfg.train.max_nonfinite_in_a_row:
             _diverged(run_dir, state, cfg.train.max_nonfinite_in_a_row)
 
+        # Every rank must agree to save (and stop) at the same step, or one would wait in a collective forever.
         timed = rank == 0 and 0 < cfg.train.save_every_minutes * 60 <= time.monotonic() - saved_at
         signalled, timed = engine.any_rank(stop_request.received is not None, timed)
-        if signalled or timed or state.step % cfg.train.save_every == 0 or state.step == stop:
-            reason = f"signal {stop_request.received or 'on another rank'}" if signalled else \
-                "minutes" if timed else "periodic" if state.step < stop else stopped_by
+        reason = f"signal {stop_request.received or 'on another rank'}" if signalled else "minutes" if timed else \
+            stopped_by if state.step == stop else "periodic" if state.step % cfg.train.save_every == 0 else None
+        if reason:
             checkpoint.save(engine, run_dir, state, loader.state_dict(), rank, cfg.train.keep_last, reason)
             saved_at = time.monotonic()
         if signalled:
@@ -110,6 +109,12 @@ def train(run_dir: Path, resume: bool = False) -> Outcome:
     if rank == 0:
         write_summary(run_dir, _summary(cfg, state, stopped_by, last, meter, engine, run_dir))
     return Outcome(state, stopped_by)
+
+
+def _train_scalars(result, lr: float, state: checkpoint.TrainState, meter: WindowMeter, engine: Engine) -> dict:
+    return {"loss": result.loss, **{f"loss/{k}": v for k, v in result.terms.items()}, "lr": lr,
+            "grad_norm": result.grad_norm, "loss_scale": result.loss_scale, "skipped_steps": state.skipped,
+            **meter.report(), "memory_gb": engine.peak_memory_bytes() / 2**30}
 
 
 def _resume_point(run_dir: Path) -> Path:
