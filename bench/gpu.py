@@ -91,7 +91,8 @@ def t5_base(steps: int, batch: int, peak: float, smoke: bool) -> dict:
 
     d, f, layers, heads, vocab, enc, dec = (64, 128, 2, 2, 2000, 64, 16) if smoke else (768, 2048, 12, 12, 32128, 512, 114)
     cfg = T5Config(vocab_size=vocab, d_model=d, d_kv=d // heads, d_ff=f, num_layers=layers, num_decoder_layers=layers,
-                   num_heads=heads, feed_forward_proj="gated-gelu", dropout_rate=0.0, tie_word_embeddings=False)
+                   num_heads=heads, feed_forward_proj="gated-gelu", dropout_rate=0.0, tie_word_embeddings=False,
+                   decoder_start_token_id=0, pad_token_id=0)
     torch.manual_seed(0)
     model = T5ForConditionalGeneration(cfg)
 
