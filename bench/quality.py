@@ -1,10 +1,10 @@
 """Quality at an equal budget: Graft's held-out MLM loss vs HF `Trainer` with `DataCollatorForLanguageModeling`.
 
-    PYTHONPATH=. python bench/quality.py [--steps 300] [--seeds 0 1]
+    PYTHONPATH=. python bench/quality.py [--steps 150] [--seeds 0 1]
 
 Same tiny BERT (hidden 128, 2 layers, sequence 64, dropout 0.1), same token sequences (Graft's packed segments
 of the bundled corpus: documents 0-1099; the HF side gets them unmasked and masks them itself), same number of
-steps and batch (32), same schedule (warmup 30 steps, linear decay to 0, peak lr 1e-3), AdamW (betas 0.9/0.98,
+steps and batch (32), same schedule (warmup 15 steps, linear decay to 0, peak lr 1e-3), AdamW (betas 0.9/0.98,
 eps 1e-6, weight decay 0.01 without biases and norms), clipping 1.0, masking rate 0.15 with 80/10/10.
 Graft trains through `graft train` on 2 processes (ZeRO-2); HF Trainer on one process. Both final models are
 scored on the same fixed, pre-masked held-out batches (documents 1100-1313, Graft's tokenizer). Two seeds each
@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import REPO_ROOT, mlm_batches, prepared_corpus  # noqa: E402
 
 WORK = Path(tempfile.gettempdir()) / "graft-bench" / "quality"
-SEQ, BATCH, WARMUP, LR = 64, 32, 30, 1e-3
+SEQ, BATCH, WARMUP, LR = 64, 32, 15, 1e-3
 MODEL = dict(hidden_size=128, num_layers=2, num_heads=2, intermediate_size=512, max_position_embeddings=SEQ)
 
 
@@ -106,7 +106,7 @@ def hf_run(train_data: Path, steps: int, seed: int, heldout) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--steps", type=int, default=150)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     args = parser.parse_args()
     train_data = prepared_corpus(WORK, 0, 1100)

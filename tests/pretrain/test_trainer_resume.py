@@ -3,7 +3,7 @@
 Each stage is interrupted a different way, so each run serves two purposes:
     stage 0: train.exit_at_step (dropout on: the restored RNG must reproduce the dropout masks)
     stage 1: SIGUSR1 mid-run through the launcher and torchrun -> checkpoint, exit code 75; then resumed on 1 rank
-    stage 2: tests/test_end_to_end.py (exit_at_step, dropout on)
+    stage 2: tests/test_end_to_end.py (exit_at_step, dropout on); here also bf16 with optimizer offload
     stage 3: kill -9 of every process while a checkpoint is being written; and a 1-rank run resumed on 2
 Bitwise means `==` on the logged float32 losses (fp32 on CPU, same data, masking noise and RNG state).
 """
@@ -52,6 +52,18 @@ def test_stage0_exit_and_resume_is_bitwise_with_evaluation(small_dataset, heldou
     assert {s: resumed[s]["eval_loss"] for s in evals} == evals
     summary = json.loads((tmp_path / "B" / "summary.json").read_text())
     assert summary["final_eval_loss"] == evals[6] and summary["step"] == 6 and summary["stopped_by"] == "end"
+
+
+def test_bf16_with_optimizer_offload_resumes_bitwise(small_dataset, tmp_path):
+    """bf16 (what runs on CPU; fp16 needs a GPU) with the optimizer state offloaded, at ZeRO-2."""
+    args = common(small_dataset, 2, "engine.precision=bf16", "engine.offload_optimizer=true", "--nproc", "2")
+    run_graft("train", *args, f"train.run_dir={tmp_path / 'A'}")
+    run_graft("train", *args, f"train.run_dir={tmp_path / 'B'}", "train.exit_at_step=3")
+    run_graft("train", *args, f"train.run_dir={tmp_path / 'B'}", "--resume")
+    ds = json.loads((tmp_path / "A" / "deepspeed.json").read_text())
+    assert ds["bf16"]["enabled"] and ds["zero_optimization"]["offload_optimizer"]["device"] == "cpu"
+    assert len(logged_losses(tmp_path / "A")) == 6
+    assert logged_losses(tmp_path / "B") == logged_losses(tmp_path / "A")
 
 
 @pytest.fixture(scope="module")
