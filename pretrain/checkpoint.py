@@ -113,6 +113,12 @@ def load(engine, path: Path, rank: int) -> tuple[TrainState, dict]:
     return TrainState(**meta["train"]), meta["loader"]
 
 
+def remove_partial(run_dir: Path) -> None:
+    """Delete `step_*.tmp` directories: checkpoints whose writing was interrupted (never named by `latest`)."""
+    for partial in checkpoints_dir(run_dir).glob("step_*.tmp"):
+        shutil.rmtree(partial, ignore_errors=True)
+
+
 def _fsync_dir(directory: Path) -> None:
     """Make a rename durable before anything points at its result."""
     fd = os.open(directory, os.O_RDONLY)

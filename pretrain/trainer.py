@@ -43,12 +43,15 @@ def train(run_dir: Path, resume: bool = False) -> Outcome:
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank and at every world size
     model = build_model(cfg.model)
     # A ZeRO 1-3 checkpoint holds one shard per saving rank: at another world size, read the universal form.
-    universal = start is not None and cfg.engine.zero_stage > 0 and checkpoint.read_meta(start)["world_size"] != world
+    saved_world = checkpoint.read_meta(start).get("world_size", world) if start is not None else world
+    universal = cfg.engine.zero_stage > 0 and saved_world != world
     engine = Engine(cfg.engine, world, run_dir, model, build_optimizer(model, cfg.optim), load_universal=universal)
     torch.manual_seed(cfg.seed * 100_003 + rank + 1)  # dropout noise differs between ranks
     loader = Loader(cfg.data, collate.raw_length, collate, cfg.seed, rank, world, engine.micro_batch)
 
     state = checkpoint.TrainState()
+    if rank == 0:
+        checkpoint.remove_partial(run_dir)  # left by a process killed while writing one
     if start is not None:
         state, loader_state = checkpoint.load(engine, start, rank)
         loader.load_state_dict(loader_state)
@@ -126,6 +129,9 @@ def _resume_point(run_dir: Path) -> Path:
 
 def _eval_batches(cfg: RunConfig, collate, rank: int, world: int, micro_batch: int) -> list[dict]:
     """This rank's share of the first `eval_batches` held-out micro-batch groups: the same at every evaluation."""
+    if Manifest.load(cfg.train.eval_data).tokenizer_sha256 != Manifest.load(cfg.data.path).tokenizer_sha256:
+        raise UserError(f"train.eval_data ({cfg.train.eval_data}) was tokenized with another tokenizer than "
+                        f"data.path; prepare it with --tokenizer {cfg.data.path}/tokenizer.json")
     data = dataclasses.replace(cfg.data, path=cfg.train.eval_data, num_workers=0)
     loader = Loader(data, collate.raw_length, collate, cfg.seed, rank, world, micro_batch)
     batches = iter(loader)

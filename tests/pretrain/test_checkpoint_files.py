@@ -70,3 +70,11 @@ def test_preemption_signals_only_set_a_flag(sig):
     finally:
         request.close()
     assert signal.getsignal(sig) == previous  # restored when training ends
+
+
+def test_partial_checkpoints_are_removed_at_start(tmp_path):
+    checkpoint.save(FilesOnlyEngine(), tmp_path, checkpoint.TrainState(step=2), {}, 0, keep_last=2)
+    root = checkpoint.checkpoints_dir(tmp_path)
+    (root / "step_00000003.tmp" / "engine").mkdir(parents=True)
+    checkpoint.remove_partial(tmp_path)
+    assert sorted(p.name for p in root.iterdir()) == ["latest", "step_00000002"]

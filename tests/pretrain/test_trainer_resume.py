@@ -146,7 +146,7 @@ def test_kill_during_checkpoint_leaves_latest_complete_and_resume_is_bitwise(kil
     assert (checkpoints / "latest").read_text() == f"step_{killed_at - 1:08d}"
     assert not (checkpoints / f"step_{killed_at:08d}").exists()
 
-    # --resume starts from `latest`, replaces the partial checkpoint and redoes the steps after `latest`.
+    # --resume starts from `latest`, deletes the partial checkpoint and redoes the steps after `latest`.
     run_graft("train", *args, f"train.run_dir={root / 'B'}", "--resume", f"train.exit_at_step={killed_at + 1}")
     straight = logged_losses(root / "A")
     assert len(straight) == killed_at + 1
