@@ -183,11 +183,11 @@ class Engine:
         means = {n: float(v) / (self.accumulation * self.world) for n, v in zip(names, totals)}
         nonfinite = not math.isfinite(means["loss"])
         # DeepSpeed reports no norm for plain fp32 at stage 0; its gradients are all-reduced by now.
-        own_norm = self._fp32_stage0 and _grad_norm(engine.module)
+        own_norm = _grad_norm(engine.module) if self._fp32_stage0 else None
         self._optimizer.skip_next_step = nonfinite
         engine.step()
         self._optimizer.skip_next_step = False
-        norm = own_norm if self._fp32_stage0 else engine.get_global_grad_norm()
+        norm = own_norm if own_norm is not None else engine.get_global_grad_norm()
         norm = float(norm) if norm is not None else float("nan")
         skipped = nonfinite or not engine.was_step_applied()
         loss = means.pop("loss")
