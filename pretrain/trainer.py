@@ -34,6 +34,7 @@ class Outcome:
 
 def train(run_dir: Path, resume: bool = False) -> Outcome:
     """Train the run whose resolved config is `run_dir/config.yaml` (written by the launcher)."""
+    stop_request = StopRequest()  # first: a preemption signal during start-up still ends in a checkpoint
     rank, world = init_distributed()
     cfg = load_config(run_dir / CONFIG_FILE)
     manifest = Manifest.load(cfg.data.path)
@@ -58,7 +59,6 @@ def train(run_dir: Path, resume: bool = False) -> Outcome:
     eval_batches = _eval_batches(cfg, collate, rank, world, engine.micro_batch) if cfg.train.eval_data else None
 
     stop = min(cfg.train.exit_at_step or cfg.train.max_steps, cfg.train.max_steps)
-    stop_request = StopRequest()
     metrics = MetricsLog(run_dir, enabled=rank == 0)
     meter = WindowMeter(peak_flops(cfg.engine.precision, cfg.train.peak_tflops))
     bar = tqdm(total=stop, initial=state.step, desc="training", unit=" steps", disable=rank != 0)
