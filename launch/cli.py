@@ -25,9 +25,15 @@ def _prepare(args) -> None:
 
 def _train(args) -> None:
     from launch.local import launch_training
+    from pretrain.signals import REQUEUE_EXIT_CODE
 
-    run_dir = launch_training(args.config, args.overrides, nproc=args.nproc, resume=args.resume)
-    print(f"run directory: {run_dir} (config.yaml, deepspeed.json, metrics.jsonl, tensorboard/, checkpoints/)")
+    run_dir, stopped_by = launch_training(args.config, args.overrides, nproc=args.nproc, resume=args.resume)
+    print(f"run directory: {run_dir} (config.yaml, deepspeed.json, metrics.jsonl, summary.json, tensorboard/, "
+          "checkpoints/)")
+    if stopped_by.startswith("signal"):
+        print(f"stopped by {stopped_by[len('signal '):]} after a complete checkpoint; continue with the same "
+              f"command plus --resume (exit code {REQUEUE_EXIT_CODE} asks the scheduler to requeue)")
+        sys.exit(REQUEUE_EXIT_CODE)
 
 
 def _export(args) -> None:
@@ -88,9 +94,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="largest document accepted, in MiB (default: %(default)g)")
     p.set_defaults(run=_prepare)
 
-    p = commands.add_parser("train", help="train a model from a config",
-                            description="Train with DeepSpeed ZeRO through Accelerate. CONFIG is a YAML preset "
-                                        "(see configs/); key=value overrides follow it, e.g. train.max_steps=100.")
+    p = commands.add_parser(
+        "train", help="train a model from a config", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Train with DeepSpeed ZeRO (stages 0-3) through Accelerate. CONFIG is a YAML preset (see "
+                    "configs/);\nkey=value overrides follow it, e.g. train.max_steps=100 engine.zero_stage=3.",
+        epilog="The run directory (train.run_dir) receives config.yaml, deepspeed.json, metrics.jsonl, tensorboard/,\n"
+               "summary.json and checkpoints/ (a checkpoint every train.save_every steps and every\n"
+               "train.save_every_minutes; `latest` names the newest complete one).\n\n"
+               "--resume continues from checkpoints/latest, also at another --nproc (same global batch).\n"
+               "SIGTERM or SIGUSR1 (SLURM's preemption warning): checkpoint at the next step, then exit with code\n"
+               "75 so the job can be requeued. Exit code 2: a problem with the config or input, printed above.")
     p.add_argument("config", metavar="CONFIG", help="YAML config, e.g. configs/quickstart.yaml")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides in dotted form")
     p.add_argument("--nproc", type=int, default=1, help="processes on this machine, via torchrun (default: 1)")

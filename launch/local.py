@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -13,7 +14,11 @@ import torch
 from data_pipeline.errors import UserError
 from pretrain import checkpoint
 from pretrain.config import RunConfig, config_changes, load_config, save_config
+from pretrain.signals import PREEMPTION_SIGNALS
 from pretrain.trainer import CONFIG_FILE
+
+TORCHRUN_SIGNALS = (signal.SIGINT, signal.SIGHUP, signal.SIGQUIT)  # torchrun's defaults, kept
+SHUTDOWN_GRACE_S = 600  # how long torchrun lets workers finish a signal checkpoint before it kills them
 
 
 def prepare_run_dir(cfg: RunConfig, resume: bool) -> Path:
@@ -44,7 +49,8 @@ def prepare_run_dir(cfg: RunConfig, resume: bool) -> Path:
     return run_dir
 
 
-def launch_training(config: str | None, overrides: list[str], nproc: int, resume: bool) -> Path:
+def launch_training(config: str | None, overrides: list[str], nproc: int, resume: bool) -> tuple[Path, str]:
+    """Run training to its end; returns (run directory, what stopped it: see pretrain.trainer.Outcome)."""
     cfg = load_config(config, overrides)
     if nproc < 1:
         raise UserError(f"--nproc must be at least 1, got {nproc}")
@@ -53,15 +59,32 @@ def launch_training(config: str | None, overrides: list[str], nproc: int, resume
     if nproc == 1:
         from pretrain.trainer import train
 
-        train(run_dir, resume=resume)
-        return run_dir
+        return run_dir, train(run_dir, resume=resume).stopped_by
+    return run_dir, _torchrun(run_dir, nproc, resume)
+
+
+def _torchrun(run_dir: Path, nproc: int, resume: bool) -> str:
+    """Run the workers under torchrun, forwarding preemption signals to them; returns what stopped them."""
+    before = checkpoint.latest_checkpoint(run_dir)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-           "-m", "launch.worker", str(run_dir)] + (["--resume"] if resume else [])
+           # torchrun passes the signals it handles on to every worker, then waits up to the grace period.
+           f"--signals-to-handle={','.join(s.name for s in (*PREEMPTION_SIGNALS, *TORCHRUN_SIGNALS))}",
+           f"--shutdown-timeout={SHUTDOWN_GRACE_S}", "-m", "launch.worker", str(run_dir)] + \
+        (["--resume"] if resume else [])
     env = dict(os.environ)
     if not torch.cuda.is_available():
         env.setdefault("DS_ACCELERATOR", "cpu")
-    result = subprocess.run(cmd, env=env)
-    if result.returncode != 0:
-        raise UserError(f"training exited with code {result.returncode} (the error is printed above); "
+    proc = subprocess.Popen(cmd, env=env)
+    previous = {sig: signal.signal(sig, lambda signum, frame: proc.send_signal(signum)) for sig in PREEMPTION_SIGNALS}
+    try:
+        returncode = proc.wait()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    latest = checkpoint.latest_checkpoint(run_dir)
+    if latest is not None and latest != before and checkpoint.read_meta(latest)["reason"].startswith("signal"):
+        return checkpoint.read_meta(latest)["reason"]  # a preemption checkpoint written by this session
+    if returncode != 0:
+        raise UserError(f"training exited with code {returncode} (the error is printed above); "
                         f"fix it and continue with --resume if {run_dir}/checkpoints has a checkpoint")
-    return run_dir
+    return checkpoint.read_meta(latest)["reason"]

@@ -4,6 +4,7 @@ import sys
 import warnings
 
 from data_pipeline.errors import UserError
+from pretrain.signals import REQUEUE_EXIT_CODE
 from pretrain.trainer import train
 
 
@@ -15,11 +16,11 @@ def main(argv: list[str]) -> int:
 
     run_dir, resume = Path(argv[0]), "--resume" in argv[1:]
     try:
-        train(run_dir, resume=resume)
+        outcome = train(run_dir, resume=resume)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    return 0
+    return REQUEUE_EXIT_CODE if outcome.stopped_by.startswith("signal") else 0
 
 
 if __name__ == "__main__":

@@ -4,16 +4,20 @@
       latest                 names the newest complete checkpoint, e.g. "step_00000500"
       step_00000500/
         engine/              DeepSpeed's files: model and optimizer shards of every rank
-        train_state.json     TrainState and the loader state
+        universal/           (made on demand) the same, in DeepSpeed's universal format, to resume at
+                             another world size
+        train_state.json     TrainState, loader state, why and at what world size it was written
         rng/rank_00000.pt    each rank's RNG states (dropout)
 
-A checkpoint is written as `step_XXXXXXXX.tmp` and renamed once every rank has finished, so `latest`
-only ever names complete checkpoints, and a kill at any moment leaves the previous one intact.
+A checkpoint is written as `step_XXXXXXXX.tmp`, `train_state.json` last, and renamed once every rank has
+finished; only then does `latest` (replaced atomically) name it. So `latest` only ever names complete
+checkpoints, and a kill at any moment leaves the previous one intact.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import random
 import shutil
 from dataclasses import asdict, dataclass
@@ -24,14 +28,17 @@ import torch
 
 from data_pipeline.errors import UserError
 from data_pipeline.shards import write_atomic
+from pretrain.engine import convert_to_universal
 
 LATEST = "latest"
 
 
 @dataclass
 class TrainState:
-    step: int = 0  # optimizer steps done
+    step: int = 0  # optimizer steps done (skipped ones included: they consumed their data)
     tokens: int = 0  # tokens fed to the model so far
+    skipped: int = 0  # steps not applied: non-finite loss, or an fp16 overflow
+    nonfinite_streak: int = 0  # non-finite losses in a row up to `step`
 
 
 def checkpoints_dir(run_dir: Path) -> Path:
@@ -53,11 +60,20 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
     return path
 
 
-def save(engine, run_dir: Path, state: TrainState, loader_state: dict, rank: int, keep_last: int) -> Path:
-    """Every rank calls this; returns the final checkpoint path."""
+def read_meta(path: Path) -> dict:
+    """train_state.json: {"train": TrainState, "loader": ..., "reason": ..., "world_size": ...}."""
+    return json.loads((path / "train_state.json").read_text())
+
+
+def save(engine, run_dir: Path, state: TrainState, loader_state: dict, rank: int, keep_last: int,
+         reason: str = "periodic") -> Path:
+    """Every rank calls this; returns the final checkpoint path. `reason` is recorded (e.g. "signal SIGTERM")."""
     root = checkpoints_dir(run_dir)
     final = root / step_name(state.step)
     tmp = root / (final.name + ".tmp")
+    latest = root / LATEST
+    # The checkpoint `latest` names is never deleted; the trainer does not re-save the step it resumed from.
+    assert not (latest.is_file() and latest.read_text().strip() == final.name), f"{final} is `latest`"
     if rank == 0:
         shutil.rmtree(tmp, ignore_errors=True)  # a leftover from a run killed mid-save
         (tmp / "rng").mkdir(parents=True)
@@ -67,24 +83,49 @@ def save(engine, run_dir: Path, state: TrainState, loader_state: dict, rank: int
     engine.barrier()
     if rank == 0:
         write_atomic(tmp / "train_state.json",
-                     json.dumps({"train": asdict(state), "loader": loader_state}, indent=1).encode())
-        if final.exists():  # a re-save of the same step (after resume): replace it whole
+                     json.dumps({"train": asdict(state), "loader": loader_state, "reason": reason,
+                                 "world_size": engine.world}, indent=1).encode())
+        if final.exists():  # complete but never `latest` (killed before the pointer moved): replace it whole
             shutil.rmtree(final)
         tmp.rename(final)
-        write_atomic(root / LATEST, final.name.encode())
+        _fsync_dir(root)
+        write_atomic(latest, final.name.encode())
         _prune(root, keep_last)
     engine.barrier()
     return final
 
 
 def load(engine, path: Path, rank: int) -> tuple[TrainState, dict]:
-    """Restore engine state and this rank's RNG; returns (TrainState, loader state)."""
+    """Restore engine state and this rank's RNG; returns (TrainState, loader state).
+
+    An engine built with `load_universal` (the world size changed) reads `path/universal`, which rank 0
+    converts from `path/engine` here the first time.
+    """
+    if engine.ds_config["checkpoint"]["load_universal"]:
+        if rank == 0:
+            convert_to_universal(path)
+        engine.barrier()
     engine.load(path)
-    meta = json.loads((path / "train_state.json").read_text())
+    meta = read_meta(path)
     rng_file = path / "rng" / f"rank_{rank:05d}.pt"
     if rng_file.is_file():  # absent when resuming on more ranks than saved: fresh dropout noise there
         _set_rng_state(torch.load(rng_file, weights_only=False))
     return TrainState(**meta["train"]), meta["loader"]
+
+
+def remove_partial(run_dir: Path) -> None:
+    """Delete `step_*.tmp` directories: checkpoints whose writing was interrupted (never named by `latest`)."""
+    for partial in checkpoints_dir(run_dir).glob("step_*.tmp"):
+        shutil.rmtree(partial, ignore_errors=True)
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make a rename durable before anything points at its result."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _prune(root: Path, keep_last: int) -> None:

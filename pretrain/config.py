@@ -24,12 +24,27 @@ class TrainConfig:
     exit_at_step: int | None = None  # stop early at this step (checkpointed), e.g. to fit a job's time limit
     log_every: int = 10  # steps between console lines and TensorBoard points
     save_every: int = 500  # steps between checkpoints (one is always written at the end)
+    save_every_minutes: float = 0.0  # also checkpoint when this many minutes passed since the last one; 0: off
     keep_last: int = 2  # complete checkpoints kept; older ones are deleted
+    eval_data: str | None = None  # a `graft prepare` directory of held-out text; no evaluation without it
+    eval_every: int = 500  # steps between held-out evaluations (and one at the end)
+    eval_batches: int = 8  # micro-batches per rank in each evaluation: the same ones every time
+    max_nonfinite_in_a_row: int = 5  # stop the run after this many consecutive non-finite losses (each skipped)
+    peak_tflops: float = 0.0  # accelerator peak for MFU; 0: look the GPU up (no MFU on CPU or unknown GPUs)
+    debug_nan_steps: list[int] = field(default_factory=list)  # testing aid: rank 0's loss is NaN at these steps
 
     def __post_init__(self):
-        for name in ("max_steps", "log_every", "save_every", "keep_last"):
+        for name in ("max_steps", "log_every", "save_every", "keep_last", "eval_every", "eval_batches",
+                     "max_nonfinite_in_a_row"):
             if getattr(self, name) <= 0:
                 raise UserError(f"train.{name} must be positive, got {getattr(self, name)}")
+        if self.save_every_minutes < 0:
+            raise UserError(f"train.save_every_minutes must be >= 0, got {self.save_every_minutes}")
+        if self.exit_at_step is not None and self.exit_at_step <= 0:
+            raise UserError(f"train.exit_at_step must be positive (or null), got {self.exit_at_step}")
+        if self.eval_data is not None and not Path(self.eval_data).is_dir():
+            raise UserError(f"train.eval_data: {self.eval_data} is not a directory; point it at the output of "
+                            "`graft prepare` run on held-out text")
 
 
 @dataclass

@@ -1,14 +1,17 @@
 """The training engine: Accelerate with its DeepSpeed plugin. The only module that drives DeepSpeed.
 
 It turns the run config into a DeepSpeed JSON, wraps model and optimizer, runs one optimizer step over a
-list of micro-batches, and saves/loads the engine's share of a checkpoint.
+list of micro-batches (skipping it when the loss is not finite on any rank), and saves/loads the engine's
+share of a checkpoint, converting it to DeepSpeed's universal format to resume at another world size.
 """
 
 from __future__ import annotations
 
 import copy
 import json
+import math
 import os
+import resource
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -18,15 +21,19 @@ import torch
 from data_pipeline.errors import UserError
 
 PRECISIONS = ("fp32", "bf16", "fp16")
+ENGINE_DIR = "engine"  # DeepSpeed's tag inside a checkpoint directory
+UNIVERSAL_DIR = "universal"  # the same state in DeepSpeed's world-size-free universal format
 
 
 @dataclass
 class EngineConfig:
     zero_stage: int = 2  # DeepSpeed ZeRO stage 0-3
     precision: str = "fp32"  # fp32 | bf16 | fp16 (fp16 uses dynamic loss scaling)
-    micro_batch_size: int = 16  # samples per rank per forward pass
-    global_batch_size: int = 32  # samples per optimizer step over all ranks; accumulation follows from it
+    global_batch_size: int = 32  # samples per optimizer step over all ranks: the one batch-size knob
+    micro_batch_size: int = 16  # most samples per rank per forward pass; accumulation makes up the rest
     grad_clip: float = 1.0  # max global gradient norm; 0 disables clipping
+    offload_optimizer: bool = False  # keep optimizer state (and the fp32 master weights) in CPU memory
+    offload_params: bool = False  # ZeRO-3 only: keep parameters in CPU memory between uses
     deepspeed: dict[str, Any] = field(default_factory=dict)  # extra DeepSpeed keys, merged over the generated ones
 
     def __post_init__(self):
@@ -36,24 +43,43 @@ class EngineConfig:
             raise UserError(f"engine.precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.micro_batch_size <= 0 or self.global_batch_size <= 0:
             raise UserError("engine.micro_batch_size and engine.global_batch_size must be positive")
+        if self.offload_optimizer and self.zero_stage == 0:
+            raise UserError("engine.offload_optimizer needs engine.zero_stage 1, 2 or 3")
+        if self.offload_params and self.zero_stage != 3:
+            raise UserError("engine.offload_params needs engine.zero_stage=3")
+        if self.grad_clip < 0:
+            raise UserError(f"engine.grad_clip must be >= 0, got {self.grad_clip}")
+
+    def micro_batch(self, world: int) -> int:
+        """Samples per rank per forward pass: the largest divisor of the per-rank batch up to micro_batch_size."""
+        if self.global_batch_size % world:
+            raise UserError(f"engine.global_batch_size ({self.global_batch_size}) must be a multiple of the number "
+                            f"of ranks ({world}); change it or --nproc")
+        per_rank = self.global_batch_size // world
+        return max(d for d in range(1, min(per_rank, self.micro_batch_size) + 1) if per_rank % d == 0)
 
     def accumulation(self, world: int) -> int:
-        per_pass = self.micro_batch_size * world
-        if self.global_batch_size % per_pass:
-            raise UserError(f"engine.global_batch_size ({self.global_batch_size}) must be a multiple of "
-                            f"engine.micro_batch_size x ranks ({self.micro_batch_size} x {world} = {per_pass})")
-        return self.global_batch_size // per_pass
+        return self.global_batch_size // (world * self.micro_batch(world))
 
 
-def deepspeed_config(cfg: EngineConfig, world: int) -> dict:
+def deepspeed_config(cfg: EngineConfig, world: int, load_universal: bool = False) -> dict:
+    zero: dict[str, Any] = {"stage": cfg.zero_stage}
+    if cfg.offload_optimizer:
+        zero["offload_optimizer"] = {"device": "cpu", "pin_memory": torch.cuda.is_available()}
+    if cfg.offload_params:
+        zero["offload_param"] = {"device": "cpu", "pin_memory": torch.cuda.is_available()}
     generated = {
         "train_batch_size": cfg.global_batch_size,
-        "train_micro_batch_size_per_gpu": cfg.micro_batch_size,
+        "train_micro_batch_size_per_gpu": cfg.micro_batch(world),
         "gradient_accumulation_steps": cfg.accumulation(world),
         "gradient_clipping": cfg.grad_clip,
-        "zero_optimization": {"stage": cfg.zero_stage},
+        "zero_optimization": zero,
+        # Graft's AdamW (it can skip a step) also runs on offloaded state; DeepSpeed's CPUAdam is optional.
+        "zero_force_ds_cpu_optimizer": False,
         "bf16": {"enabled": cfg.precision == "bf16"},
-        "fp16": {"enabled": cfg.precision == "fp16", "loss_scale": 0, "initial_scale_power": 16},
+        "fp16": {"enabled": cfg.precision == "fp16", "loss_scale": 0, "initial_scale_power": 16,
+                 "loss_scale_window": 1000, "hysteresis": 2, "min_loss_scale": 1},
+        "checkpoint": {"load_universal": load_universal},
         "steps_per_print": 2**31 - 1,  # Graft does its own logging
         "wall_clock_breakdown": False,
     }
@@ -88,56 +114,164 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@dataclass
+class StepResult:
+    loss: float  # mean over micro-batches and ranks (NaN/inf when the step was skipped for it)
+    terms: dict[str, float]  # the objective's loss terms, same averaging
+    grad_norm: float
+    skipped: bool  # not applied: a non-finite loss on some rank, or an fp16 overflow
+    nonfinite: bool  # the loss itself was not finite on some rank
+    loss_scale: float  # fp16's dynamic loss scale; 1 otherwise
+
+
 class Engine:
     """Model, optimizer and schedule under DeepSpeed, driven through Accelerate."""
 
-    def __init__(self, cfg: EngineConfig, world: int, run_dir: Path,
-                 model: torch.nn.Module, optimizer: torch.optim.Optimizer):
+    def __init__(self, cfg: EngineConfig, world: int, run_dir: Path, model: torch.nn.Module,
+                 optimizer: torch.optim.Optimizer, load_universal: bool = False):
         from accelerate import Accelerator
         from accelerate.utils import DeepSpeedPlugin, InitProcessGroupKwargs
 
-        self.ds_config = deepspeed_config(cfg, world)
+        assert hasattr(optimizer, "skip_next_step"), "the optimizer must be able to skip (pretrain.optim.AdamW)"
+        if cfg.precision == "fp16" and not torch.cuda.is_available():
+            raise UserError("engine.precision=fp16 needs a GPU: DeepSpeed's CPU accelerator has no fp16; use "
+                            "engine.precision=bf16 or fp32 on CPU")
+        self.ds_config = deepspeed_config(cfg, world, load_universal)
         self.accumulation = self.ds_config["gradient_accumulation_steps"]
+        self.micro_batch = self.ds_config["train_micro_batch_size_per_gpu"]
         # On CPU, Accelerate only treats the run as distributed when told the backend (gloo).
         handlers = [] if torch.cuda.is_available() else [InitProcessGroupKwargs(backend="gloo")]
         self.accelerator = Accelerator(deepspeed_plugin=DeepSpeedPlugin(hf_ds_config=self.ds_config),
-                                       kwargs_handlers=handlers)
+                                       gradient_accumulation_steps=self.accumulation, kwargs_handlers=handlers)
         if self.accelerator.is_main_process:
             (run_dir / "deepspeed.json").write_text(json.dumps(self.ds_config, indent=1))
-        self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
+        # The config's per-group hyperparameters (weight decay 0 for biases and norms): re-applied after a load.
+        self._group_hyper = [{k: v for k, v in g.items() if k not in ("params", "lr")} for g in optimizer.param_groups]
+        self.model, _ = self.accelerator.prepare(model, optimizer)
+        self._optimizer = optimizer  # the innermost optimizer: DeepSpeed's wrappers call its step()
         self.device = self.accelerator.device
+        self.world = world
+        self._fp32_stage0 = cfg.zero_stage == 0 and cfg.precision == "fp32"
 
-    def step(self, micro_batches: list[dict], loss_fn: Callable[[torch.nn.Module, dict], torch.Tensor],
-             lr: float) -> tuple[float, float]:
+    def step(self, micro_batches: list[dict], loss_fn: Callable[[torch.nn.Module, dict], Any],
+             lr: float) -> StepResult:
         """One optimizer step at learning rate `lr` over `accumulation` micro-batches.
 
-        Returns (mean loss over micro-batches and ranks, global grad norm). The caller derives `lr` from the
-        step number, so the schedule has no state to checkpoint (and Accelerate's scheduler wrapper, which
-        steps once per process, stays out of the way).
+        `loss_fn` returns a scalar loss or a dict of scalar terms whose "loss" entry is minimised. The caller
+        derives `lr` from the step number, so the schedule has no state to checkpoint (and Accelerate's
+        scheduler wrapper, which steps once per process, stays out of the way). DeepSpeed's own backward/step
+        are called directly so that the ranks can agree, before the update, to skip a step whose loss is not
+        finite: the update is then never applied, and weights and optimizer state stay as they were.
         """
         assert len(micro_batches) == self.accumulation
-        for group in self.model.optimizer.param_groups:
+        engine = self.model
+        for group in engine.optimizer.param_groups:
             group["lr"] = lr
-        self.model.train()
-        total = torch.zeros((), device=self.device)
-        for batch in micro_batches:
+        engine.train()
+        sums: dict[str, torch.Tensor] = {}
+        for i, batch in enumerate(micro_batches):
             batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
-            with self.accelerator.accumulate(self.model):
-                loss = loss_fn(self.model, batch)
-                self.accelerator.backward(loss)
-            total += loss.detach().float()
-        mean = self.accelerator.reduce(total, reduction="mean") / self.accumulation
-        norm = self.model.get_global_grad_norm()
-        return float(mean), float(norm) if norm is not None else float("nan")
+            out = loss_fn(engine, batch)
+            terms = out if isinstance(out, dict) else {"loss": out}
+            engine.backward(terms["loss"])
+            for name, value in terms.items():
+                sums[name] = sums.get(name, 0.0) + value.detach().float()
+            if i < len(micro_batches) - 1:
+                engine.step()  # not a boundary: DeepSpeed only counts the micro-step
+        names = sorted(sums)
+        totals = self.all_reduce_sum(torch.stack([sums[n] for n in names]))  # NaN anywhere -> NaN everywhere
+        means = {n: float(v) / (self.accumulation * self.world) for n, v in zip(names, totals)}
+        nonfinite = not math.isfinite(means["loss"])
+        # DeepSpeed reports no norm for plain fp32 at stage 0; its gradients are all-reduced by now.
+        own_norm = _grad_norm(engine.module) if self._fp32_stage0 else None
+        self._optimizer.skip_next_step = nonfinite
+        engine.step()
+        self._optimizer.skip_next_step = False
+        norm = own_norm if own_norm is not None else engine.get_global_grad_norm()
+        norm = float(norm) if norm is not None else float("nan")
+        skipped = nonfinite or not engine.was_step_applied()
+        loss = means.pop("loss")
+        return StepResult(loss, means, norm, skipped, nonfinite, self.loss_scale())
+
+    def loss_scale(self) -> float:
+        scale = getattr(self.model.optimizer, "loss_scale", None) if self.ds_config["fp16"]["enabled"] else None
+        return float(scale) if scale is not None else 1.0
+
+    @torch.no_grad()
+    def evaluate(self, batches: list[dict], loss_fn: Callable) -> float:
+        """Mean loss over `batches` on every rank, in eval mode (no dropout), averaged over ranks."""
+        engine = self.model
+        engine.eval()
+        total = torch.zeros((), device=self.device)
+        for batch in batches:
+            out = loss_fn(engine, {k: v.to(self.device) for k, v in batch.items()})
+            total += (out["loss"] if isinstance(out, dict) else out).float()
+        engine.train()
+        return float(self.all_reduce_sum(total)) / (len(batches) * self.world)
+
+    def all_reduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
+        tensor = tensor.to(self.device)
+        if self.world > 1:
+            torch.distributed.all_reduce(tensor, op=torch.distributed.ReduceOp.SUM)
+        return tensor
+
+    def any_rank(self, *flags: bool) -> list[bool]:
+        """Each flag, true if true on any rank: how ranks agree to stop or save at the same step."""
+        summed = self.all_reduce_sum(torch.tensor([float(f) for f in flags]))
+        return [bool(v > 0) for v in summed.tolist()]
+
+    def peak_memory_bytes(self) -> int:
+        """Peak accelerator memory allocated by this rank; on CPU, the process's peak resident set."""
+        if torch.cuda.is_available():
+            return torch.cuda.max_memory_allocated()
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
     def save(self, directory: Path) -> None:
-        """Every rank writes its shard of model and optimizer state under `directory`."""
-        self.model.save_checkpoint(str(directory), tag="engine")
+        """Every rank writes its shard of model and optimizer state under `directory/engine`."""
+        # ZeRO 1/2 need this in the client state to convert to the universal format later.
+        self.model.save_checkpoint(str(directory), tag=ENGINE_DIR,
+                                   client_state={"universal_checkpoint_info": {"universal_checkpoint_version": 0.2}})
 
     def load(self, directory: Path) -> None:
-        path, _ = self.model.load_checkpoint(str(directory), tag="engine", load_optimizer_states=True)
+        """Load `directory/engine`, or `directory/universal` when the engine was built with load_universal."""
+        tag = UNIVERSAL_DIR if self.ds_config["checkpoint"]["load_universal"] else ENGINE_DIR
+        path, _ = self.model.load_checkpoint(str(directory), tag=tag, load_optimizer_states=True)
         if path is None:
-            raise UserError(f"{directory}/engine holds no DeepSpeed checkpoint; it is incomplete or corrupt")
+            raise UserError(f"{directory}/{tag} holds no DeepSpeed checkpoint; it is incomplete or corrupt")
+        # DeepSpeed's ZeRO-3 universal load (0.19) copies group 0's hyperparameters into every group, which
+        # would put weight decay on biases and norms; the config's values win in any case (also if changed).
+        assert len(self._optimizer.param_groups) == len(self._group_hyper)
+        for group, hyper in zip(self._optimizer.param_groups, self._group_hyper):
+            group.update(hyper)
+        # It also gives every group the same `step` tensor, which AdamW increments in place once per group:
+        # the second group's bias correction would then run ahead. One tensor each.
+        for state in self._optimizer.state.values():
+            if torch.is_tensor(state.get("step")):
+                state["step"] = state["step"].clone()
 
     def barrier(self) -> None:
         self.accelerator.wait_for_everyone()
+
+
+def _grad_norm(module: torch.nn.Module) -> float:
+    grads = [p.grad.detach().float().norm() for p in module.parameters() if p.grad is not None]
+    return float(torch.stack(grads).norm()) if grads else 0.0
+
+
+def convert_to_universal(checkpoint_dir: Path) -> Path:
+    """Write `checkpoint_dir/universal` from `checkpoint_dir/engine` (once; atomically). Run on one rank."""
+    final = checkpoint_dir / UNIVERSAL_DIR
+    if final.is_dir():
+        return final
+    import argparse
+    import shutil
+
+    from deepspeed.checkpoint.ds_to_universal import main as ds_to_universal
+
+    tmp = checkpoint_dir / (UNIVERSAL_DIR + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    ds_to_universal(argparse.Namespace(input_folder=str(checkpoint_dir / ENGINE_DIR), output_folder=str(tmp),
+                                       num_extract_workers=1, num_merge_workers=1, keep_temp_folder=False,
+                                       strict=True, inject_missing_state=False))
+    tmp.rename(final)
+    return final

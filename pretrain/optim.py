@@ -1,4 +1,4 @@
-"""AdamW with weight-decay exclusions, and the learning-rate schedule."""
+"""AdamW with weight-decay exclusions (and a step it can skip), and the learning-rate schedule."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import torch
 
 from data_pipeline.errors import UserError
 
-SCHEDULES = ("linear", "cosine", "constant")
+SCHEDULES = ("linear", "cosine", "inverse_sqrt", "constant")
 
 
 @dataclass
@@ -19,7 +19,9 @@ class OptimConfig:
     betas: list[float] = field(default_factory=lambda: [0.9, 0.98])
     eps: float = 1e-6
     warmup_steps: int = 100
-    schedule: str = "linear"  # after warmup: linear | cosine decay to min_lr_ratio * lr at max_steps, or constant
+    # after warmup: linear | cosine decay to min_lr_ratio * lr at max_steps; inverse_sqrt: lr * sqrt(warmup / step)
+    # (never below min_lr_ratio * lr); constant
+    schedule: str = "linear"
     min_lr_ratio: float = 0.0
 
     def __post_init__(self):
@@ -29,18 +31,36 @@ class OptimConfig:
             raise UserError(f"optim.schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
         if self.warmup_steps < 0:
             raise UserError(f"optim.warmup_steps must be >= 0, got {self.warmup_steps}")
+        if not 0 <= self.min_lr_ratio <= 1:
+            raise UserError(f"optim.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
         if len(self.betas) != 2:
             raise UserError(f"optim.betas must hold two numbers, got {list(self.betas)}")
 
 
-def build_optimizer(model: torch.nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
+class AdamW(torch.optim.AdamW):
+    """torch's AdamW whose next step() can be skipped: weights and moments stay exactly as they were.
+
+    The engine sets `skip_next_step` when the ranks agree a step's loss was not finite; DeepSpeed's ZeRO
+    wrappers call this step() on their fp32 partitions, so the skip holds at every stage.
+    """
+
+    skip_next_step = False
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        if self.skip_next_step:
+            return None
+        return super().step(closure)
+
+
+def build_optimizer(model: torch.nn.Module, cfg: OptimConfig) -> AdamW:
     decay, no_decay = [], []
     for param in model.parameters():
         if param.requires_grad:
             # Matrices decay; biases and norm scales (1-d) do not, as in BERT.
             (decay if param.ndim >= 2 else no_decay).append(param)
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps)
+    return AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps)
 
 
 def learning_rate(step: int, cfg: OptimConfig, max_steps: int) -> float:
@@ -49,6 +69,8 @@ def learning_rate(step: int, cfg: OptimConfig, max_steps: int) -> float:
         return cfg.lr * (step + 1) / cfg.warmup_steps
     if cfg.schedule == "constant":
         return cfg.lr
+    if cfg.schedule == "inverse_sqrt":
+        return cfg.lr * max(cfg.min_lr_ratio, math.sqrt(max(1, cfg.warmup_steps) / (step + 1)))
     progress = min(1.0, (step - cfg.warmup_steps) / max(1, max_steps - cfg.warmup_steps))
     shape = 1.0 - progress if cfg.schedule == "linear" else 0.5 * (1.0 + math.cos(math.pi * progress))
     return cfg.lr * (cfg.min_lr_ratio + (1.0 - cfg.min_lr_ratio) * shape)

@@ -1,73 +1,166 @@
-"""The training loop: step, log, checkpoint. Runs on every rank, in-process or under torchrun."""
+"""The training loop: step, log, evaluate, checkpoint. Runs on every rank, in-process or under torchrun."""
 
 from __future__ import annotations
 
+import dataclasses
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
+from data_pipeline.errors import UserError
 from data_pipeline.loader import Loader
 from data_pipeline.shards import Manifest
 from pretrain import checkpoint
-from pretrain.config import load_config
+from pretrain.config import RunConfig, load_config
 from pretrain.engine import Engine, init_distributed
-from pretrain.metrics import MetricsLog
+from pretrain.flops import batch_flops, peak_flops
+from pretrain.metrics import MetricsLog, WindowMeter, console_line, write_summary
 from pretrain.models import build_model
 from pretrain.objectives import build_objective
 from pretrain.optim import build_optimizer, learning_rate
+from pretrain.signals import StopRequest
 
 CONFIG_FILE = "config.yaml"
 
 
-def train(run_dir: Path, resume: bool = False) -> checkpoint.TrainState:
+@dataclass
+class Outcome:
+    state: checkpoint.TrainState
+    stopped_by: str  # "end" (max_steps), "exit_at_step", or "signal SIGTERM" / "signal SIGUSR1"
+
+
+def train(run_dir: Path, resume: bool = False) -> Outcome:
     """Train the run whose resolved config is `run_dir/config.yaml` (written by the launcher)."""
+    stop_request = StopRequest()  # first: a preemption signal during start-up still ends in a checkpoint
     rank, world = init_distributed()
     cfg = load_config(run_dir / CONFIG_FILE)
     manifest = Manifest.load(cfg.data.path)
     collate, loss_fn = build_objective(cfg.objective, manifest, cfg.data.seq_len, cfg.seed)
+    start = _resume_point(run_dir) if resume else None
 
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank and at every world size
     model = build_model(cfg.model)
-    engine = Engine(cfg.engine, world, run_dir, model, build_optimizer(model, cfg.optim))
+    # A ZeRO 1-3 checkpoint holds one shard per saving rank: at another world size, read the universal form.
+    saved_world = checkpoint.read_meta(start).get("world_size", world) if start is not None else world
+    universal = cfg.engine.zero_stage > 0 and saved_world != world
+    engine = Engine(cfg.engine, world, run_dir, model, build_optimizer(model, cfg.optim), load_universal=universal)
     torch.manual_seed(cfg.seed * 100_003 + rank + 1)  # dropout noise differs between ranks
-    loader = Loader(cfg.data, collate.raw_length, collate, cfg.seed, rank, world, cfg.engine.micro_batch_size)
+    loader = Loader(cfg.data, collate.raw_length, collate, cfg.seed, rank, world, engine.micro_batch)
 
     state = checkpoint.TrainState()
-    if resume:
-        state, loader_state = checkpoint.load(engine, checkpoint.latest_checkpoint(run_dir), rank)
+    if rank == 0:
+        checkpoint.remove_partial(run_dir)  # left by a process killed while writing one
+    if start is not None:
+        state, loader_state = checkpoint.load(engine, start, rank)
         loader.load_state_dict(loader_state)
+    eval_batches = _eval_batches(cfg, collate, rank, world, engine.micro_batch) if cfg.train.eval_data else None
 
     stop = min(cfg.train.exit_at_step or cfg.train.max_steps, cfg.train.max_steps)
     metrics = MetricsLog(run_dir, enabled=rank == 0)
+    meter = WindowMeter(peak_flops(cfg.engine.precision, cfg.train.peak_tflops))
     bar = tqdm(total=stop, initial=state.step, desc="training", unit=" steps", disable=rank != 0)
-    tokens_per_step = cfg.engine.global_batch_size * cfg.data.seq_len
+    saved_at = time.monotonic()
+    last, stopped_by = {}, "end" if stop == cfg.train.max_steps else "exit_at_step"
     batches = iter(loader)
-    window_start, data_wait = time.perf_counter(), 0.0
     while state.step < stop:
         wait_start = time.perf_counter()
         micro_batches = [next(batches) for _ in range(engine.accumulation)]
-        data_wait += time.perf_counter() - wait_start
+        data_wait = time.perf_counter() - wait_start
         lr = learning_rate(state.step, cfg.optim, cfg.train.max_steps)
-        loss, grad_norm = engine.step(micro_batches, loss_fn, lr)
+        poison = rank == 0 and state.step + 1 in cfg.train.debug_nan_steps
+        result = engine.step(micro_batches, _nan_loss(loss_fn) if poison else loss_fn, lr)
         state.step += 1
-        state.tokens += tokens_per_step
+        state.tokens += cfg.engine.global_batch_size * cfg.data.seq_len
+        state.skipped += result.skipped
+        state.nonfinite_streak = state.nonfinite_streak + 1 if result.nonfinite else 0
+        meter.add(cfg.engine.global_batch_size * cfg.data.seq_len, cfg.engine.global_batch_size,
+                  batch_flops(cfg.model, micro_batches), data_wait)
         bar.update(1)
-        bar.set_postfix(loss=f"{loss:.3f}", refresh=False)
+        bar.set_postfix(loss=f"{result.loss:.3f}", refresh=False)
 
+        scalars = {}
         if state.step % cfg.train.log_every == 0 or state.step == stop:
-            elapsed = time.perf_counter() - window_start
-            steps = state.step % cfg.train.log_every or cfg.train.log_every
-            scalars = {"loss": loss, "lr": lr, "grad_norm": grad_norm,
-                       "tokens_per_s": steps * tokens_per_step / elapsed, "data_wait_frac": data_wait / elapsed}
+            scalars = _train_scalars(result, lr, state, meter, engine)
+        if eval_batches and (state.step % cfg.train.eval_every == 0 or state.step == stop):
+            scalars["eval_loss"] = engine.evaluate(eval_batches, loss_fn)
+        if scalars:
             metrics.log(state.step, scalars)
+            last.update(scalars)
             if rank == 0:
-                bar.write(f"step {state.step:>6}  " + "  ".join(f"{k} {v:.4g}" for k, v in scalars.items()))
-            window_start, data_wait = time.perf_counter(), 0.0
-        if state.step % cfg.train.save_every == 0 or state.step == stop:
-            checkpoint.save(engine, run_dir, state, loader.state_dict(), rank, cfg.train.keep_last)
+                bar.write(console_line(state.step, scalars))
+        if state.nonfinite_streak >= cfg.train.max_nonfinite_in_a_row:
+            _diverged(run_dir, state, cfg.train.max_nonfinite_in_a_row)
+
+        # Every rank must agree to save (and stop) at the same step, or one would wait in a collective forever.
+        timed = rank == 0 and 0 < cfg.train.save_every_minutes * 60 <= time.monotonic() - saved_at
+        signalled, timed = engine.any_rank(stop_request.received is not None, timed)
+        reason = f"signal {stop_request.received or 'on another rank'}" if signalled else "minutes" if timed else \
+            stopped_by if state.step == stop else "periodic" if state.step % cfg.train.save_every == 0 else None
+        if reason:
+            checkpoint.save(engine, run_dir, state, loader.state_dict(), rank, cfg.train.keep_last, reason)
+            saved_at = time.monotonic()
+        if signalled:
+            stopped_by = reason
+            break
+    stop_request.close()
     bar.close()
     metrics.close()
     del batches  # shuts the DataLoader workers down
-    return state
+    if rank == 0:
+        write_summary(run_dir, _summary(cfg, state, stopped_by, last, meter, engine, run_dir))
+    return Outcome(state, stopped_by)
+
+
+def _train_scalars(result, lr: float, state: checkpoint.TrainState, meter: WindowMeter, engine: Engine) -> dict:
+    return {"loss": result.loss, **{f"loss/{k}": v for k, v in result.terms.items()}, "lr": lr,
+            "grad_norm": result.grad_norm, "loss_scale": result.loss_scale, "skipped_steps": state.skipped,
+            **meter.report(), "memory_gb": engine.peak_memory_bytes() / 2**30}
+
+
+def _resume_point(run_dir: Path) -> Path:
+    start = checkpoint.latest_checkpoint(run_dir)
+    if start is None:
+        raise UserError(f"--resume: {run_dir} holds no complete checkpoint to resume from; start without --resume")
+    return start
+
+
+def _eval_batches(cfg: RunConfig, collate, rank: int, world: int, micro_batch: int) -> list[dict]:
+    """This rank's share of the first `eval_batches` held-out micro-batch groups: the same at every evaluation."""
+    if Manifest.load(cfg.train.eval_data).tokenizer_sha256 != Manifest.load(cfg.data.path).tokenizer_sha256:
+        raise UserError(f"train.eval_data ({cfg.train.eval_data}) was tokenized with another tokenizer than "
+                        f"data.path; prepare it with --tokenizer {cfg.data.path}/tokenizer.json")
+    data = dataclasses.replace(cfg.data, path=cfg.train.eval_data, num_workers=0)
+    loader = Loader(data, collate.raw_length, collate, cfg.seed, rank, world, micro_batch)
+    batches = iter(loader)
+    return [next(batches) for _ in range(cfg.train.eval_batches)]
+
+
+def _nan_loss(loss_fn):
+    """The objective's loss made NaN (train.debug_nan_steps): the real backward and step then see NaN."""
+    def poisoned(model, batch):
+        out = loss_fn(model, batch)
+        if isinstance(out, dict):
+            return {**out, "loss": out["loss"] * float("nan")}
+        return out * float("nan")
+    return poisoned
+
+
+def _diverged(run_dir: Path, state: checkpoint.TrainState, limit: int):
+    good = checkpoint.latest_checkpoint(run_dir)
+    where = f"the last good checkpoint is {good}" if good else "no checkpoint was written yet"
+    raise UserError(f"stopping at step {state.step}: the loss was not finite {limit} steps in a row (each was "
+                    f"skipped; train.max_nonfinite_in_a_row={limit}). Skipped steps change no weights, so {where}; "
+                    "lower optim.lr, raise optim.warmup_steps or use engine.precision=bf16, then continue with "
+                    "--resume")
+
+
+def _summary(cfg: RunConfig, state, stopped_by: str, last: dict, meter: WindowMeter, engine, run_dir: Path) -> dict:
+    latest = checkpoint.latest_checkpoint(run_dir)
+    return {"stopped_by": stopped_by, "step": state.step, "max_steps": cfg.train.max_steps, "tokens": state.tokens,
+            "skipped_steps": state.skipped, "final_loss": last.get("loss"), "final_eval_loss": last.get("eval_loss"),
+            **{f"session_{k}": v for k, v in meter.run_rates().items()},
+            "peak_memory_gb_rank0": engine.peak_memory_bytes() / 2**30,
+            "checkpoint": str(latest) if latest else None}

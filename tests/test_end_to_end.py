@@ -47,6 +47,13 @@ def test_run_directory_layout(straight_and_resumed):
     assert ds["gradient_accumulation_steps"] == 2  # 16 global / (4 micro x 2 ranks)
     assert load_config(run_a / "config.yaml").model.vocab_size == 2000  # resolved from the dataset
     assert list((run_a / "tensorboard").glob("events.out.tfevents.*"))
+    record = read_metrics(run_a)[6]
+    assert {"loss", "lr", "grad_norm", "loss_scale", "skipped_steps", "tokens_per_s", "samples_per_s",
+            "tflops_per_rank", "memory_gb", "data_wait_frac"} <= record.keys()
+    assert record["grad_norm"] > 0 and record["tokens_per_s"] > 0 and 0 <= record["data_wait_frac"] < 1
+    summary = json.loads((run_a / "summary.json").read_text())
+    assert summary["step"] == 6 and summary["tokens"] == 6 * 16 * 32 and summary["skipped_steps"] == 0
+    assert summary["final_loss"] == record["loss"] and summary["checkpoint"].endswith("step_00000006")
     checkpoints = run_a / "checkpoints"
     assert (checkpoints / "latest").read_text() == "step_00000006"
     assert sorted(p.name for p in checkpoints.iterdir()) == ["latest", "step_00000003", "step_00000006"]
