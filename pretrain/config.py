@@ -12,7 +12,7 @@ from data_pipeline.errors import UserError
 from data_pipeline.loader import DataConfig
 from data_pipeline.shards import Manifest
 from pretrain.engine import EngineConfig
-from pretrain.models.bert import BertConfig
+from pretrain.models.config import ModelConfig
 from pretrain.objectives import ObjectiveConfig
 from pretrain.optim import OptimConfig
 
@@ -37,7 +37,7 @@ class RunConfig:
     seed: int = 0  # model init, data order and masking noise all derive from it
     data: DataConfig = field(default_factory=DataConfig)
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
-    model: BertConfig = field(default_factory=BertConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     engine: EngineConfig = field(default_factory=EngineConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
