@@ -65,6 +65,9 @@ def from_hf(state_dicts: list[dict | None], cfg: ModelConfig) -> tuple[dict, lis
             raise KeyError(f"unknown Hugging Face {part.architecture} key {unknown[0]!r}")
         for g, h in part.keys.items():
             if h in sd:
+                if g in out and not torch.equal(out[g], sd[h]):
+                    raise ValueError(f"{h} of the {part.architecture} differs from the same tensor of the "
+                                     f"{parts(cfg)[0].architecture}; Graft's {cfg.family} shares it between them")
                 out.setdefault(g, sd[h])
             elif any(h.startswith(p) for p in part.head):
                 fresh.append(g)

@@ -55,7 +55,9 @@ def parts(cfg: ModelConfig) -> list[HFPart]:
 
 def from_hf_config(d: dict, generator: dict | None = None) -> ModelConfig:
     check_fixed(d, {k: v for k, v in FIXED.items() if k != "tie_word_embeddings"}, "T5")
-    if d.get("scale_decoder_outputs") or d.get("tie_word_embeddings", True) is not False:
+    # Saved by transformers 5: scale_decoder_outputs; by earlier versions: tie_word_embeddings=false for v1.1.
+    scaled = d["scale_decoder_outputs"] if "scale_decoder_outputs" in d else d.get("tie_word_embeddings", True)
+    if scaled:
         raise ValueError("config.json describes original T5 (decoder output scaled by d_model**-0.5); Graft "
                          "builds T5 v1.1, whose config.json has tie_word_embeddings=false")
     kwargs = pick(d, CONFIG_FIELDS, {"hidden_dropout": 0.1, "layer_norm_eps": 1e-6, "eos_token_id": 1})
