@@ -42,6 +42,11 @@ class RunConfig:
     engine: EngineConfig = field(default_factory=EngineConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
+    def __post_init__(self):
+        from pretrain.objectives import check_fits
+
+        check_fits(self.objective, self.model)  # e.g. span corruption cannot train a BERT
+
 
 def load_config(path: str | Path | None, overrides: list[str] = ()) -> RunConfig:
     """The config from a YAML file (or the defaults) with `key=value` overrides applied, validated.
