@@ -5,7 +5,9 @@ from torch import nn
 from pretrain.models.config import FAMILIES, ModelConfig
 
 
-def build_model(cfg: ModelConfig) -> nn.Module:
+def build_model(cfg: ModelConfig, pretrained: bool = True) -> nn.Module:
+    """The model of `cfg.family`, freshly initialized (seed the torch RNG first), then, when `pretrained` and
+    `cfg.init_from` names a Hugging Face directory, loaded with its weights (what it lacks stays fresh)."""
     from pretrain.models.bart import BartForConditionalGeneration
     from pretrain.models.electra import ElectraForPreTraining
     from pretrain.models.encoder import EncoderForMaskedLM
@@ -15,4 +17,9 @@ def build_model(cfg: ModelConfig) -> nn.Module:
                 "electra": ElectraForPreTraining, "t5": T5ForConditionalGeneration,
                 "bart": BartForConditionalGeneration}
     assert set(builders) == set(FAMILIES)
-    return builders[cfg.family](cfg)
+    model = builders[cfg.family](cfg)
+    if pretrained and cfg.init_from:
+        from pretrain.import_hf import load_pretrained
+
+        load_pretrained(model, cfg)
+    return model

@@ -49,6 +49,7 @@ class ModelConfig:
     pre_ln: bool = False  # pre-LN encoders (BERT-like families): a norm before each sublayer and at the end
     layerdrop: float = 0.0  # probability of skipping each layer in training
     activation_checkpointing: bool = False  # recompute layer activations in backward to save memory
+    init_from: str | None = None  # a Hugging Face model directory to start from (written by `graft import`)
 
     def __post_init__(self):
         if self.family not in FAMILIES:
