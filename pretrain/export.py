@@ -81,6 +81,7 @@ def export(run_dir: Path, out_dir: Path, max_shard_bytes: int | None = None) -> 
         _write_configs(cfg.model, part, target)
         save_tokenizer(tokenizer, cfg.model, target)
     _write_model_card(cfg, run_dir, ckpt, staging, out_dir.name, the_parts)
+    del reader  # unmaps the shards before the verification loads the export
     diff = verify(staging, cfg.model)
     if out_dir.exists():
         out_dir.rmdir()  # empty, checked above

@@ -25,7 +25,7 @@ import torch
 
 from data_pipeline.errors import UserError
 
-WINDOW_BYTES = 256 << 20  # reopen the memory maps after reading this much
+WINDOW_BYTES = 64 << 20  # reopen the memory maps after reading this much
 
 
 def _rank_of(path: Path) -> int:
@@ -66,6 +66,7 @@ class ZeroCheckpoint:
                 raise UserError(f"{engine_dir} is a partial checkpoint: it was written by {self.world} ranks but "
                                 f"holds optimizer shards for ranks {ranks}; export an earlier, complete checkpoint")
         del meta
+        self._shapes = None
         self._plan = self._make_plan()
         self._ranks = None
         self._read_bytes = 0
@@ -73,9 +74,10 @@ class ZeroCheckpoint:
     @property
     def shapes(self) -> dict[str, torch.Size]:
         """Every distinct tensor (parameters and buffers) with its shape; tied aliases are in `shared`."""
-        out = {name: torch.Size(shape) for group in self.param_shapes for name, shape in group.items()}
-        out.update({name: t.shape for name, t in self.buffers.items()})
-        return out
+        if self._shapes is None:
+            self._shapes = {name: torch.Size(shape) for group in self.param_shapes for name, shape in group.items()}
+            self._shapes.update({name: t.shape for name, t in self.buffers.items()})
+        return self._shapes
 
     def _make_plan(self) -> dict[str, tuple]:
         plan = {}
@@ -123,7 +125,8 @@ class ZeroCheckpoint:
             pieces = [_slice(flat, offset, share) for flat in self._ranks]
         else:
             pieces = self._stage12_pieces(group, offset, numel)
-        out = torch.cat(pieces)[:numel].view(shape).detach().float().clone()
+        out = torch.cat(pieces) if len(pieces) > 1 else pieces[0].clone()  # a copy either way: owns its memory
+        out = out[:numel].view(shape).detach().float()
         self._read_bytes += out.numel() * 4
         return out
 
