@@ -1,7 +1,7 @@
 """MLM plus a two-segment task: BERT's next-sentence prediction (NSP) or ALBERT's sentence order (SOP).
 
 Each row is [CLS] A [SEP] B [SEP] (token types 0 then 1), split from one segment at a random point. SOP swaps
-A and B in half the rows (label 1 = swapped); NSP replaces B in half the rows with the B of the next sample
+A and B in half the rows (label 1 = swapped); NSP replaces B in half the rows with the end of the next sample
 in the batch (label 1 = not the continuation). Masking is MLMCollator's, after the pair is built.
 """
 
@@ -38,14 +38,16 @@ class SentencePairCollator(MLMCollator):
             rng = seeded_rng(self.seed, sample.index)
             body = self.body(sample)
             cut = int(rng.integers(len(body) // 4, 3 * len(body) // 4 + 1))
-            splits.append((body[:cut], body[cut:], rng))
-        for row, (a, b, rng) in enumerate(splits):
+            splits.append((body, cut, rng))
+        for row, (body, cut, rng) in enumerate(splits):
+            a, b = body[:cut], body[cut:]
             flip = bool(rng.random() < 0.5)
             if flip and self.task == "sop":
                 a, b = b, a
-            elif flip:  # NSP: another sample's second part, cut to fit
-                b = splits[(row + 1) % n][1][: len(b)] if n > 1 else b
-                flip = n > 1
+            elif flip:  # NSP: as many tokens from the end of the next sample in the batch
+                other = splits[(row + 1) % n][0]
+                flip = n > 1 and len(other) >= len(b)
+                b = other[len(other) - len(b):] if flip else b
             ids = np.concatenate([[self.cls], a, [self.sep], b, [self.sep]])
             inputs[row], labels[row] = self.mask_tokens(ids, rng)
             types[row, len(a) + 2:] = 1
