@@ -34,11 +34,8 @@ from pretrain.trainer import CONFIG_FILE
 from pretrain.zero_checkpoint import ZeroCheckpoint
 
 MAX_ABS_DIFF = 1e-4  # fp32 logits of the export vs Graft's model
-CHECK_TEXTS = [
-    "The quick brown fox jumps over the lazy dog.",
-    "A list is a mutable sequence; a tuple is an immutable one.",
-    "Exceptions are raised when an error occurs.",
-]
+# Short (the check costs two forward passes of the model) but padded, so the mask paths run too.
+CHECK_TEXTS = ["A list is a mutable sequence; a tuple is not.", "Raise an error."]
 
 
 @dataclass

@@ -89,7 +89,9 @@ def graft_outputs(model, batch: dict, part_index: int) -> dict:
         return {"logits": model(**batch)}
 
 
-def compare(model, hf_model, batch: dict, part_index: int = 0) -> None:
+def compare(model, hf_model, batch: dict, part_index: int = 0, dtype=torch.float32) -> None:
+    """Graft's outputs equal transformers' (assert_close, default tolerances of `dtype`)."""
+    model, hf_model = model.to(dtype), hf_model.to(dtype)
     ours = graft_outputs(model, batch, part_index)
     with torch.no_grad():
         theirs = hf_model(**batch)

@@ -145,7 +145,8 @@ def test_family_import_train_export(family, runs):
     assert json.loads((run / "deepspeed.json").read_text())["zero_optimization"]["stage"] == 3
 
     # Export direction, independently of the export's own check: Graft's model from DeepSpeed's consolidation
-    # of the ZeRO-3 shards against transformers loading the export.
+    # of the ZeRO-3 shards against transformers loading the export. In float64: trained T5 logits grow large
+    # enough that fp32 summation-order noise exceeds fp32's default atol; fp64's defaults are far stricter.
     model = build_model(cfg.model, pretrained=False).eval()
     model.load_state_dict(checkpoint.read_model_weights(checkpoint.latest_checkpoint(run)))
     config = json.loads((out / "config.json").read_text())
@@ -153,7 +154,7 @@ def test_family_import_train_export(family, runs):
     if family == "electra":
         parts.append(T.ElectraForMaskedLM.from_pretrained(out / "generator").eval())
     for i, hf in enumerate(parts):
-        compare(model, hf, batch_for(cfg.model, 1), i)
+        compare(model, hf, batch_for(cfg.model, 1), i, dtype=torch.float64)
     names = {p.name for p in out.iterdir()}
     assert {"config.json", "model.safetensors", "tokenizer.json", "README.md"} <= names
     assert ("generation_config.json" in names) == cfg.model.is_encoder_decoder
@@ -191,8 +192,8 @@ def test_exported_seq2seq_generates(family, runs):
 
 
 def test_bad_exports_fail_with_clear_messages(runs, tmp_path):
-    if "bart" not in runs:
-        pytest.skip("the bart end-to-end run failed")
+    if "bart" not in runs or "bert" not in runs:
+        pytest.skip("the bart or bert end-to-end run failed")
     run = runs["bart"]["run"]
 
     def export_fails(run_dir) -> str:
@@ -214,6 +215,6 @@ def test_bad_exports_fail_with_clear_messages(runs, tmp_path):
     (step / "engine" / "zero_pp_rank_1_mp_rank_00_optim_states.pt").unlink()
     assert "partial checkpoint" in export_fails(partial)
 
-    pre_ln = shutil.copytree(runs["roberta"]["run"], tmp_path / "pre_ln")
+    pre_ln = shutil.copytree(runs["bert"]["run"], tmp_path / "pre_ln")
     (pre_ln / "config.yaml").write_text((pre_ln / "config.yaml").read_text().replace("pre_ln: false", "pre_ln: true"))
     assert "pre_ln" in export_fails(pre_ln) and "cannot be exported" in export_fails(pre_ln)

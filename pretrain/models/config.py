@@ -81,6 +81,9 @@ class ModelConfig:
             value = getattr(self, name)
             if value is not None and not (isinstance(value, int) and 0 <= value < self.vocab_size):
                 raise ValueError(f"model.{name} ({value}) must be in [0, model.vocab_size ({self.vocab_size}))")
+        if self.pre_ln and self.family in ENCODER_DECODERS:
+            raise ValueError(f"model.pre_ln applies to the encoder families; {self.family}'s norm placement is fixed "
+                             "(T5 is pre-LN, BART post-LN)")
         if self.family == "roberta" and self.max_position_embeddings <= self.pad_token_id + 1:
             raise ValueError("model.max_position_embeddings must exceed pad_token_id + 1 for roberta (its "
                              "positions start after the padding index)")
