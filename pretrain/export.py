@@ -73,7 +73,7 @@ def export(run_dir: Path, out_dir: Path, max_shard_bytes: int | None = None) -> 
         entries = list(part.keys.items())  # (Graft key, HF key)
         shapes = reader.shapes
         kwargs = {"max_shard_bytes": max_shard_bytes} if max_shard_bytes else {}
-        write_safetensors(target, [(hf, shapes[g]) for g, hf in entries], lambda i: reader.tensor(entries[i][0]),
+        write_safetensors(target, [(hf, shapes[g]) for g, hf in entries], lambda i: reader.pieces(entries[i][0]),
                           **kwargs)
         _write_configs(cfg.model, part, target)
         save_tokenizer(tokenizer, cfg.model, target)

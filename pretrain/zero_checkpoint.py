@@ -109,26 +109,36 @@ class ZeroCheckpoint:
             ranks.append(list(osd[key]))
         return ranks
 
-    def tensor(self, name: str) -> torch.Tensor:
-        """The full fp32 tensor `name` (a fresh copy, owning its memory)."""
+    def pieces(self, name: str) -> list[torch.Tensor]:
+        """Flat fp32 views whose concatenation is tensor `name` (memory-mapped where possible, so a writer
+        can copy them to a file without assembling the tensor). Valid until the next call."""
         name = self.shared.get(name, name)
         if name in self.buffers:
-            return self.buffers[name].float().clone()
-        shape = self.shapes[name]
+            return [self.buffers[name].detach().float().reshape(-1)]
         if self.stage == 0:
-            return self.module[name].float().clone()
+            return [self.module[name].detach().float().reshape(-1)]
         if self._ranks is None or self._read_bytes > WINDOW_BYTES:
             self._ranks, self._read_bytes = None, 0
             self._ranks = self._open()
         group, offset, share, numel = self._plan[name]
         if self.stage == 3:
-            pieces = [_slice(flat, offset, share) for flat in self._ranks]
+            pieces = [p for flat in self._ranks for p in _slices(flat, offset, share)]
         else:
             pieces = self._stage12_pieces(group, offset, numel)
-        out = torch.cat(pieces) if len(pieces) > 1 else pieces[0].clone()  # a copy either way: owns its memory
-        out = out[:numel].view(shape).detach().float()
-        self._read_bytes += out.numel() * 4
+        out, left = [], numel  # stage 3: the last rank's share ends in padding
+        for p in pieces:
+            if left <= 0:
+                break
+            out.append(p[:left].detach())
+            left -= out[-1].numel()
+        self._read_bytes += numel * 4
         return out
+
+    def tensor(self, name: str) -> torch.Tensor:
+        """The full fp32 tensor `name` (a fresh copy, owning its memory)."""
+        shape = self.shapes[self.shared.get(name, name)]
+        pieces = self.pieces(name)
+        return (torch.cat(pieces) if len(pieces) > 1 else pieces[0].clone()).view(shape)
 
     def _stage12_pieces(self, group: int, offset: int, numel: int) -> list[torch.Tensor]:
         pieces, pos, end = [], offset, offset + numel
@@ -142,12 +152,12 @@ class ZeroCheckpoint:
         return pieces
 
 
-def _slice(flats: list[torch.Tensor], offset: int, length: int) -> torch.Tensor:
-    """[offset, offset + length) of the concatenation of `flats`, without concatenating them."""
+def _slices(flats: list[torch.Tensor], offset: int, length: int) -> list[torch.Tensor]:
+    """Views covering [offset, offset + length) of the concatenation of `flats`."""
     pieces, start = [], 0
     for flat in flats:
         lo, hi = start, start + flat.numel()
         if hi > offset and lo < offset + length:
             pieces.append(flat[max(offset, lo) - lo:min(offset + length, hi) - lo])
         start = hi
-    return torch.cat(pieces) if len(pieces) > 1 else pieces[0]
+    return pieces

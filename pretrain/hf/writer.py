@@ -16,9 +16,13 @@ INDEX_FILE = "model.safetensors.index.json"
 MAX_SHARD_BYTES = 5 << 30  # transformers' default shard size
 
 
-def write_safetensors(directory: Path, entries: list[tuple[str, torch.Size]], fetch: Callable[[int], torch.Tensor],
+def write_safetensors(directory: Path, entries: list[tuple[str, torch.Size]],
+                      fetch: Callable[[int], torch.Tensor | list[torch.Tensor]],
                       max_shard_bytes: int = MAX_SHARD_BYTES) -> list[Path]:
     """Write fp32 tensors `entries` (name, shape), the i-th produced by `fetch(i)`, into `directory`.
+
+    `fetch` may return the tensor, or a list of pieces whose concatenation (flattened) is the tensor: they
+    are written one after the other, so the tensor is never assembled in memory.
 
     One `model.safetensors` when it fits in a shard, else `model-0000k-of-0000n.safetensors` plus the index.
     """
@@ -54,8 +58,14 @@ def _write_one(path: Path, specs: list[tuple[str, torch.Size, int]], fetchers, i
         f.write(len(raw).to_bytes(8, "little"))
         f.write(raw)
         for (name, shape, size), fetch, i in zip(specs, fetchers, indices):
-            tensor = fetch(i)
-            if tensor.shape != shape or tensor.dtype != torch.float32:
-                raise ValueError(f"{name}: got {tuple(tensor.shape)} {tensor.dtype}, planned {tuple(shape)} float32")
-            f.write(tensor.detach().contiguous().numpy().data if tensor.numel() else b"")  # no copy of the bytes
-            del tensor
+            got = fetch(i)
+            pieces = got if isinstance(got, list) else [got]
+            if isinstance(got, torch.Tensor) and got.shape != shape:
+                raise ValueError(f"{name}: got shape {tuple(got.shape)}, planned {tuple(shape)}")
+            if sum(p.numel() for p in pieces) * 4 != size or any(p.dtype != torch.float32 for p in pieces):
+                raise ValueError(f"{name}: got {sum(p.numel() for p in pieces)} elements of "
+                                 f"{[p.dtype for p in pieces]}, planned {tuple(shape)} float32")
+            for piece in pieces:
+                if piece.numel():
+                    f.write(piece.detach().contiguous().numpy().data)  # no copy of contiguous pieces
+            del got, pieces
