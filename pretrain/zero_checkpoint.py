@@ -46,10 +46,20 @@ class ZeroCheckpoint:
         if not model_files:
             raise UserError(f"{engine_dir} holds no *model_states.pt file: the checkpoint is incomplete")
         meta = _load(model_files[0])
-        self.param_shapes = [dict(group) for group in meta["param_shapes"]]
         self.buffers = {k: v for k, v in meta["module"].items() if k in set(meta["buffer_names"])}
         shared = meta.get("shared_params") or {}
         self.shared = dict(shared) if isinstance(shared, dict) else {a: s for a, s in shared}
+        if meta.get("param_shapes") is None:  # stage 0 records none: the module state is complete
+            first: dict[tuple, str] = {}  # tied weights are saved once; both names point at that storage
+            for k, v in meta["module"].items():
+                where = (v.data_ptr(), v.storage_offset(), tuple(v.shape))
+                if where in first and v.numel():
+                    self.shared[k] = first[where]
+                first.setdefault(where, k)
+            self.param_shapes = [{k: v.shape for k, v in meta["module"].items()
+                                  if k not in self.buffers and k not in self.shared}]
+        else:
+            self.param_shapes = [dict(group) for group in meta["param_shapes"]]
         if meta.get("frozen_param_shapes"):
             raise UserError(f"{engine_dir} holds frozen parameters, which Graft's models do not have")
         self.optim_files = sorted(engine_dir.glob("*_optim_states.pt"), key=_rank_of)
