@@ -126,8 +126,8 @@ class EncoderForMaskedLM(nn.Module):
         self.config = cfg
         self.embeddings = Embeddings(cfg)
         self.encoder = Encoder(cfg)
-        # BERT's and RoBERTa's heads use exact GELU; ALBERT's follows hidden_act
-        self.head = MLMHead(cfg, self.embeddings.word, cfg.hidden_act if cfg.family == "albert" else "gelu")
+        # As transformers: RoBERTa's head always uses exact GELU; BERT's and ALBERT's follow hidden_act
+        self.head = MLMHead(cfg, self.embeddings.word, "gelu" if cfg.family == "roberta" else cfg.hidden_act)
         self.pair_head = PairHead(cfg) if cfg.head == "pretraining" else None
         init_weights(self, cfg.initializer_range, skip=(self.head.decoder,))
 

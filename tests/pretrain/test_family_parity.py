@@ -59,6 +59,21 @@ def test_config_round_trip(case):
         assert getattr(back, field) == getattr(cfg, field), field
 
 
+@pytest.mark.parametrize("family", ["bert", "roberta", "albert", "electra"])
+def test_hidden_act_reaches_the_same_places_as_in_transformers(family):
+    """Each head follows hidden_act exactly where its transformers class does (RoBERTa's LM head: never)."""
+    cfg = graft_configs()[family]
+    cfg.hidden_act = "relu"
+    torch.manual_seed(0)
+    model = build_model(cfg).eval()
+    perturb(model)
+    for i, (part, sd) in enumerate(to_hf(model.state_dict(), cfg)):
+        hf = getattr(transformers, part.architecture)(transformers.AutoConfig.for_model(**part.config)).eval()
+        hf.load_state_dict(sd, strict=False)
+        hf.tie_weights()
+        compare(model, hf, inputs(cfg.pad_token_id, False), i)
+
+
 def test_base_model_import_starts_the_head_fresh():
     torch.manual_seed(0)
     base = transformers.BertModel(transformers.BertConfig(**hf_models.__globals__["BERT_LIKE"]), add_pooling_layer=False)
