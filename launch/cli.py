@@ -40,8 +40,21 @@ def _export(args) -> None:
     from pretrain.export import export
 
     result = export(Path(args.run_dir), Path(args.out_dir))
-    print(f"exported {result.checkpoint} to {result.out_dir}; transformers reloads it with logits within "
-          f"{result.max_abs_diff:.2e} of Graft's (max abs difference)")
+    print(f"exported {result.checkpoint} to {result.out_dir} as {' + '.join(result.architectures)}; transformers "
+          f"reloads it with logits within {result.max_abs_diff:.2e} of Graft's (max abs difference)")
+
+
+def _import(args) -> None:
+    from pretrain.import_hf import import_hf
+
+    result = import_hf(Path(args.hf_dir), Path(args.config))
+    print(f"imported {args.hf_dir} as model.family={result.model.family} (objective {result.objective}) into "
+          f"{result.config_path}")
+    if result.fresh:
+        print(f"note: the checkpoint has no pretraining head; these {len(result.fresh)} tensors start fresh: "
+              + ", ".join(result.fresh))
+    print(f"next: graft prepare INPUT --tokenizer {args.hf_dir} --out DATA, then graft train {result.config_path} "
+          "data.path=DATA train.run_dir=RUN")
 
 
 def _quickstart(args) -> None:
@@ -111,12 +124,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=_train)
 
     p = commands.add_parser("export", help="convert a run to a Hugging Face model directory",
-                            description="Consolidate the latest checkpoint of RUN_DIR (any ZeRO stage) into a "
-                                        "transformers BertForMaskedLM directory with its tokenizer and model card, "
-                                        "then reload it with transformers and check its logits against Graft's.")
+                            description="Stream the latest checkpoint of RUN_DIR (any ZeRO stage, any number of "
+                                        "ranks; optimizer state is never loaded) into safetensors for the family's "
+                                        "transformers class (BertForMaskedLM or BertForPreTraining, "
+                                        "RobertaForMaskedLM, AlbertForMaskedLM or AlbertForPreTraining, "
+                                        "ElectraForPreTraining + ElectraForMaskedLM in OUT_DIR/generator, "
+                                        "T5ForConditionalGeneration, BartForConditionalGeneration) with config.json, "
+                                        "tokenizer, generation config and model card; then reload it with "
+                                        "transformers and check its logits against Graft's.")
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument("out_dir", metavar="OUT_DIR", help="must not exist yet (or be empty)")
     p.set_defaults(run=_export)
+
+    p = commands.add_parser("import", help="start a run from a Hugging Face checkpoint (continued pretraining)",
+                            description="Read HF_DIR (a transformers BERT, RoBERTa, ALBERT, ELECTRA, T5 v1.1 or BART "
+                                        "checkpoint, with or without its pretraining head) and write a run config "
+                                        "whose model starts from its weights (model.init_from), with the family's "
+                                        "native objective. A missing head starts fresh, and the import lists it.")
+    p.add_argument("hf_dir", metavar="HF_DIR", help="a directory with config.json and model weights")
+    p.add_argument("--config", required=True, help="the run config YAML to write, e.g. configs/continued.yaml")
+    p.set_defaults(run=_import)
 
     p = commands.add_parser("quickstart", help="the whole pipeline on the bundled sample corpus",
                             description="prepare the bundled Python-docs corpus, train a small BERT with dynamic "

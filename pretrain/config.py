@@ -12,7 +12,7 @@ from data_pipeline.errors import UserError
 from data_pipeline.loader import DataConfig
 from data_pipeline.shards import Manifest
 from pretrain.engine import EngineConfig
-from pretrain.models.bert import BertConfig
+from pretrain.models.config import ModelConfig
 from pretrain.objectives import ObjectiveConfig
 from pretrain.optim import OptimConfig
 
@@ -52,10 +52,15 @@ class RunConfig:
     seed: int = 0  # model init, data order and masking noise all derive from it
     data: DataConfig = field(default_factory=DataConfig)
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
-    model: BertConfig = field(default_factory=BertConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     engine: EngineConfig = field(default_factory=EngineConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self):
+        from pretrain.objectives import check_fits
+
+        check_fits(self.objective, self.model)  # e.g. span corruption cannot train a BERT
 
 
 def load_config(path: str | Path | None, overrides: list[str] = ()) -> RunConfig:

@@ -1,7 +1,10 @@
-"""`graft export`: a run's checkpoint -> a Hugging Face `BertForMaskedLM` directory, verified by reloading it.
+"""`graft export`: a run's latest checkpoint -> a Hugging Face model directory, verified by reloading it.
 
-The directory is assembled under a temporary name and renamed only after `transformers` has loaded it and
-its logits matched Graft's model, so OUT_DIR either holds a verified export or does not exist.
+Streaming: tensors go one at a time from the ZeRO shards (`pretrain.zero_checkpoint`) through the family's
+key map into safetensors (`pretrain.hf.writer`); optimizer state is never read. The verification loads the
+export with `transformers` and runs Graft's model on the very same tensors (mapped back through the key
+map, no copy), so memory stays near one model. The directory is assembled under a temporary name and
+renamed only after the logits matched, so OUT_DIR either holds a verified export or does not exist.
 """
 
 from __future__ import annotations
@@ -13,7 +16,6 @@ from pathlib import Path
 
 import torch
 from omegaconf import OmegaConf
-from safetensors.torch import save_file
 
 from data_pipeline.errors import UserError
 from data_pipeline.prepare import TOKENIZER_FILE
@@ -21,20 +23,19 @@ from data_pipeline.shards import Manifest
 from data_pipeline.tokenizer import load_tokenizer
 from pretrain import checkpoint
 from pretrain.config import RunConfig, load_config
-from pretrain.hf.bert import to_hf, to_hf_config
+from pretrain.hf.common import HFPart, NotExportable
+from pretrain.hf.convert import from_hf, graft_keys, graft_tied, parts
+from pretrain.hf.tokenizer import save_tokenizer
+from pretrain.hf.writer import write_safetensors
 from pretrain.metrics import read_metrics
 from pretrain.models import build_model
-from pretrain.models.bert import BertForMaskedLM
+from pretrain.models.config import ModelConfig
 from pretrain.trainer import CONFIG_FILE
+from pretrain.zero_checkpoint import ZeroCheckpoint
 
 MAX_ABS_DIFF = 1e-4  # fp32 logits of the export vs Graft's model
-# Aliases of other tensors (safetensors stores each storage once; transformers re-ties them on load).
-TIED_HF_KEYS = ("cls.predictions.decoder.weight", "cls.predictions.decoder.bias")
-CHECK_TEXTS = [
-    "The quick brown fox jumps over the lazy dog.",
-    "A list is a mutable sequence; a tuple is an immutable one.",
-    "Exceptions are raised when an error occurs.",
-]
+# Short (the check costs two forward passes of the model) but padded, so the mask paths run too.
+CHECK_TEXTS = ["A list is a mutable sequence; a tuple is not.", "Raise an error."]
 
 
 @dataclass
@@ -42,9 +43,10 @@ class ExportResult:
     out_dir: Path
     checkpoint: Path
     max_abs_diff: float
+    architectures: list[str]
 
 
-def export(run_dir: Path, out_dir: Path) -> ExportResult:
+def export(run_dir: Path, out_dir: Path, max_shard_bytes: int | None = None) -> ExportResult:
     if not (run_dir / CONFIG_FILE).is_file():
         raise UserError(f"{run_dir} is not a Graft run directory (no {CONFIG_FILE}); pass the train.run_dir of a run")
     if out_dir.exists() and any(out_dir.iterdir()):
@@ -54,80 +56,157 @@ def export(run_dir: Path, out_dir: Path) -> ExportResult:
     if ckpt is None:
         raise UserError(f"{run_dir} has no complete checkpoint yet; train it (train.save_every sets how often "
                         "checkpoints are written)")
-    model = _load_model(cfg, ckpt)
+    try:
+        the_parts = parts(cfg.model)
+    except NotExportable as exc:
+        raise UserError(f"{run_dir}/{CONFIG_FILE}: {exc}") from None
+    reader = ZeroCheckpoint(ckpt / "engine")
+    _check_matches(reader, cfg.model, ckpt)
 
     staging = out_dir.with_name(out_dir.name + ".tmp")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
-    hf_state = {k: v.contiguous() for k, v in to_hf(model.state_dict()).items() if k not in TIED_HF_KEYS}
-    save_file(hf_state, str(staging / "model.safetensors"), metadata={"format": "pt"})
-    (staging / "config.json").write_text(json.dumps({**to_hf_config(cfg.model), "torch_dtype": "float32"}, indent=2))
-    tokenizer = _save_tokenizer(cfg, staging)
-    _write_model_card(cfg, run_dir, ckpt, staging, out_dir.name)
-    diff = _verify(model, tokenizer, staging)
+    tokenizer = load_tokenizer(Path(cfg.data.path) / TOKENIZER_FILE)
+    for part in the_parts:
+        target = staging / part.subdir
+        target.mkdir(exist_ok=True)
+        entries = list(part.keys.items())  # (Graft key, HF key)
+        shapes = reader.shapes
+        kwargs = {"max_shard_bytes": max_shard_bytes} if max_shard_bytes else {}
+        write_safetensors(target, [(hf, shapes[g]) for g, hf in entries], lambda i: reader.pieces(entries[i][0]),
+                          **kwargs)
+        _write_configs(cfg.model, part, target)
+        save_tokenizer(tokenizer, cfg.model, target)
+    _write_model_card(cfg, run_dir, ckpt, staging, out_dir.name, the_parts)
+    del reader  # unmaps the shards before the verification loads the export
+    diff = verify(staging, cfg.model)
     if out_dir.exists():
         out_dir.rmdir()  # empty, checked above
     staging.rename(out_dir)
-    return ExportResult(out_dir=out_dir, checkpoint=ckpt, max_abs_diff=diff)
+    return ExportResult(out_dir=out_dir, checkpoint=ckpt, max_abs_diff=diff,
+                        architectures=[p.architecture for p in the_parts])
 
 
-def _load_model(cfg: RunConfig, ckpt: Path) -> BertForMaskedLM:
-    model = build_model(cfg.model)
-    weights = checkpoint.read_model_weights(ckpt)
-    try:
-        model.load_state_dict(weights, strict=True)
-    except RuntimeError as exc:
-        raise UserError(f"the weights in {ckpt} do not fit the run's model config ({str(exc).splitlines()[0]}); "
-                        "was config.yaml edited after training?") from None
-    return model.eval()
+def _check_matches(reader: ZeroCheckpoint, cfg: ModelConfig, ckpt: Path) -> None:
+    """The checkpoint must hold exactly the tensors of the run's model family and sizes."""
+    with torch.device("meta"):
+        expected = {k: v.shape for k, v in build_model(cfg, pretrained=False).state_dict().items() if k not in graft_tied(cfg)}
+    found = reader.shapes
+    missing = sorted(set(expected) - set(found))
+    unexpected = sorted(set(found) - set(expected))
+    if missing or unexpected:
+        raise UserError(f"the tensors in {ckpt} do not fit model.family={cfg.family} of the run's config "
+                        f"(missing {missing[:3]}, unexpected {unexpected[:3]}); was config.yaml edited after "
+                        "training, or is this another run's checkpoint?")
+    wrong = [k for k in expected if expected[k] != found[k]]
+    if wrong:
+        raise UserError(f"{ckpt}: {wrong[0]} has shape {tuple(found[wrong[0]])}, the run's config gives "
+                        f"{tuple(expected[wrong[0]])}; was config.yaml edited after training?")
+    assert set(graft_keys(cfg)) <= set(found)
 
 
-def _save_tokenizer(cfg: RunConfig, out: Path):
-    from transformers import BertTokenizerFast
+def _write_configs(cfg: ModelConfig, part: HFPart, out: Path) -> None:
+    config = {"architectures": [part.architecture], **part.config, "torch_dtype": "float32"}
+    (out / "config.json").write_text(json.dumps(config, indent=2))
+    if cfg.is_encoder_decoder:
+        generation = {"decoder_start_token_id": cfg.decoder_start_token_id, "eos_token_id": cfg.eos_token_id,
+                      "pad_token_id": cfg.pad_token_id}
+        if cfg.family == "bart":
+            generation.update(bos_token_id=cfg.bos_token_id, forced_eos_token_id=cfg.eos_token_id)
+        (out / "generation_config.json").write_text(json.dumps(generation, indent=2))
 
-    tok = BertTokenizerFast(tokenizer_object=load_tokenizer(Path(cfg.data.path) / TOKENIZER_FILE),
-                            do_lower_case=True, unk_token="[UNK]", sep_token="[SEP]", pad_token="[PAD]",
-                            cls_token="[CLS]", mask_token="[MASK]",
-                            model_max_length=cfg.model.max_position_embeddings)
-    tok.save_pretrained(str(out))
-    return tok
+
+def load_hf_state(directory: Path) -> dict[str, torch.Tensor]:
+    """The tensors of a Hugging Face model directory (safetensors, sharded or not, or pytorch_model.bin)."""
+    from safetensors.torch import load_file
+
+    files = sorted(directory.glob("model*.safetensors"))
+    if files:
+        state = {}
+        for f in files:
+            state.update(load_file(str(f)))
+        return state
+    if (directory / "pytorch_model.bin").is_file():
+        return torch.load(directory / "pytorch_model.bin", map_location="cpu", weights_only=True)
+    raise UserError(f"{directory} holds no model.safetensors, model-*.safetensors or pytorch_model.bin")
 
 
-def _verify(model: BertForMaskedLM, tokenizer, out: Path) -> float:
-    """Load the export with `transformers` and compare its logits with Graft's; raise above MAX_ABS_DIFF."""
-    from transformers import AutoModelForMaskedLM
+def verify(out: Path, cfg: ModelConfig) -> float:
+    """Load the export with `transformers`, run Graft's model on the same tensors, compare every part's
+    logits; raise above MAX_ABS_DIFF. Returns the largest difference."""
+    import transformers
 
-    hf_model = AutoModelForMaskedLM.from_pretrained(str(out)).eval()
-    batch = tokenizer(CHECK_TEXTS, padding=True, return_tensors="pt")
+    hf_models = [getattr(transformers, p.architecture).from_pretrained(str(out / p.subdir)).eval()
+                 for p in parts(cfg)]
+    state, fresh = from_hf([m.state_dict() for m in hf_models], cfg)
+    assert not fresh, fresh
+    with torch.device("meta"):
+        model = build_model(cfg, pretrained=False)
+    model.load_state_dict(state, strict=True, assign=True)
+    model.eval()
+    tokenizer = transformers.AutoTokenizer.from_pretrained(str(out))
+    batch = dict(tokenizer(CHECK_TEXTS, padding=True, return_tensors="pt"))
+    batch.pop("token_type_ids", None)
+    keep = batch["attention_mask"].bool()
+    if cfg.is_encoder_decoder:
+        batch["decoder_input_ids"] = batch["input_ids"][:, :-1].clone()  # any decoder prefix exercises the maps
+        keep = torch.ones_like(batch["decoder_input_ids"], dtype=torch.bool)
+    worst = 0.0
     with torch.no_grad():
-        ours = model(batch["input_ids"], attention_mask=batch["attention_mask"])
-        theirs = hf_model(**batch).logits
-    keep = batch["attention_mask"].bool()  # padded positions carry no meaning
-    diff = (ours[keep] - theirs[keep]).abs().max().item()
-    if not diff <= MAX_ABS_DIFF:
-        raise RuntimeError(f"export check failed: transformers' logits differ from Graft's by {diff:.3g} "
-                           f"(limit {MAX_ABS_DIFF}); the staging directory {out} is kept for inspection")
-    return diff
+        for i, (part, hf) in enumerate(zip(parts(cfg), hf_models)):
+            if cfg.family == "electra":
+                ours = {"logits": model(**batch, task=("discriminator", "generator")[i])}
+            elif cfg.head == "pretraining":
+                mlm, pair = model(**batch, pair_logits=True)
+                ours = {"prediction_logits": mlm,
+                        ("seq_relationship_logits" if cfg.family == "bert" else "sop_logits"): pair}
+            else:
+                ours = {"logits": model(**batch)}
+            theirs = hf(**batch)
+            for name, value in ours.items():
+                expected = theirs[name]
+                if value.dim() >= 2 and value.shape[:2] == keep.shape:
+                    value, expected = value[keep], expected[keep]
+                diff = (value - expected).abs().max().item()
+                if not diff <= MAX_ABS_DIFF:
+                    raise RuntimeError(f"export check failed: transformers' {part.architecture} {name} differ from "
+                                       f"Graft's by {diff:.3g} (limit {MAX_ABS_DIFF}); the staging directory "
+                                       f"{out} is kept for inspection")
+                worst = max(worst, diff)
+    return worst
 
 
-def _write_model_card(cfg: RunConfig, run_dir: Path, ckpt: Path, out: Path, name: str) -> None:
+def _write_model_card(cfg: RunConfig, run_dir: Path, ckpt: Path, out: Path, name: str, the_parts) -> None:
     manifest = Manifest.load(cfg.data.path)
     metrics = read_metrics(run_dir) if (run_dir / "metrics.jsonl").is_file() else {}
     last = metrics[max(metrics)] if metrics else {}
+    family = cfg.model.family
+    if cfg.model.is_encoder_decoder:
+        tag, usage = "text2text-generation", (
+            f'from transformers import AutoModelForSeq2SeqLM, AutoTokenizer\n'
+            f'tok = AutoTokenizer.from_pretrained("{name}")\n'
+            f'model = AutoModelForSeq2SeqLM.from_pretrained("{name}")\n'
+            f'print(tok.decode(model.generate(**tok("A list is a", return_tensors="pt"))[0]))')
+    else:
+        tag, usage = "fill-mask", (
+            f'from transformers import AutoModelForSequenceClassification\n'
+            f'model = AutoModelForSequenceClassification.from_pretrained("{name}", num_labels=2)  # fine-tune it')
+    parts_text = "\n".join(f"- `{p.subdir or '.'}`: `{p.architecture}`" for p in the_parts)
     card = f"""---
 library_name: transformers
-pipeline_tag: fill-mask
+pipeline_tag: {tag}
 ---
-# BERT-style masked language model trained with Graft
+# {family} pretrained with Graft ({cfg.objective.name})
+
+{parts_text}
 
 - Checkpoint: `{ckpt.name}` of run `{run_dir.resolve()}`
 - Data: {manifest.total_documents:,} documents, {manifest.total_tokens:,} tokens, vocabulary {manifest.vocab_size:,}
 - Final training loss: {last.get('loss', float('nan')):.4f} at step {last.get('step', '?')}
+- Final metrics: {json.dumps({k: v for k, v in last.items() if k != 'step'})}
 
 ```python
-from transformers import pipeline
-fill = pipeline("fill-mask", model="{name}")
-fill("The [MASK] function returns the length of an object.")
+{usage}
 ```
 
 ## Training config

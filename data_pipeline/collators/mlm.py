@@ -47,11 +47,17 @@ class MLMCollator:
             inputs[row], labels[row] = self._one(sample)
         return to_tensors({"input_ids": inputs, "labels": labels})
 
-    def _one(self, sample: Segment) -> tuple[np.ndarray, np.ndarray]:
+    def body(self, sample: Segment) -> np.ndarray:
+        """The segment's tokens with [SEP] between documents, cut to raw_length."""
         inner = sample.doc_starts[sample.doc_starts > 0]
-        body = np.insert(sample.tokens, inner, self.sep)[: self.raw_length]  # [SEP] between documents
-        ids = np.concatenate([[self.cls], body, [self.sep]])
-        rng = seeded_rng(self.seed, sample.index)
+        return np.insert(sample.tokens, inner, self.sep)[: self.raw_length]
+
+    def _one(self, sample: Segment) -> tuple[np.ndarray, np.ndarray]:
+        ids = np.concatenate([[self.cls], self.body(sample), [self.sep]])
+        return self.mask_tokens(ids, seeded_rng(self.seed, sample.index))
+
+    def mask_tokens(self, ids: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """(masked ids, labels): BERT's 80/10/10 corruption of mask_prob of the non-[CLS]/[SEP] tokens."""
         candidates = np.flatnonzero((ids != self.cls) & (ids != self.sep))
         n_masked = min(len(candidates), max(1, round(self.cfg.mask_prob * len(candidates))))
         chosen = rng.choice(candidates, size=n_masked, replace=False)

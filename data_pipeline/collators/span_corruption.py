@@ -1,0 +1,89 @@
+"""T5's span corruption: random spans (mean length 3, 15% of tokens) become sentinels in the input; the
+target lists each sentinel followed by the tokens it replaced, then </s>.
+
+The raw length is chosen, as T5 does, so the corrupted input fills seq_len exactly; every row has the same
+number of noise tokens and spans, so inputs and targets need no padding.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from data_pipeline.errors import UserError
+from data_pipeline.loader import seeded_rng, to_tensors
+from data_pipeline.packing import Segment
+
+
+@dataclass
+class SpanCorruptionConfig:
+    noise_density: float = 0.15
+    mean_span_length: float = 3.0
+
+    def __post_init__(self):
+        if not 0 < self.noise_density < 1:
+            raise UserError(f"objective.span.noise_density must be in (0, 1), got {self.noise_density}")
+        if not self.mean_span_length >= 1:
+            raise UserError(f"objective.span.mean_span_length must be >= 1, got {self.mean_span_length}")
+
+
+def _counts(raw: int, cfg: SpanCorruptionConfig) -> tuple[int, int]:
+    noise = min(max(1, round(raw * cfg.noise_density)), raw - 1)
+    return noise, max(1, round(noise / cfg.mean_span_length))
+
+
+def _segments(n: int, k: int, rng: np.random.Generator) -> np.ndarray:
+    """n items split into k non-empty runs, uniformly at random."""
+    cuts = np.sort(rng.choice(np.arange(1, n), size=k - 1, replace=False)) if k > 1 else np.array([], dtype=np.int64)
+    return np.diff(np.concatenate([[0], cuts, [n]]))
+
+
+class SpanCorruptionCollator:
+    def __init__(self, cfg: SpanCorruptionConfig, special_tokens: dict[str, int], seq_len: int, seed: int):
+        if "sentinel_0" not in special_tokens:
+            raise UserError("span corruption needs T5's sentinel tokens; prepare the data with "
+                            "`graft prepare --tokenizer-kind unigram`")
+        self.cfg, self.seq_len, self.seed = cfg, seq_len, seed
+        self.eos, self.pad, self.sentinel_0 = special_tokens["eos"], special_tokens["pad"], special_tokens["sentinel_0"]
+        self.max_sentinels = special_tokens["sentinel_0"] - special_tokens["sentinel_99"] + 1
+        raw = 2 * seq_len
+        while raw > 2 and self._input_length(raw) > seq_len:  # the longest raw span whose input fits
+            raw -= 1
+        self.raw_length = raw
+        self.noise, self.spans = _counts(raw, cfg)
+        if self.spans > self.max_sentinels:
+            raise UserError(f"data.seq_len {seq_len} needs {self.spans} sentinels, the tokenizer has "
+                            f"{self.max_sentinels}; use a shorter sequence or longer spans")
+        self.target_length = self.noise + self.spans + 1
+
+    def _input_length(self, raw: int) -> int:
+        noise, spans = _counts(raw, self.cfg)
+        return raw - noise + spans + 1  # + </s>
+
+    def __call__(self, samples: list[Segment]) -> dict:
+        n = len(samples)
+        inputs = np.full((n, self.seq_len), self.pad, dtype=np.int64)
+        mask = np.zeros((n, self.seq_len), dtype=np.int64)
+        labels = np.empty((n, self.target_length), dtype=np.int64)
+        for row, sample in enumerate(samples):
+            enc, labels[row] = self._one(sample)
+            inputs[row, :len(enc)] = enc
+            mask[row, :len(enc)] = 1
+        decoder_input_ids = np.concatenate([np.full((n, 1), self.pad), labels[:, :-1]], axis=1)  # start = pad
+        return to_tensors({"input_ids": inputs, "attention_mask": mask, "decoder_input_ids": decoder_input_ids,
+                           "labels": labels})
+
+    def _one(self, sample: Segment) -> tuple[np.ndarray, np.ndarray]:
+        inner = sample.doc_starts[sample.doc_starts > 0]
+        tokens = np.insert(sample.tokens, inner, self.eos)[: self.raw_length]  # </s> between documents
+        rng = seeded_rng(self.seed, sample.index)
+        noise_runs = _segments(self.noise, self.spans, rng)
+        keep_runs = _segments(len(tokens) - self.noise, self.spans, rng)
+        enc, dec, pos = [], [], 0
+        for i, (keep, noise) in enumerate(zip(keep_runs, noise_runs)):
+            sentinel = self.sentinel_0 - i  # T5's order: <extra_id_0> has the highest id
+            enc += [*tokens[pos:pos + keep], sentinel]
+            dec += [sentinel, *tokens[pos + keep:pos + keep + noise]]
+            pos += keep + noise
+        return np.asarray(enc + [self.eos]), np.asarray(dec + [self.eos])

@@ -1,0 +1,87 @@
+"""BART's text infilling: spans with Poisson(3) lengths cover 30% of the tokens; each span becomes one
+<mask> (a length-0 span inserts one). The decoder reconstructs the original <s> ... </s>.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from data_pipeline.collators.mlm import IGNORE
+from data_pipeline.errors import UserError
+from data_pipeline.loader import seeded_rng, to_tensors
+from data_pipeline.packing import Segment
+
+
+@dataclass
+class InfillingConfig:
+    mask_ratio: float = 0.3
+    poisson_lambda: float = 3.0
+
+    def __post_init__(self):
+        if not 0 < self.mask_ratio < 1:
+            raise UserError(f"objective.infilling.mask_ratio must be in (0, 1), got {self.mask_ratio}")
+        if not self.poisson_lambda > 0:
+            raise UserError(f"objective.infilling.poisson_lambda must be positive, got {self.poisson_lambda}")
+
+
+class TextInfillingCollator:
+    def __init__(self, cfg: InfillingConfig, special_tokens: dict[str, int], seq_len: int, seed: int):
+        if "bos" not in special_tokens:
+            raise UserError("text infilling needs <s> </s> <mask>; prepare the data with "
+                            "`graft prepare --tokenizer-kind bytelevel_bpe`")
+        self.cfg, self.seq_len, self.seed = cfg, seq_len, seed
+        self.bos, self.eos = special_tokens["bos"], special_tokens["eos"]
+        self.pad, self.mask = special_tokens["pad"], special_tokens["mask"]
+
+    @property
+    def raw_length(self) -> int:
+        return self.seq_len - 2  # <s> ... </s>
+
+    def __call__(self, samples: list[Segment]) -> dict:
+        n = len(samples)
+        inputs = np.full((n, self.seq_len), self.pad, dtype=np.int64)
+        attention = np.zeros((n, self.seq_len), dtype=np.int64)
+        labels = np.empty((n, self.seq_len), dtype=np.int64)
+        for row, sample in enumerate(samples):
+            inner = sample.doc_starts[sample.doc_starts > 0]
+            tokens = np.insert(sample.tokens, inner, self.eos)[: self.raw_length]  # </s> between documents
+            labels[row] = np.concatenate([[self.bos], tokens, [self.eos]])
+            enc = np.concatenate([[self.bos], self._infill(tokens, seeded_rng(self.seed, sample.index)), [self.eos]])
+            inputs[row, :len(enc)] = enc
+            attention[row, :len(enc)] = 1
+        # Teacher forcing: the decoder sees </s> (BART's decoder start) then the target shifted right.
+        decoder_input_ids = np.concatenate([np.full((n, 1), self.eos), labels[:, :-1]], axis=1)
+        labels = np.where(labels == self.pad, IGNORE, labels)
+        return to_tensors({"input_ids": inputs, "attention_mask": attention, "decoder_input_ids": decoder_input_ids,
+                           "labels": labels})
+
+    def _infill(self, tokens: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        n = len(tokens)
+        target = round(n * self.cfg.mask_ratio)
+        masked = np.zeros(n, dtype=bool)
+        insert_before = np.zeros(n + 1, dtype=bool)
+        covered = 0
+        while covered < target:
+            length = int(rng.poisson(self.cfg.poisson_lambda))
+            start = int(rng.integers(0, n))
+            if length == 0:
+                insert_before[start] = True
+                covered += 1  # counts towards the budget so the loop ends on degenerate draws
+                continue
+            end = min(n, start + length)
+            covered += int((~masked[start:end]).sum())
+            masked[start:end] = True
+        out = []
+        for i in range(n):
+            if insert_before[i]:
+                out.append(self.mask)
+            if masked[i]:
+                if i == 0 or not masked[i - 1]:
+                    out.append(self.mask)  # one <mask> per run of masked tokens
+            else:
+                out.append(tokens[i])
+        if insert_before[n]:
+            out.append(self.mask)
+        return np.asarray(out, dtype=np.int64)

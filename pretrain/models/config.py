@@ -1,0 +1,120 @@
+"""`ModelConfig`: one config for every family; `family` picks the architecture, the rest sizes it.
+
+Fields a family does not use are ignored by it (e.g. `embedding_size` outside ALBERT/ELECTRA). Defaults are
+BERT-base; the presets in configs/ set each family's standard values.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+FAMILIES = ("bert", "roberta", "albert", "electra", "t5", "bart")
+ENCODER_DECODERS = ("t5", "bart")
+HEADS = ("mlm", "pretraining")  # pretraining = MLM plus the pooler and NSP/SOP head (BERT, ALBERT)
+
+
+@dataclass
+class ModelConfig:
+    family: str = "bert"  # one of FAMILIES
+    vocab_size: int = 30522
+    hidden_size: int = 768
+    num_layers: int = 12  # encoder layers
+    num_decoder_layers: int | None = None  # T5/BART; None = num_layers
+    num_heads: int = 12
+    head_dim: int | None = None  # T5's d_kv; None = hidden_size / num_heads
+    intermediate_size: int = 3072
+    hidden_act: str = "gelu"  # gelu (exact) | gelu_new (tanh, ALBERT and T5) | relu
+    max_position_embeddings: int = 512  # absolute positions (not T5); RoBERTa's count includes its offset of 2
+    type_vocab_size: int = 2  # BERT, ALBERT, ELECTRA: 2; RoBERTa: 1; unused by T5/BART
+    hidden_dropout: float = 0.1
+    attention_dropout: float = 0.1
+    layer_norm_eps: float = 1e-12
+    initializer_range: float = 0.02
+    pad_token_id: int = 0
+    bos_token_id: int | None = None  # BART's <s>; RoBERTa's <s>
+    eos_token_id: int | None = None  # T5/BART's </s>
+    decoder_start_token_id: int | None = None  # T5: pad; BART: </s>
+    head: str = "mlm"  # BERT/ALBERT: mlm | pretraining (adds the pooler and NSP/SOP classifier)
+    embedding_size: int | None = None  # ALBERT/ELECTRA factorized embeddings; None = hidden_size
+    share_layers: bool = False  # ALBERT cross-layer sharing: one layer applied num_layers times
+    relative_attention_num_buckets: int = 32  # T5
+    relative_attention_max_distance: int = 128  # T5
+    scale_embedding: bool = False  # BART: multiply token embeddings by sqrt(hidden_size)
+    # ELECTRA's generator (the discriminator takes the sizes above); None = a quarter of the discriminator
+    generator_hidden_size: int | None = None
+    generator_num_heads: int | None = None
+    generator_intermediate_size: int | None = None
+    generator_num_layers: int | None = None
+    # Beyond the standard architectures (an export then needs the standard value):
+    pre_ln: bool = False  # pre-LN encoders (BERT-like families): a norm before each sublayer and at the end
+    layerdrop: float = 0.0  # probability of skipping each layer in training
+    activation_checkpointing: bool = False  # recompute layer activations in backward to save memory
+    init_from: str | None = None  # a Hugging Face model directory to start from (written by `graft import`)
+
+    def __post_init__(self):
+        if self.family not in FAMILIES:
+            raise ValueError(f"model.family {self.family!r} is not known; choose one of {', '.join(FAMILIES)}")
+        if self.head not in HEADS:
+            raise ValueError(f"model.head {self.head!r} is not known; choose one of {', '.join(HEADS)}")
+        if self.head == "pretraining" and self.family not in ("bert", "albert"):
+            raise ValueError(f"model.head=pretraining (NSP/SOP) exists for bert and albert, not {self.family}")
+        from pretrain.models.layers import ACTIVATIONS
+
+        if self.hidden_act not in ACTIVATIONS:
+            raise ValueError(f"model.hidden_act {self.hidden_act!r} is not known; choose one of "
+                             f"{', '.join(ACTIVATIONS)}")
+        for name in ("vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size",
+                     "max_position_embeddings", "type_vocab_size", "layer_norm_eps", "initializer_range",
+                     "num_decoder_layers", "head_dim", "embedding_size", "generator_hidden_size",
+                     "generator_num_heads", "generator_intermediate_size", "generator_num_layers",
+                     "relative_attention_num_buckets", "relative_attention_max_distance"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise ValueError(f"model.{name} ({value}) must be positive")
+        if self.head_dim is None and self.hidden_size % self.num_heads:
+            raise ValueError(f"model.hidden_size ({self.hidden_size}) must be divisible by "
+                             f"model.num_heads ({self.num_heads})")
+        for name in ("hidden_dropout", "attention_dropout", "layerdrop"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ValueError(f"model.{name} ({getattr(self, name)}) must be in [0, 1)")
+        for name in ("pad_token_id", "bos_token_id", "eos_token_id", "decoder_start_token_id"):
+            value = getattr(self, name)
+            if value is not None and not (isinstance(value, int) and 0 <= value < self.vocab_size):
+                raise ValueError(f"model.{name} ({value}) must be in [0, model.vocab_size ({self.vocab_size}))")
+        if self.pre_ln and self.family in ENCODER_DECODERS:
+            raise ValueError(f"model.pre_ln applies to the encoder families; {self.family}'s norm placement is fixed "
+                             "(T5 is pre-LN, BART post-LN)")
+        if self.family == "roberta" and self.max_position_embeddings <= self.pad_token_id + 1:
+            raise ValueError("model.max_position_embeddings must exceed pad_token_id + 1 for roberta (its "
+                             "positions start after the padding index)")
+        if self.family in ENCODER_DECODERS and self.decoder_start_token_id is None:
+            raise ValueError(f"model.decoder_start_token_id must be set for {self.family} (T5: the pad id, "
+                             "BART: the </s> id)")
+        if self.family == "electra":
+            gen = self.generator
+            if gen.hidden_size % gen.num_heads:
+                raise ValueError(f"model.generator_hidden_size ({gen.hidden_size}) must be divisible by "
+                                 f"model.generator_num_heads ({gen.num_heads})")
+
+    @property
+    def is_encoder_decoder(self) -> bool:
+        return self.family in ENCODER_DECODERS
+
+    @property
+    def decoder_layers(self) -> int:
+        return self.num_decoder_layers or self.num_layers
+
+    @property
+    def embed_size(self) -> int:
+        return self.embedding_size or self.hidden_size
+
+    @property
+    def generator(self) -> "ModelConfig":
+        """ELECTRA's generator as an encoder config (same embeddings, its own sizes)."""
+        from dataclasses import replace
+
+        return replace(self, family="bert", hidden_size=self.generator_hidden_size or max(1, self.hidden_size // 4),
+                       num_heads=self.generator_num_heads or max(1, self.num_heads // 4),
+                       intermediate_size=self.generator_intermediate_size or max(1, self.intermediate_size // 4),
+                       num_layers=self.generator_num_layers or self.num_layers,
+                       embedding_size=self.embed_size)

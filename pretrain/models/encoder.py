@@ -1,0 +1,157 @@
+"""BERT, RoBERTa and ALBERT: one encoder with a masked-LM head (and optionally the NSP/SOP head).
+
+Configured as the standard model, each is architecturally identical to its `transformers` class
+(`BertForMaskedLM`/`BertForPreTraining`, `RobertaForMaskedLM`, `AlbertForMaskedLM`/`AlbertForPreTraining`),
+so conversion is the key map in `pretrain.hf`. The families differ only in position ids (RoBERTa counts from
+the padding index), factorized embeddings and layer sharing (ALBERT), and the head's activation.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from pretrain.models.config import ModelConfig
+from pretrain.models.layers import ACTIVATIONS, LayerStack, TransformerLayer, make_norm, padding_mask
+
+
+class Embeddings(nn.Module):
+    """word + token type + absolute position embeddings -> LayerNorm -> dropout, at `embed_size`."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        size = cfg.embed_size
+        self.roberta_positions = cfg.family == "roberta"
+        self.pad_token_id = cfg.pad_token_id
+        # padding_idx as in transformers: the pad row starts at zero and gets no gradient from the lookup
+        self.word = nn.Embedding(cfg.vocab_size, size, padding_idx=cfg.pad_token_id)
+        self.position = nn.Embedding(cfg.max_position_embeddings, size,
+                                     padding_idx=cfg.pad_token_id if self.roberta_positions else None)
+        self.token_type = nn.Embedding(cfg.type_vocab_size, size)
+        self.norm = nn.LayerNorm(size, eps=cfg.layer_norm_eps)
+        self.dropout = nn.Dropout(cfg.hidden_dropout)
+
+    def position_ids(self, input_ids: torch.Tensor) -> torch.Tensor:
+        if self.roberta_positions:  # RoBERTa: pad positions get the pad index, tokens count up after it
+            not_pad = (input_ids != self.pad_token_id).long()
+            return torch.cumsum(not_pad, dim=1) * not_pad + self.pad_token_id
+        return torch.arange(input_ids.shape[1], device=input_ids.device)
+
+    def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None) -> torch.Tensor:
+        positions = self.position_ids(input_ids)
+        if int(positions.max()) >= self.position.num_embeddings:
+            raise ValueError(f"sequence length {input_ids.shape[1]} exceeds model.max_position_embeddings "
+                             f"({self.position.num_embeddings})")
+        # token type 0 everywhere when not given, as transformers does; sums in transformers' order
+        token_type = self.token_type(token_type_ids) if token_type_ids is not None else self.token_type.weight[0]
+        x = self.word(input_ids) + token_type + self.position(positions)
+        return self.dropout(self.norm(x))
+
+
+class Encoder(nn.Module):
+    """Optional embedding projection (ALBERT, ELECTRA) -> the layer stack (-> final norm when pre-LN)."""
+
+    def __init__(self, cfg: ModelConfig, seed: int = 0):
+        super().__init__()
+        self.project = nn.Linear(cfg.embed_size, cfg.hidden_size) if cfg.embed_size != cfg.hidden_size else None
+        self.stack = LayerStack(
+            lambda: TransformerLayer(cfg.hidden_size, cfg.num_heads, cfg.intermediate_size, cfg.hidden_dropout,
+                                     cfg.attention_dropout, cfg.layer_norm_eps, pre_ln=cfg.pre_ln,
+                                     activation=cfg.hidden_act),
+            cfg.num_layers, share=cfg.share_layers, layerdrop=cfg.layerdrop,
+            checkpointing=cfg.activation_checkpointing, seed=seed)
+        self.final_norm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps) if cfg.pre_ln else None
+
+    def forward(self, x: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+        if self.project is not None:
+            x = self.project(x)
+        x = self.stack(x, padding_mask(attention_mask))
+        return self.final_norm(x) if self.final_norm is not None else x
+
+
+class MLMHead(nn.Module):
+    """dense (hidden -> embed) -> activation -> LayerNorm -> decoder (tied to the word embedding) + bias."""
+
+    def __init__(self, cfg: ModelConfig, word_embedding: nn.Embedding, activation: str):
+        super().__init__()
+        self.act = ACTIVATIONS[activation]
+        self.dense = nn.Linear(cfg.hidden_size, cfg.embed_size)
+        self.norm = make_norm("layer", cfg.embed_size, cfg.layer_norm_eps)
+        self.decoder = nn.Linear(cfg.embed_size, cfg.vocab_size, bias=False)
+        self.decoder.weight = word_embedding.weight
+        self.bias = nn.Parameter(torch.zeros(cfg.vocab_size))
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.decoder(self.norm(self.act(self.dense(hidden)))) + self.bias
+
+
+class PairHead(nn.Module):
+    """Pooler (dense + tanh on the first token) -> 2-way classifier: BERT's NSP, ALBERT's SOP."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.pooler = nn.Linear(cfg.hidden_size, cfg.hidden_size)
+        self.classifier = nn.Linear(cfg.hidden_size, 2)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.classifier(torch.tanh(self.pooler(hidden[:, 0])))
+
+
+def init_weights(module: nn.Module, std: float, skip: tuple = ()) -> None:
+    """BERT's initialization (transformers' `_init_weights`), applied to every submodule."""
+    for m in module.modules():
+        if any(m is s for s in skip):
+            continue  # tied to a weight initialized elsewhere
+        if isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, mean=0.0, std=std)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Embedding):
+            nn.init.normal_(m.weight, mean=0.0, std=std)
+            if m.padding_idx is not None:
+                with torch.no_grad():
+                    m.weight[m.padding_idx].zero_()
+        elif isinstance(m, nn.LayerNorm):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, MLMHead):
+            nn.init.zeros_(m.bias)
+
+
+class EncoderForMaskedLM(nn.Module):
+    """BERT / RoBERTa / ALBERT with the MLM head (plus the NSP/SOP head when cfg.head == "pretraining")."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.config = cfg
+        self.embeddings = Embeddings(cfg)
+        self.encoder = Encoder(cfg)
+        # As transformers: RoBERTa's head always uses exact GELU; BERT's and ALBERT's follow hidden_act
+        self.head = MLMHead(cfg, self.embeddings.word, "gelu" if cfg.family == "roberta" else cfg.hidden_act)
+        self.pair_head = PairHead(cfg) if cfg.head == "pretraining" else None
+        init_weights(self, cfg.initializer_range, skip=(self.head.decoder,))
+
+    def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+               token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """input_ids [B, T] -> hidden [B, T, H]. attention_mask [B, T]: 1 = attend, 0 = padding (HF convention)."""
+        return self.encoder(self.embeddings(input_ids, token_type_ids), attention_mask)
+
+    def mlm_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """hidden [..., H] -> logits [..., V]; pass only the masked positions to skip full-vocab work elsewhere."""
+        return self.head(hidden)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                token_type_ids: torch.Tensor | None = None, positions: torch.Tensor | None = None,
+                pair_logits: bool = False):
+        """MLM logits [B, T, V], or [N, V] at the N True entries of the bool mask `positions` [B, T];
+        with `pair_logits`, (MLM logits, NSP/SOP logits [B, 2]).
+
+        Losses go through here (not `mlm_logits` directly) so ZeRO-3's module hooks gather every weight.
+        """
+        hidden = self.encode(input_ids, attention_mask, token_type_ids)
+        logits = self.mlm_logits(hidden if positions is None else hidden[positions])
+        if not pair_logits:
+            return logits
+        if self.pair_head is None:
+            raise ValueError("this model has no NSP/SOP head; set model.head=pretraining")
+        return logits, self.pair_head(hidden)

@@ -1,0 +1,83 @@
+"""T5 v1.1: pre-LN RMSNorm layers, gated-GELU feed-forward, bucketed relative positions, no biases, no
+attention scaling. Architecturally `transformers.T5ForConditionalGeneration` with feed_forward_proj
+"gated-gelu" (which, as of transformers 5, ties the LM head to the shared embedding and does not rescale
+the decoder output). The RMSNorm variance is computed in fp32, so bf16 training is safe.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from pretrain.models.config import ModelConfig
+from pretrain.models.layers import (LayerStack, RelativePositionBias, RMSNorm, TransformerLayer, additive,
+                                    causal_mask, padding_mask)
+
+
+class T5Stack(nn.Module):
+    def __init__(self, cfg: ModelConfig, depth: int, decoder: bool):
+        super().__init__()
+        self.position_bias = RelativePositionBias(cfg.relative_attention_num_buckets,
+                                                  cfg.relative_attention_max_distance, cfg.num_heads,
+                                                  bidirectional=not decoder)
+        self.stack = LayerStack(
+            lambda: TransformerLayer(cfg.hidden_size, cfg.num_heads, cfg.intermediate_size, cfg.hidden_dropout,
+                                     cfg.attention_dropout, cfg.layer_norm_eps, pre_ln=True, norm="rms",
+                                     activation=cfg.hidden_act, gated=True, bias=False, head_dim=cfg.head_dim,
+                                     attention_scale=1.0, cross_attention=decoder, ffn_dropout=cfg.hidden_dropout),
+            depth, layerdrop=cfg.layerdrop, checkpointing=cfg.activation_checkpointing)
+        self.final_norm = RMSNorm(cfg.hidden_size, cfg.layer_norm_eps)
+        self.dropout = nn.Dropout(cfg.hidden_dropout)
+        self.decoder = decoder
+
+    def forward(self, x: torch.Tensor, attention_mask: torch.Tensor | None, context: torch.Tensor | None = None,
+                context_mask: torch.Tensor | None = None) -> torch.Tensor:
+        t = x.shape[1]
+        mask = causal_mask(t, attention_mask, x.device) if self.decoder else padding_mask(attention_mask)
+        # The bias is computed once (HF: in the first layer) and added to every layer's scores with the mask.
+        bias = self.position_bias(t, t).to(x.dtype)
+        if mask is not None:
+            bias = bias + additive(mask, x.dtype)
+        args = (bias, context, additive(padding_mask(context_mask), x.dtype)) if self.decoder else (bias,)
+        x = self.stack(self.dropout(x), *args)
+        return self.dropout(self.final_norm(x))
+
+
+class T5ForConditionalGeneration(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.config = cfg
+        self.shared = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
+        self.encoder = T5Stack(cfg, cfg.num_layers, decoder=False)
+        self.decoder = T5Stack(cfg, cfg.decoder_layers, decoder=True)
+        self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
+        self.lm_head.weight = self.shared.weight
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        """T5's initialization (transformers' `T5PreTrainedModel._init_weights`, factor 1)."""
+        d, d_ff = self.config.hidden_size, self.config.intermediate_size
+        inner = self.encoder.stack.layers[0].attn.query.out_features
+        head_dim = inner // self.config.num_heads
+        nn.init.normal_(self.shared.weight, std=1.0)
+        for name, m in self.named_modules():
+            leaf = name.rsplit(".", 1)[-1]
+            if isinstance(m, RMSNorm):
+                nn.init.ones_(m.weight)
+            elif isinstance(m, RelativePositionBias):
+                nn.init.normal_(m.bias.weight, std=d ** -0.5)
+            elif isinstance(m, nn.Linear) and m is not self.lm_head:
+                std = {"query": (d * head_dim) ** -0.5, "key": d ** -0.5, "value": d ** -0.5,
+                       "output": inner ** -0.5, "gate": d ** -0.5, "up": d ** -0.5, "down": d_ff ** -0.5}[leaf]
+                nn.init.normal_(m.weight, std=std)
+
+    def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        return self.encoder(self.shared(input_ids), attention_mask)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                decoder_input_ids: torch.Tensor | None = None, decoder_attention_mask: torch.Tensor | None = None,
+                positions: torch.Tensor | None = None) -> torch.Tensor:
+        """Decoder logits [B, T_dec, V], or [N, V] at the True entries of the bool mask `positions` [B, T_dec]."""
+        encoded = self.encode(input_ids, attention_mask)
+        hidden = self.decoder(self.shared(decoder_input_ids), decoder_attention_mask, encoded, attention_mask)
+        return self.lm_head(hidden if positions is None else hidden[positions])

@@ -1,0 +1,58 @@
+"""Loss heads. Each calls the model through its forward (so ZeRO-3's hooks gather the weights) and asks
+it only for the logits the loss needs."""
+
+import torch
+import torch.nn.functional as F
+
+from data_pipeline.collators.mlm import IGNORE
+
+
+def mlm_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Cross-entropy over the labelled positions only (the vocabulary projection runs only there)."""
+    labels = batch["labels"]
+    positions = labels != IGNORE
+    logits = model(batch["input_ids"], attention_mask=batch.get("attention_mask"),
+                   token_type_ids=batch.get("token_type_ids"), positions=positions)
+    return F.cross_entropy(logits.float(), labels[positions])
+
+
+def mlm_pair_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """MLM plus NSP/SOP, summed as in BERT's and ALBERT's pretraining."""
+    labels = batch["labels"]
+    positions = labels != IGNORE
+    logits, pair = model(batch["input_ids"], attention_mask=batch.get("attention_mask"),
+                         token_type_ids=batch["token_type_ids"], positions=positions, pair_logits=True)
+    return F.cross_entropy(logits.float(), labels[positions]) + F.cross_entropy(pair.float(), batch["pair_labels"])
+
+
+def replaced_token_detection_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor],
+                                  discriminator_weight: float = 50.0) -> torch.Tensor:
+    """ELECTRA: the generator's MLM loss + weight x the discriminator's per-token replaced/original loss.
+
+    The generator's samples (no gradient through them, as in ELECTRA) replace the masked tokens; a sample
+    equal to the original counts as original.
+    """
+    input_ids, labels, attention_mask = batch["input_ids"], batch["labels"], batch.get("attention_mask")
+    positions = labels != IGNORE
+    gen_logits = model(input_ids, attention_mask=attention_mask, positions=positions, task="generator")
+    gen_loss = F.cross_entropy(gen_logits.float(), labels[positions])
+    with torch.no_grad():
+        sampled = torch.multinomial(F.softmax(gen_logits.float(), dim=-1), 1).squeeze(-1)
+        corrupted = input_ids.clone()
+        corrupted[positions] = sampled
+        original = torch.where(positions, labels, input_ids)
+        replaced = (corrupted != original).float()
+    disc_logits = model(corrupted, attention_mask=attention_mask, task="discriminator")
+    real = attention_mask.bool() if attention_mask is not None else torch.ones_like(replaced, dtype=torch.bool)
+    disc_loss = F.binary_cross_entropy_with_logits(disc_logits.float()[real], replaced[real])
+    return gen_loss + discriminator_weight * disc_loss
+
+
+def seq2seq_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Encoder-decoder cross-entropy over the labelled decoder positions (T5 span corruption, BART infilling)."""
+    labels = batch["labels"]
+    positions = labels != IGNORE
+    logits = model(batch["input_ids"], attention_mask=batch.get("attention_mask"),
+                   decoder_input_ids=batch["decoder_input_ids"], decoder_attention_mask=batch.get("decoder_attention_mask"),
+                   positions=positions)
+    return F.cross_entropy(logits.float(), labels[positions])
