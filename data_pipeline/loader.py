@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from data_pipeline.errors import UserError
 from data_pipeline.packing import DEFAULT_CACHE_BYTES, PackedSegments, Segment
-from data_pipeline.permutation import Permutation, sample_order  # noqa: F401 - sample_order re-exported
+from data_pipeline.permutation import Permutation, mix64, sample_order  # noqa: F401 - sample_order re-exported
 
 
 @dataclass
@@ -190,6 +190,16 @@ class Loader:
 def seeded_rng(seed: int, index: int) -> np.random.Generator:
     """The noise source for global sample `index`: identical after resume and at any world size."""
     return np.random.default_rng([seed, index])
+
+
+def sample_noise(seed: int, indices: np.ndarray, length: int, stream: int = 0) -> np.ndarray:
+    """Uniform [0, 1) noise of shape [len(indices), length], a hash of (seed, stream, sample index, position):
+    identical for a sample after resume, at any world size, and in whatever batch it lands."""
+    with np.errstate(over="ignore"):  # uint64 arithmetic wraps on purpose
+        key = mix64(np.uint64(seed) * np.uint64(0x9E3779B97F4A7C15) + np.uint64(stream))
+        rows = mix64(np.asarray(indices, dtype=np.uint64) ^ key)[:, None]
+        x = mix64(rows + np.arange(length, dtype=np.uint64)[None, :] * np.uint64(0xD1B54A32D192ED03))
+    return (x >> np.uint64(11)).astype(np.float64) * 2.0**-53
 
 
 def to_tensors(arrays: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:

@@ -58,8 +58,8 @@ class PackedSegments:
                 # Few maps at a time: a mapped file keeps its disk space after the cache evicts it.
                 for other in [i for i, m in enumerate(self._shards) if m is not None][:-MAX_MAPPED_REMOTE]:
                     self._shards[other] = None
-                local = self.cache.local_path(info)  # downloaded and verified
-                self._shards[s] = open_shard(local.parent, replace(info, path=local.name), self.dtype)
+                self._shards[s] = self.cache.open(  # downloaded and verified
+                    info, lambda local: open_shard(local.parent, replace(info, path=local.name), self.dtype))
             else:
                 self._shards[s] = open_shard(self.root, info, self.dtype)
         return self._shards[s]

@@ -14,7 +14,7 @@ ROUNDS = 6
 _M1, _M2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
 
 
-def _mix(x: np.ndarray) -> np.ndarray:
+def mix64(x: np.ndarray) -> np.ndarray:
     """splitmix64's finalizer: a cheap, well-spread hash of uint64 values."""
     x = (x ^ (x >> np.uint64(30))) * _M1
     x = (x ^ (x >> np.uint64(27))) * _M2
@@ -37,7 +37,7 @@ class Permutation:
         left, right = x >> bits, x & self.mask
         with np.errstate(over="ignore"):  # uint64 multiplication wraps on purpose
             for key in self.keys:
-                left, right = right, left ^ (_mix(right ^ key) & self.mask)
+                left, right = right, left ^ (mix64(right ^ key) & self.mask)
         return (left << bits) | right
 
     def map(self, indices) -> np.ndarray:

@@ -11,16 +11,19 @@ at a time, so that space is soon returned.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import os
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable, TypeVar
 
 from data_pipeline.errors import UserError
 from data_pipeline.shards import MANIFEST, Manifest, ShardInfo, file_sha256
 
+T = TypeVar("T")
 STALE_PART_S = 600  # a partial download untouched this long belongs to a process that died
 DEFAULT_CACHE = Path(os.environ.get("GRAFT_CACHE", Path.home() / ".cache" / "graft"))
 
@@ -62,9 +65,11 @@ class ShardCache:
         """The verified local copy of shard `info`, downloading it if needed."""
         # The checksum is part of the name: a re-prepared dataset at the same URL never reuses stale files.
         path = self.dir / f"{info.sha256[:16]}-{Path(info.path).name}"
-        if path.is_file():
+        try:
             os.utime(path)  # recently used: evicted last
             return path
+        except FileNotFoundError:  # not cached, or just evicted by another worker
+            pass
         self.dir.mkdir(parents=True, exist_ok=True)
         if info.bytes > self.max_bytes:
             raise UserError(f"shard {info.path} ({info.bytes:,} bytes) is larger than the whole shard cache "
@@ -75,12 +80,26 @@ class ShardCache:
         self._download(info, part, path)
         return path
 
+    def open(self, info: ShardInfo, open_fn: Callable[[Path], T]) -> T:
+        """`open_fn(local copy of info)`, run under the cache lock so no other worker evicts the file between
+        its download and its opening; once opened (memory-mapped), deleting it is harmless."""
+        while True:
+            path = self.local_path(info)
+            with self._locked():
+                if path.is_file():
+                    return open_fn(path)
+
+    @contextlib.contextmanager
+    def _locked(self):
+        with open(self.dir / ".lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            yield
+
     def _reserve(self, need: int, path: Path) -> Path | None:
         """Make room for `need` bytes and claim it with an empty `.part-<bytes>-` file, under a lock shared by
         every process using this cache (each DataLoader worker fetches on its own)."""
         while True:
-            with open(self.dir / ".lock", "w") as lock:
-                fcntl.flock(lock, fcntl.LOCK_EX)
+            with self._locked():
                 if path.is_file():
                     return None
                 if self._evict(need):

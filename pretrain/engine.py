@@ -252,6 +252,13 @@ class Engine:
     def barrier(self) -> None:
         self.accelerator.wait_for_everyone()
 
+    def close(self) -> None:
+        """Leave the process group cleanly: exiting with gloo's threads still running can abort a rank
+        ("terminate called without an active exception") after all its work is done."""
+        self.barrier()
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+
 
 def _grad_norm(module: torch.nn.Module) -> float:
     grads = [p.grad.detach().float().norm() for p in module.parameters() if p.grad is not None]

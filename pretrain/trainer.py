@@ -111,6 +111,7 @@ def train(run_dir: Path, resume: bool = False) -> Outcome:
     del batches  # shuts the DataLoader workers down
     if rank == 0:
         write_summary(run_dir, _summary(cfg, state, stopped_by, last, meter, engine, run_dir))
+    engine.close()
     return Outcome(state, stopped_by)
 
 

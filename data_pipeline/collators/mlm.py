@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from data_pipeline.errors import UserError
-from data_pipeline.loader import seeded_rng, to_tensors
+from data_pipeline.loader import sample_noise, to_tensors
 from data_pipeline.packing import Segment
 
 IGNORE = -100  # label of positions that carry no loss (PyTorch's cross_entropy default ignore_index)
@@ -41,33 +41,41 @@ class MLMCollator:
         return self.seq_len - 2  # room for [CLS] and the final [SEP]
 
     def __call__(self, samples: list[Segment]) -> dict:
-        inputs = np.empty((len(samples), self.seq_len), dtype=np.int64)
-        labels = np.full((len(samples), self.seq_len), IGNORE, dtype=np.int64)
-        for row, sample in enumerate(samples):
-            inputs[row], labels[row] = self._one(sample)
+        rows = np.stack([np.concatenate([[self.cls], self.body(s), [self.sep]]) for s in samples])
+        inputs, labels = self.mask_batch(rows, np.array([s.index for s in samples]))
         return to_tensors({"input_ids": inputs, "labels": labels})
 
     def body(self, sample: Segment) -> np.ndarray:
         """The segment's tokens with [SEP] between documents, cut to raw_length."""
         inner = sample.doc_starts[sample.doc_starts > 0]
+        if len(inner) == 0:  # the common case at long document lengths: no copy needed
+            return sample.tokens[: self.raw_length]
         return np.insert(sample.tokens, inner, self.sep)[: self.raw_length]
 
-    def _one(self, sample: Segment) -> tuple[np.ndarray, np.ndarray]:
-        ids = np.concatenate([[self.cls], self.body(sample), [self.sep]])
-        return self.mask_tokens(ids, seeded_rng(self.seed, sample.index))
+    def mask_batch(self, ids: np.ndarray, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(masked ids, labels) for rows `ids` [B, T] of samples `indices`: BERT's 80/10/10 corruption of
+        round(mask_prob x n) of each row's n non-[CLS]/[SEP] tokens.
 
-    def mask_tokens(self, ids: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        """(masked ids, labels): BERT's 80/10/10 corruption of mask_prob of the non-[CLS]/[SEP] tokens."""
-        candidates = np.flatnonzero((ids != self.cls) & (ids != self.sep))
-        n_masked = min(len(candidates), max(1, round(self.cfg.mask_prob * len(candidates))))
-        chosen = rng.choice(candidates, size=n_masked, replace=False)
-        labels = np.full_like(ids, IGNORE)
-        labels[chosen] = ids[chosen]
-        action = rng.random(n_masked)
-        to_mask = chosen[action < self.cfg.replace_with_mask]
-        to_random = chosen[(action >= self.cfg.replace_with_mask) &
-                           (action < self.cfg.replace_with_mask + self.cfg.replace_with_random)]
-        ids = ids.copy()
-        ids[to_mask] = self.mask
-        ids[to_random] = rng.integers(0, self.vocab_size, size=len(to_random))
-        return ids, labels
+        Vectorized over the batch: the noise is a hash of (seed, sample index, position), so a sample is
+        masked the same way in any batch, on any rank and after any resume, with no generator per row.
+        """
+        rows, length = ids.shape
+        candidate = (ids != self.cls) & (ids != self.sep)
+        n_candidates = candidate.sum(axis=1)
+        n_masked = np.minimum(n_candidates, np.maximum(1, np.rint(self.cfg.mask_prob * n_candidates))).astype(int)
+        select, action, token = (sample_noise(self.seed, indices, length, stream) for stream in range(3))
+        # The n_masked candidates with the smallest noise are chosen: exactly that many, uniformly. Only the
+        # k smallest keys of each row are sorted (argpartition first), not the whole row.
+        keys = np.where(candidate, select, 2.0)
+        chosen = np.zeros_like(candidate)
+        k = int(n_masked.max())
+        if k:
+            smallest = np.argpartition(keys, k - 1, axis=1)[:, :k]
+            smallest = np.take_along_axis(smallest, np.argsort(np.take_along_axis(keys, smallest, 1), 1), 1)
+            np.put_along_axis(chosen, smallest, np.arange(k)[None, :] < n_masked[:, None], axis=1)
+        labels = np.where(chosen, ids, IGNORE)
+        to_mask = chosen & (action < self.cfg.replace_with_mask)
+        to_random = chosen & ~to_mask & (action < self.cfg.replace_with_mask + self.cfg.replace_with_random)
+        masked = np.where(to_mask, self.mask, ids)
+        masked = np.where(to_random, (token * self.vocab_size).astype(np.int64), masked)
+        return masked, labels

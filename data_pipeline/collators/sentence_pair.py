@@ -30,7 +30,6 @@ class SentencePairCollator(MLMCollator):
     def __call__(self, samples: list[Segment]) -> dict:
         n = len(samples)
         inputs = np.empty((n, self.seq_len), dtype=np.int64)
-        labels = np.full((n, self.seq_len), IGNORE, dtype=np.int64)
         types = np.zeros((n, self.seq_len), dtype=np.int64)
         pair_labels = np.zeros(n, dtype=np.int64)
         splits = []
@@ -49,8 +48,9 @@ class SentencePairCollator(MLMCollator):
                 flip = n > 1 and len(other) >= len(b)
                 b = other[len(other) - len(b):] if flip else b
             ids = np.concatenate([[self.cls], a, [self.sep], b, [self.sep]])
-            inputs[row], labels[row] = self.mask_tokens(ids, rng)
+            inputs[row] = ids
             types[row, len(a) + 2:] = 1
             pair_labels[row] = int(flip)
+        inputs, labels = self.mask_batch(inputs, np.array([s.index for s in samples]))
         return to_tensors({"input_ids": inputs, "labels": labels, "token_type_ids": types,
                            "pair_labels": pair_labels})
