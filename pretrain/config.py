@@ -90,6 +90,19 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> RunConfig
     return cfg
 
 
+def check_special_ids(cfg: RunConfig) -> None:
+    """The model's special ids must be the dataset tokenizer's: a RoBERTa preset (pad 1) on WordPiece data
+    (pad 0) would otherwise train with the wrong padding index and export a model that disagrees with its
+    tokenizer."""
+    manifest = Manifest.load(cfg.data.path)
+    for role in ("pad", "bos", "eos"):
+        want, have = manifest.special_tokens.get(role), getattr(cfg.model, f"{role}_token_id")
+        if want is not None and have is not None and want != have:
+            raise UserError(f"model.{role}_token_id is {have} but the tokenizer of {cfg.data.path} has id {want} "
+                            f"for its {role} token; use a preset of the tokenizer's family, or set "
+                            f"model.{role}_token_id={want}")
+
+
 def _existing(path) -> str:
     if not Path(path).is_file():
         raise UserError(f"config file {path} does not exist (presets live in configs/, e.g. configs/quickstart.yaml)")

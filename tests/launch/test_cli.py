@@ -80,3 +80,10 @@ def test_prepare_errors(tmp_path):
     empty = tmp_path / "empty.txt"
     empty.write_text("\n\n   \n")
     assert "no non-empty document" in fails("prepare", empty, "--out", tmp_path / "d")
+
+
+def test_model_special_ids_must_match_the_dataset_tokenizer(small_dataset, tmp_path):
+    """small_dataset is WordPiece ([PAD] = 0); a model padding with id 1 (RoBERTa's convention) is refused."""
+    err = fails("train", TINY, f"data.path={small_dataset}", f"train.run_dir={tmp_path}/r", "model.pad_token_id=1")
+    assert "model.pad_token_id" in err and "model.pad_token_id=0" in err
+    assert not (tmp_path / "r").exists()
