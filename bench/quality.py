@@ -51,7 +51,6 @@ def score(logits_fn, batches) -> float:
 def graft_run(train_data: Path, steps: int, seed: int, heldout) -> float:
     from pretrain.checkpoint import latest_checkpoint, read_model_weights
     from pretrain.models import build_model
-    from pretrain.models.bert import BertConfig
 
     run = WORK / f"graft_seed{seed}"
     subprocess.run(["rm", "-rf", str(run)], check=True)
@@ -64,7 +63,7 @@ def graft_run(train_data: Path, steps: int, seed: int, heldout) -> float:
                    check=True, cwd=REPO_ROOT, capture_output=True)
     from pretrain.config import load_config
 
-    model = build_model(BertConfig(**{**vars(load_config(run / "config.yaml").model)}))
+    model = build_model(load_config(run / "config.yaml").model)
     model.load_state_dict(read_model_weights(latest_checkpoint(run)))
     model.eval()
     return score(lambda b: model(b["input_ids"], attention_mask=b.get("attention_mask")), heldout)
@@ -76,14 +75,15 @@ def hf_run(train_data: Path, steps: int, seed: int, heldout) -> float:
                               PreTrainedTokenizerFast, Trainer, TrainingArguments)
 
     from data_pipeline.shards import Manifest
-    from pretrain.hf.bert import to_hf_config
-    from pretrain.models.bert import BertConfig
+    from pretrain.hf.bert import parts
+    from pretrain.models.config import ModelConfig
 
     tokenizer = PreTrainedTokenizerFast(tokenizer_file=str(train_data / "tokenizer.json"), unk_token="[UNK]",
                                         pad_token="[PAD]", cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]")
     vocab = Manifest.load(train_data).vocab_size
-    cfg = to_hf_config(BertConfig(vocab_size=vocab, hidden_dropout=0.1, attention_dropout=0.1, **MODEL))
-    cfg = {k: v for k, v in cfg.items() if k not in ("architectures", "model_type")}
+    # The same architecture through Graft's own config map (the one `graft export` writes).
+    cfg = parts(ModelConfig(vocab_size=vocab, hidden_dropout=0.1, attention_dropout=0.1, **MODEL))[0].config
+    cfg = {k: v for k, v in cfg.items() if k != "model_type"}
     torch.manual_seed(seed)
     model = BertForMaskedLM(HFBertConfig(**cfg))
     # The very token sequences Graft trains on, unmasked: a label holds the original token where one was masked.
