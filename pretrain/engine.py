@@ -171,8 +171,7 @@ class Engine:
         sums: dict[str, torch.Tensor] = {}
         for i, batch in enumerate(micro_batches):
             batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
-            out = loss_fn(engine, batch)
-            terms = out if isinstance(out, dict) else {"loss": out}
+            terms = loss_terms(loss_fn(engine, batch))
             engine.backward(terms["loss"])
             for name, value in terms.items():
                 sums[name] = sums.get(name, 0.0) + value.detach().float()
@@ -204,8 +203,7 @@ class Engine:
         engine.eval()
         total = torch.zeros((), device=self.device)
         for batch in batches:
-            out = loss_fn(engine, {k: v.to(self.device) for k, v in batch.items()})
-            total += (out["loss"] if isinstance(out, dict) else out).float()
+            total += loss_terms(loss_fn(engine, {k: v.to(self.device) for k, v in batch.items()}))["loss"].float()
         engine.train()
         return float(self.all_reduce_sum(total)) / (len(batches) * self.world)
 
@@ -258,6 +256,11 @@ class Engine:
         self.barrier()
         if torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
+
+
+def loss_terms(out: torch.Tensor | dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """An objective's loss as named terms: a scalar, or a dict whose "loss" entry is the one minimised."""
+    return out if isinstance(out, dict) else {"loss": out}
 
 
 def _grad_norm(module: torch.nn.Module) -> float:

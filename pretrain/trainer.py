@@ -15,7 +15,7 @@ from data_pipeline.loader import Loader
 from data_pipeline.shards import Manifest
 from pretrain import checkpoint
 from pretrain.config import RunConfig, load_config
-from pretrain.engine import Engine, init_distributed
+from pretrain.engine import Engine, init_distributed, loss_terms
 from pretrain.flops import batch_flops, peak_flops
 from pretrain.metrics import MetricsLog, WindowMeter, console_line, write_summary
 from pretrain.models import build_model
@@ -142,10 +142,8 @@ def _eval_batches(cfg: RunConfig, collate, rank: int, world: int, micro_batch: i
 def _nan_loss(loss_fn):
     """The objective's loss made NaN (train.debug_nan_steps): the real backward and step then see NaN."""
     def poisoned(model, batch):
-        out = loss_fn(model, batch)
-        if isinstance(out, dict):
-            return {**out, "loss": out["loss"] * float("nan")}
-        return out * float("nan")
+        terms = loss_terms(loss_fn(model, batch))
+        return {**terms, "loss": terms["loss"] * float("nan")}
     return poisoned
 
 
