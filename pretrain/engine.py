@@ -62,8 +62,14 @@ class EngineConfig:
         return self.global_batch_size // (world * self.micro_batch(world))
 
 
-def deepspeed_config(cfg: EngineConfig, world: int, load_universal: bool = False) -> dict:
-    zero: dict[str, Any] = {"stage": cfg.zero_stage}
+DS_BUCKET_ELEMENTS = int(5e8)  # DeepSpeed's default gradient-reduction bucket (elements)
+
+
+def deepspeed_config(cfg: EngineConfig, world: int, load_universal: bool = False,
+                     num_params: int = DS_BUCKET_ELEMENTS) -> dict:
+    # DeepSpeed allocates its reduction bucket afresh every step; one larger than the model only costs (on CPU,
+    # page faults on a new 2 GB mapping each step). A bucket of the model's size reduces in the same one piece.
+    zero: dict[str, Any] = {"stage": cfg.zero_stage, "reduce_bucket_size": min(DS_BUCKET_ELEMENTS, num_params)}
     if cfg.offload_optimizer:
         zero["offload_optimizer"] = {"device": "cpu", "pin_memory": torch.cuda.is_available()}
     if cfg.offload_params:
@@ -136,7 +142,8 @@ class Engine:
         if cfg.precision == "fp16" and not torch.cuda.is_available():
             raise UserError("engine.precision=fp16 needs a GPU: DeepSpeed's CPU accelerator has no fp16; use "
                             "engine.precision=bf16 or fp32 on CPU")
-        self.ds_config = deepspeed_config(cfg, world, load_universal)
+        num_params = sum(getattr(p, "ds_numel", p.numel()) for p in model.parameters())  # ZeRO-3 Init: full size
+        self.ds_config = deepspeed_config(cfg, world, load_universal, num_params)
         self.accumulation = self.ds_config["gradient_accumulation_steps"]
         self.micro_batch = self.ds_config["train_micro_batch_size_per_gpu"]
         # On CPU, Accelerate only treats the run as distributed when told the backend (gloo).

@@ -60,7 +60,9 @@ def build_optimizer(model: torch.nn.Module, cfg: OptimConfig) -> AdamW:
             # Matrices decay; biases and norm scales (1-d) do not, as in BERT.
             (decay if param.ndim >= 2 else no_decay).append(param)
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps)
+    # Fused: one pass over each tensor instead of one per operation, several times faster on ZeRO's flat
+    # partitions (which do not fit in cache); the same kernel HF Trainer uses by default.
+    return AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, fused=True)
 
 
 def learning_rate(step: int, cfg: OptimConfig, max_steps: int) -> float:
