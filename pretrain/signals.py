@@ -1,4 +1,4 @@
-"""Preemption signals: SIGTERM and SIGUSR1 (SLURM's warning before preemption or the time limit) only set a
+"""Preemption signals: SIGTERM and SIGUSR1 (SLURM's warning before preemption or the time limit) only raise a
 flag here; the trainer checks it at the next step boundary, agrees on it across ranks, checkpoints and exits
 with REQUEUE_EXIT_CODE."""
 
@@ -14,19 +14,37 @@ REQUEUE_EXIT_CODE = 75
 
 
 class StopRequest:
-    """Catches the preemption signals while active (main thread only; elsewhere it stays empty)."""
+    """Catches the preemption signals while active (main thread only; elsewhere it stays empty).
+
+    The signals are also blocked in the main thread, and so in every process it starts: SLURM and torchrun
+    signal every process of the job, and a DataLoader worker dies of a SIGTERM that does not come from its
+    parent, which fails the rank before it can checkpoint. Blocked, a signal waits (pending) for `received`.
+    Threads that do not block them run the handler instead.
+    """
 
     def __init__(self):
-        self.received: str | None = None
+        self._received: str | None = None
         self._previous = {}
         if threading.current_thread() is threading.main_thread():
             for sig in PREEMPTION_SIGNALS:
                 self._previous[sig] = signal.signal(sig, self._handle)
+            self._previous_mask = signal.pthread_sigmask(signal.SIG_BLOCK, PREEMPTION_SIGNALS)
+
+    @property
+    def received(self) -> str | None:
+        """The name of the first preemption signal received, or None."""
+        if self._previous and self._received is None:
+            pending = signal.sigpending() & set(PREEMPTION_SIGNALS)
+            if pending:
+                self._handle(signal.sigwait(pending), None)  # takes it off the pending set
+        return self._received
 
     def _handle(self, signum, frame) -> None:
-        self.received = signal.Signals(signum).name
+        self._received = self._received or signal.Signals(signum).name
 
     def close(self) -> None:
+        if self._previous:
+            signal.pthread_sigmask(signal.SIG_SETMASK, self._previous_mask)  # a pending signal runs the handler
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
         self._previous = {}

@@ -35,6 +35,13 @@ class Outcome:
 def train(run_dir: Path, resume: bool = False) -> Outcome:
     """Train the run whose resolved config is `run_dir/config.yaml` (written by the launcher)."""
     stop_request = StopRequest()  # first: a preemption signal during start-up still ends in a checkpoint
+    try:
+        return _train(run_dir, resume, stop_request)
+    finally:
+        stop_request.close()
+
+
+def _train(run_dir: Path, resume: bool, stop_request: StopRequest) -> Outcome:
     rank, world = init_distributed()
     cfg = load_config(run_dir / CONFIG_FILE)
     manifest = Manifest.load(cfg.data.path)
@@ -105,7 +112,6 @@ def train(run_dir: Path, resume: bool = False) -> Outcome:
         if signalled:
             stopped_by = reason
             break
-    stop_request.close()
     bar.close()
     metrics.close()
     del batches  # shuts the DataLoader workers down

@@ -78,3 +78,23 @@ def test_partial_checkpoints_are_removed_at_start(tmp_path):
     (root / "step_00000003.tmp" / "engine").mkdir(parents=True)
     checkpoint.remove_partial(tmp_path)
     assert sorted(p.name for p in root.iterdir()) == ["latest", "step_00000002"]
+
+
+def test_dataloader_workers_outlive_a_preemption_signal_to_every_process():
+    """SLURM signals every process of the job; a DataLoader worker must not die of it (torch's workers exit on
+    a SIGTERM that is not from their parent), or the rank fails before it can checkpoint."""
+    from torch.utils.data import DataLoader
+
+    from conftest import process_tree, signal_tree
+
+    request = StopRequest()
+    try:
+        batches = iter(DataLoader(range(8), batch_size=2, num_workers=1))
+        first = next(batches)  # the worker runs
+        workers = [pid for pid in process_tree(os.getpid()) if pid != os.getpid()]
+        assert workers
+        signal_tree([os.getpid(), *workers], signal.SIGTERM)
+        assert [b.tolist() for b in [first, *batches]] == [[0, 1], [2, 3], [4, 5], [6, 7]]
+        assert request.received == "SIGTERM"
+    finally:
+        request.close()
