@@ -1,9 +1,12 @@
 """Exact resume at every ZeRO stage, however the run was interrupted: real DeepSpeed, 2 CPU processes.
 
 Each stage is interrupted a different way, so each run serves two purposes:
-    stage 0: train.exit_at_step (dropout on: the restored RNG must reproduce the dropout masks)
-    stage 1: SIGUSR1 mid-run through the launcher and torchrun -> checkpoint, exit code 75; then resumed on 1 rank
-    stage 2: tests/test_end_to_end.py (exit_at_step, dropout on); here also bf16 with optimizer offload
+    stage 0: train.exit_at_step (dropout on: the restored RNG must reproduce the dropout masks); and a 1-rank
+             run resumed on 2
+    stage 1: SIGUSR1 mid-run through the launcher and torchrun -> checkpoint, exit code 75; then resumed on 2
+             ranks and on 1
+    stage 2: the same with SIGTERM; tests/test_end_to_end.py (exit_at_step, dropout on); bf16 with optimizer
+             offload
     stage 3: kill -9 of every process while a checkpoint is being written; and a 1-rank run resumed on 2
 Bitwise means `==` on the logged float32 losses (fp32 on CPU, same data, masking noise and RNG state).
 """
@@ -66,34 +69,36 @@ def test_bf16_with_optimizer_offload_resumes_bitwise(small_dataset, tmp_path):
     assert logged_losses(tmp_path / "B") == logged_losses(tmp_path / "A")
 
 
-@pytest.fixture(scope="module")
-def signalled_stage1(small_dataset, tmp_path_factory):
-    """SIGUSR1 to `graft train --nproc 2` once step 2 is logged; returns (run dir, exit code, stop step, log)."""
-    root = tmp_path_factory.mktemp("stage1")
+@pytest.fixture(scope="module", params=[(1, "SIGUSR1"), (2, "SIGTERM")], ids=["stage1-SIGUSR1", "stage2-SIGTERM"])
+def signalled(request, small_dataset, tmp_path_factory):
+    """The signal to `graft train --nproc 2` once step 2 is logged; returns (root, stage, signal name, exit code,
+    stop step, log). The run dir is root/B."""
+    stage, name = request.param
+    root = tmp_path_factory.mktemp(f"stage{stage}")
     run = root / "B"
-    args = common(small_dataset, 1, *NO_DROPOUT, "train.max_steps=300", "train.save_every=100", "--nproc", "2")
+    args = common(small_dataset, stage, *NO_DROPOUT, "train.max_steps=300", "train.save_every=100", "--nproc", "2")
     proc = start_graft("train", *args, f"train.run_dir={run}", log=root / "B.log")
     wait_for(lambda: (run / "metrics.jsonl").is_file() and len(read_metrics(run)) >= 2, what="step 2")
-    proc.send_signal(signal.SIGUSR1)
+    proc.send_signal(getattr(signal, name))
     code = proc.wait(timeout=300)
     latest = (run / "checkpoints" / "latest").read_text()
-    return root, code, int(latest.removeprefix("step_")), (root / "B.log").read_text()
+    return root, stage, name, code, int(latest.removeprefix("step_")), (root / "B.log").read_text()
 
 
-def test_sigusr1_checkpoints_at_a_step_boundary_and_asks_for_requeue(signalled_stage1):
-    root, code, stopped, log = signalled_stage1
+def test_signal_checkpoints_at_a_step_boundary_and_asks_for_requeue(signalled):
+    root, _, name, code, stopped, log = signalled
     assert code == REQUEUE_EXIT_CODE, log[-3000:]
     assert 2 <= stopped < 300
     meta = json.loads((root / "B" / "checkpoints" / f"step_{stopped:08d}" / "train_state.json").read_text())
-    assert meta["reason"] == "signal SIGUSR1" and meta["train"]["step"] == stopped
-    assert "stopped by SIGUSR1" in log and "--resume" in log
+    assert meta["reason"] == f"signal {name}" and meta["train"]["step"] == stopped
+    assert f"stopped by {name}" in log and "--resume" in log
     summary = json.loads((root / "B" / "summary.json").read_text())
-    assert summary["stopped_by"] == "signal SIGUSR1" and summary["step"] == stopped
+    assert summary["stopped_by"] == f"signal {name}" and summary["step"] == stopped
 
 
-def test_stage1_resume_after_signal_is_bitwise_and_continues_on_one_rank(small_dataset, signalled_stage1):
-    root, _, stopped, _ = signalled_stage1
-    args = common(small_dataset, 1, *NO_DROPOUT, "train.max_steps=300", "train.save_every=100",
+def test_resume_after_signal_is_bitwise_and_continues_on_one_rank(small_dataset, signalled):
+    root, stage, _, _, stopped, _ = signalled
+    args = common(small_dataset, stage, *NO_DROPOUT, "train.max_steps=300", "train.save_every=100",
                   f"train.exit_at_step={stopped + 2}")
     # The same run continued on 2 ranks, and (from a copy of its directory) on 1 rank.
     os.system(f"cp -r {root / 'B'} {root / 'one'}")
@@ -108,6 +113,19 @@ def test_stage1_resume_after_signal_is_bitwise_and_continues_on_one_rank(small_d
     assert (root / "one" / "checkpoints" / f"step_{stopped:08d}" / "universal").is_dir()
     assert json.loads((root / "one" / "deepspeed.json").read_text())["gradient_accumulation_steps"] == 4
     torch.testing.assert_close(logged_losses(root / "one"), straight, rtol=1e-5, atol=0)
+
+
+def test_stage0_one_rank_resumed_on_two(small_dataset, tmp_path):
+    """Stage 0 keeps whole weights and optimizer state in every rank's checkpoint: read as they are."""
+    args = common(small_dataset, 0, *NO_DROPOUT, "train.max_steps=4")
+    run_graft("train", *args, f"train.run_dir={tmp_path / 'A'}", "--nproc", "2")
+    run_graft("train", *args, f"train.run_dir={tmp_path / 'B'}", "train.exit_at_step=2", "--nproc", "1")
+    run_graft("train", *args, f"train.run_dir={tmp_path / 'B'}", "--resume", "--nproc", "2")
+    assert json.loads((tmp_path / "B" / "deepspeed.json").read_text())["gradient_accumulation_steps"] == 2
+    assert not (tmp_path / "B" / "checkpoints" / "step_00000002" / "universal").exists()
+    straight = logged_losses(tmp_path / "A")
+    assert len(straight) == 4
+    torch.testing.assert_close(logged_losses(tmp_path / "B"), straight, rtol=1e-5, atol=0)
 
 
 @pytest.fixture(scope="module")
