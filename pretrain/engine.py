@@ -139,9 +139,10 @@ class Engine:
         from accelerate.utils import DeepSpeedPlugin, InitProcessGroupKwargs
 
         assert hasattr(optimizer, "skip_next_step"), "the optimizer must be able to skip (pretrain.optim.AdamW)"
-        if cfg.precision == "fp16" and not torch.cuda.is_available():
-            raise UserError("engine.precision=fp16 needs a GPU: DeepSpeed's CPU accelerator has no fp16; use "
-                            "engine.precision=bf16 or fp32 on CPU")
+        if cfg.precision == "fp16" and not fp16_supported():
+            raise UserError("engine.precision=fp16: DeepSpeed has no fp16 on this machine's accelerator (on CPU it "
+                            "needs oneDNN's fp16 kernels, AVX512-FP16 or AMX-FP16); use engine.precision=bf16 or "
+                            "fp32, or a GPU")
         num_params = sum(getattr(p, "ds_numel", p.numel()) for p in model.parameters())  # ZeRO-3 Init: full size
         self.ds_config = deepspeed_config(cfg, world, load_universal, num_params)
         self.accumulation = self.ds_config["gradient_accumulation_steps"]
@@ -263,6 +264,13 @@ class Engine:
         self.barrier()
         if torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
+
+
+def fp16_supported() -> bool:
+    """Whether DeepSpeed's accelerator here runs fp16 (its engine refuses fp16 where this is false)."""
+    from deepspeed.accelerator import get_accelerator
+
+    return get_accelerator().is_fp16_supported()
 
 
 def loss_terms(out: torch.Tensor | dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

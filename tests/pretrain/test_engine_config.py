@@ -3,7 +3,7 @@
 import pytest
 
 from data_pipeline.errors import UserError
-from pretrain.engine import EngineConfig, deepspeed_config
+from pretrain.engine import Engine, EngineConfig, deepspeed_config, fp16_supported
 
 
 @pytest.mark.parametrize("global_batch, micro_max, world, micro, accumulation", [
@@ -32,6 +32,26 @@ def test_generated_deepspeed_config_and_passthrough():
     assert ds["checkpoint"]["load_universal"] is True
     fp16 = deepspeed_config(EngineConfig(precision="fp16"), world=1)["fp16"]
     assert fp16["enabled"] and fp16["loss_scale"] == 0  # 0: dynamic loss scaling
+
+
+def test_reduce_bucket_is_no_larger_than_the_model():
+    assert deepspeed_config(EngineConfig(), world=2, num_params=1234)["zero_optimization"]["reduce_bucket_size"] == 1234
+    assert deepspeed_config(EngineConfig(), world=2, num_params=10**10)["zero_optimization"]["reduce_bucket_size"] \
+        == int(5e8)  # DeepSpeed's default
+    extra = EngineConfig(deepspeed={"zero_optimization": {"reduce_bucket_size": 99}})
+    assert deepspeed_config(extra, world=2, num_params=1234)["zero_optimization"]["reduce_bucket_size"] == 99
+
+
+@pytest.mark.skipif(fp16_supported(), reason="this machine's DeepSpeed accelerator runs fp16")
+def test_fp16_where_deepspeed_has_none_is_a_clear_error(tmp_path):
+    """DeepSpeed 0.19's CPU accelerator has fp16 only with oneDNN fp16 kernels (AVX512-FP16 / AMX-FP16)."""
+    import torch
+
+    from pretrain.optim import OptimConfig, build_optimizer
+
+    model = torch.nn.Linear(4, 4)
+    with pytest.raises(UserError, match="engine.precision=fp16.*bf16"):
+        Engine(EngineConfig(precision="fp16"), 1, tmp_path, model, build_optimizer(model, OptimConfig()))
 
 
 @pytest.mark.parametrize("kwargs, key", [
