@@ -2,8 +2,9 @@
 
     PYTHONPATH=. python bench/step.py [--steps 40]
 
-The model is Graft's BERT (hidden 256, 2 layers, sequence 64, batch 16: sized for a 2-core CPU) with AdamW,
-gradient clipping 1.0 and the same pre-collated MLM batches everywhere. Graft runs in-process on one rank with
+The model is Graft's BERT (hidden 256, 2 layers, sequence 64, batch 16: sized for a 2-core CPU) with AdamW
+(torch's fused kernel everywhere: Graft's default, and the Trainer's default `adamw_torch_fused`), gradient
+clipping 1.0 and the same pre-collated MLM batches everywhere. Graft runs in-process on one rank with
 its default ZeRO stage 2 in fp32 (as `configs/quickstart.yaml`); Graft and the Trainer each run in a fresh
 process (Accelerate's state is per process).
 The machine may be shared, so each contender alternates step by step with a plain loop on its own copy of
