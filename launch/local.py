@@ -14,6 +14,7 @@ import torch
 from data_pipeline.errors import UserError
 from pretrain import checkpoint
 from pretrain.config import RunConfig, check_special_ids, config_changes, load_config, save_config
+from pretrain.engine import check_precision
 from pretrain.signals import PREEMPTION_SIGNALS
 from pretrain.trainer import CONFIG_FILE
 
@@ -56,6 +57,7 @@ def launch_training(config: str | None, overrides: list[str], nproc: int, resume
         raise UserError(f"--nproc must be at least 1, got {nproc}")
     cfg.engine.accumulation(nproc)  # a batch-size mismatch fails here, before any process starts
     check_special_ids(cfg)  # so does a model preset whose special ids are not the dataset tokenizer's
+    check_precision(cfg.engine)  # and fp16 where DeepSpeed has none
     run_dir = prepare_run_dir(cfg, resume)
     if nproc == 1:
         from pretrain.trainer import train

@@ -139,10 +139,7 @@ class Engine:
         from accelerate.utils import DeepSpeedPlugin, InitProcessGroupKwargs
 
         assert hasattr(optimizer, "skip_next_step"), "the optimizer must be able to skip (pretrain.optim.AdamW)"
-        if cfg.precision == "fp16" and not fp16_supported():
-            raise UserError("engine.precision=fp16: DeepSpeed has no fp16 on this machine's accelerator (on CPU it "
-                            "needs oneDNN's fp16 kernels, AVX512-FP16 or AMX-FP16); use engine.precision=bf16 or "
-                            "fp32, or a GPU")
+        check_precision(cfg)
         num_params = sum(getattr(p, "ds_numel", p.numel()) for p in model.parameters())  # ZeRO-3 Init: full size
         self.ds_config = deepspeed_config(cfg, world, load_universal, num_params)
         self.accumulation = self.ds_config["gradient_accumulation_steps"]
@@ -264,6 +261,14 @@ class Engine:
         self.barrier()
         if torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
+
+
+def check_precision(cfg: EngineConfig) -> None:
+    """Refuse a precision DeepSpeed cannot run here (the launcher calls this too, before any run dir exists)."""
+    if cfg.precision == "fp16" and not fp16_supported():
+        raise UserError("engine.precision=fp16: DeepSpeed has no fp16 on this machine's accelerator (on CPU it "
+                        "needs oneDNN's fp16 kernels, AVX512-FP16 or AMX-FP16); use engine.precision=bf16 or "
+                        "fp32, or a GPU")
 
 
 def fp16_supported() -> bool:

@@ -3,6 +3,7 @@
 import pytest
 
 from conftest import REPO_ROOT, run_graft
+from pretrain.engine import fp16_supported
 
 TINY = REPO_ROOT / "configs" / "tiny.yaml"
 
@@ -87,3 +88,11 @@ def test_model_special_ids_must_match_the_dataset_tokenizer(small_dataset, tmp_p
     err = fails("train", TINY, f"data.path={small_dataset}", f"train.run_dir={tmp_path}/r", "model.pad_token_id=1")
     assert "model.pad_token_id" in err and "model.pad_token_id=0" in err
     assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.skipif(fp16_supported(), reason="this machine's DeepSpeed accelerator runs fp16")
+def test_fp16_without_support_is_refused_before_the_run_dir_exists(small_dataset, tmp_path):
+    err = fails("train", TINY, f"data.path={small_dataset}", f"train.run_dir={tmp_path}/r", "engine.precision=fp16",
+                "--nproc", "2")
+    assert "engine.precision=fp16" in err
+    assert not (tmp_path / "r").exists()  # so the same command with bf16 or fp32 just works
