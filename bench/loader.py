@@ -35,6 +35,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from data_pipeline.collators.mlm import MLMCollator, MLMConfig  # noqa: E402
+from data_pipeline.handoff import RingReceiver, WorkerRing  # noqa: E402
 from data_pipeline.loader import DataConfig, Loader  # noqa: E402
 from data_pipeline.prepare import TOKENIZER_FILE, prepare  # noqa: E402
 from data_pipeline.shards import Manifest  # noqa: E402
@@ -79,8 +80,8 @@ def forever(make_loader):
 
 # ---- the sides ----------------------------------------------------------------------------------------------
 
-def stack_tokens(samples):
-    return torch.from_numpy(np.stack([s.tokens for s in samples]))
+def raw_tokens(batch):
+    return {"input_ids": torch.from_numpy(batch.tokens)}
 
 
 def graft_loader(data: Path, args, consumed: int = 0, collate=None) -> Loader:
@@ -146,27 +147,32 @@ def hf_pretokenized_batches(corpus, data, args):
 
 
 class RawMemmap(IterableDataset):
-    """Batches of raw segments read straight from the memory-mapped shards, in a seeded random order."""
+    """Batches of raw 512-token windows read straight from the memory-mapped shards at random places: one
+    gather per batch, and the same shared-memory hand-off as Graft's loader (the ceiling for both)."""
 
-    def __init__(self, data: Path, length: int, batch_size: int):
-        self.data, self.length, self.batch_size = data, length, batch_size
+    def __init__(self, data: Path, length: int, batch_size: int, prefetch: int):
+        self.data, self.length, self.batch_size, self.prefetch = data, length, batch_size, prefetch
 
     def __iter__(self):
         info = get_worker_info()
         worker = info.id if info else 0
+        ring = WorkerRing(worker, self.prefetch + 2)
         manifest = Manifest.load(self.data)
-        maps = [np.memmap(self.data / s.path, dtype=manifest.dtype, mode="r", shape=(s.tokens,))
+        maps = [np.asarray(np.memmap(self.data / s.path, dtype=manifest.dtype, mode="r", shape=(s.tokens,)))
                 for s in manifest.shards]
         rng = np.random.default_rng(worker)
+        window = np.arange(self.length)
         while True:
             shard = maps[rng.integers(len(maps))]
             starts = rng.integers(0, len(shard) - self.length, size=self.batch_size)
-            yield torch.from_numpy(np.stack([shard[s:s + self.length] for s in starts]).astype(np.int64))
+            yield ring.pack({"input_ids": torch.from_numpy(shard[starts[:, None] + window].astype(np.int64))})
 
 
 def memmap_batches(data, args):
-    return iter(DataLoader(RawMemmap(data, args.seq_len, args.batch_size), batch_size=None,
-                           num_workers=args.workers))
+    receiver = RingReceiver()
+    loader = DataLoader(RawMemmap(data, args.seq_len, args.batch_size, prefetch=4), batch_size=None,
+                        num_workers=args.workers, prefetch_factor=4)
+    return (receiver.unpack(message) for message in loader)
 
 
 def mds_samples_per_s(data: Path, work: Path, args) -> float | None:
@@ -227,7 +233,7 @@ def main():
     log("graft ...")
     rate["graft"] = timed(iter(graft_loader(data, args)), n, w, b)
     log("graft without masking (diagnostic: the loader's own cost) ...")
-    rate["graft_unmasked"] = timed(iter(graft_loader(data, args, collate=stack_tokens)), n, w, b)
+    rate["graft_unmasked"] = timed(iter(graft_loader(data, args, collate=raw_tokens)), n, w, b)
     log("memmap ceiling ...")
     rate["memmap"] = timed(memmap_batches(data, args), n, w, b)
     log("hf_pretokenized (run_mlm.py) ...")

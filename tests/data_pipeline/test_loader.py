@@ -125,9 +125,8 @@ def test_too_few_tokens_for_one_sample(tmp_path):
 
 # ---- Loader -----------------------------------------------------------------------------------------------------
 
-def collate(samples):  # module level: picklable for worker processes
-    return {"index": torch.tensor([s.index for s in samples]),
-            "tokens": torch.tensor(np.stack([s.tokens for s in samples]))}
+def collate(batch):  # module level: picklable for worker processes
+    return {"index": torch.from_numpy(batch.indices), "tokens": torch.from_numpy(batch.tokens)}
 
 
 def loader_dataset(root: Path, n_segments: int, length: int, tail: int, doc_len: int = 5) -> Path:

@@ -8,7 +8,7 @@ import torch
 
 from data_pipeline.collators.mlm import IGNORE, MLMCollator, MLMConfig
 from data_pipeline.errors import UserError
-from data_pipeline.packing import Segment
+from data_pipeline.packing import Segment, SegmentBatch
 
 SPECIALS = {"pad": 0, "unk": 1, "cls": 2, "sep": 3, "mask": 4}
 CLS, SEP, MASK = 2, 3, 4
@@ -37,7 +37,7 @@ def expected_row(segment, seq_len):
 
 
 def one(collator, segment):
-    out = collator([segment])
+    out = collator(SegmentBatch.of([segment]))
     return out["input_ids"][0].numpy(), out["labels"][0].numpy()
 
 
@@ -51,7 +51,7 @@ def test_row_layout(doc_starts):
     collator = make_collator(seq_len)
     assert collator.raw_length == 30
     segment = make_segment(11, 30, doc_starts)
-    out = collator([segment])
+    out = collator(SegmentBatch.of([segment]))
     assert set(out) == {"input_ids", "labels"}
     assert out["input_ids"].shape == out["labels"].shape == (1, seq_len)
     assert out["input_ids"].dtype == out["labels"].dtype == torch.int64
@@ -98,7 +98,7 @@ def test_selected_positions(mask_prob, doc_starts):
 
 def split_counts(collator, n_samples, seq_len):
     batch = [make_segment(i, seq_len - 2, (0, 17)) for i in range(n_samples)]
-    out = collator(batch)
+    out = collator(SegmentBatch.of(batch))
     inputs, labels = out["input_ids"].numpy(), out["labels"].numpy()
     selected = labels != IGNORE
     chosen_in, chosen_orig = inputs[selected], labels[selected]
@@ -134,7 +134,7 @@ def test_same_sample_same_output_in_any_batch():
     segs = [make_segment(i, 38, (0, 9)) for i in (100, 101, 102, 103)]
     alone = {s.index: one(collator, s) for s in segs}
     for batch in ([segs[0], segs[1], segs[2], segs[3]], [segs[3], segs[1]], [segs[2], segs[0], segs[3]]):
-        out = collator(batch)
+        out = collator(SegmentBatch.of(batch))
         for row, s in enumerate(batch):
             assert np.array_equal(out["input_ids"][row].numpy(), alone[s.index][0])
             assert np.array_equal(out["labels"][row].numpy(), alone[s.index][1])
