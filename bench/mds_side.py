@@ -18,7 +18,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # Graft's collator, from this checkout
 from data_pipeline.collators.mlm import MLMCollator, MLMConfig  # noqa: E402
-from data_pipeline.packing import PackedSegments, Segment  # noqa: E402
+from data_pipeline.packing import PackedSegments, Segment, SegmentBatch  # noqa: E402
 from data_pipeline.shards import Manifest  # noqa: E402
 
 
@@ -27,8 +27,8 @@ class Collate:
         self.mlm = mlm
 
     def __call__(self, rows):
-        return self.mlm([Segment(index=int(r["index"]), tokens=r["tokens"].astype(np.int64),
-                                 doc_starts=r["doc_starts"][1:]) for r in rows])
+        return self.mlm(SegmentBatch.of([Segment(index=int(r["index"]), tokens=r["tokens"].astype(np.int64),
+                                                 doc_starts=r["doc_starts"][1:]) for r in rows]))
 
 
 def import_streaming():

@@ -76,6 +76,15 @@ def check_segments(root: Path, docs: list[np.ndarray], length: int):
     # Reading out of order, or again, gives the same answer (no state carried between reads).
     for i in reversed(range(len(segments))):
         np.testing.assert_array_equal(segments.read(i)[0], pieces[i])
+    # A whole batch in one read (the loader's way), in shuffled order with repeats, equals the one-by-one reads.
+    chosen = np.random.default_rng(length).integers(0, len(segments), size=2 * len(segments) + 1)
+    batch = segments.read_batch(chosen, np.arange(len(chosen)) + 100)
+    assert batch.tokens.dtype == np.int64 and batch.tokens.shape == batch.doc_start.shape == (len(chosen), length)
+    assert batch.indices.tolist() == list(range(100, 100 + len(chosen)))
+    for row, i in enumerate(chosen):
+        np.testing.assert_array_equal(batch.tokens[row], pieces[i])
+        expected_starts = doc_starts[(doc_starts >= i * length) & (doc_starts < (i + 1) * length)] - i * length
+        np.testing.assert_array_equal(np.flatnonzero(batch.doc_start[row]), expected_starts)
 
 
 @HYPOTHESIS
@@ -256,6 +265,16 @@ def test_worker_processes_keep_the_order(tmp_path, start_groups):
         for step, batch in enumerate(got):
             check_batch(batch, ((start_groups + step) * world + rank) * micro_batch, micro_batch, seed, n, length)
         assert workers.state_dict()["consumed_samples"] == (start_groups + steps) * world * micro_batch
+
+
+def test_worker_rings_wrap_around(tmp_path):
+    """Many more batches than a worker's shared-memory ring has slots: each arrives intact and in order, and
+    the trainer may hold on to all of them (they are copies, not views of a slot that is reused)."""
+    length, seed, n, micro_batch = 4, 9, 40, 3
+    root = loader_dataset(tmp_path / "ds", n, length, 0)
+    got = take(make_loader(root, length, seed, 0, 1, micro_batch, workers=2), 40)  # 4 slots per worker
+    for step, batch in enumerate(got):
+        check_batch(batch, step * micro_batch, micro_batch, seed, n, length)
 
 
 def test_iterating_again_continues(tmp_path):

@@ -65,6 +65,21 @@ def test_row_layout(doc_starts):
     assert np.all(inputs[labels == IGNORE] == original[labels == IGNORE])
 
 
+def test_rows_with_different_boundaries_in_one_batch():
+    """[SEP] insertion is vectorised over the batch: each row is laid out as if it were alone."""
+    seq_len = 32
+    collator = make_collator(seq_len)
+    segs = [make_segment(i, 30, starts) for i, starts in
+            enumerate([(0,), (0, 7, 19), (), (3,), (0, 1, 2), (0, 29), (0, 15, 16, 17), (0, 28)])]
+    out = collator(SegmentBatch.of(segs))
+    for row, segment in enumerate(segs):
+        original = original_ids(out["input_ids"][row].numpy(), out["labels"][row].numpy())
+        assert original.tolist() == expected_row(segment, seq_len)
+        inputs, labels = one(collator, segment)
+        assert np.array_equal(out["input_ids"][row].numpy(), inputs)
+        assert np.array_equal(out["labels"][row].numpy(), labels)
+
+
 def test_boundaries_past_the_cut_are_dropped():
     # The inner [SEP] pushes the last token out, and with it the boundary before it (it would sit past the cut).
     segment = make_segment(3, 30, (0, 10, 29))
