@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from data_pipeline.errors import UserError
-from data_pipeline.shards import Manifest, Shard, is_url, open_shard
+from data_pipeline.shards import DEFAULT_CACHE, Manifest, Shard, is_url, open_shard
 
 DEFAULT_CACHE_BYTES = 16 << 30
 MAX_MAPPED_REMOTE = 4
@@ -57,7 +57,8 @@ class SegmentBatch:
 class PackedSegments:
     def __init__(self, root: str | Path, length: int, cache_dir: str | Path | None = None,
                  cache_bytes: int = DEFAULT_CACHE_BYTES):
-        """`root` is a local directory or a URL; a URL's shards go through a cache of `cache_bytes` in `cache_dir`."""
+        """`root` is a local directory or a URL; a URL's shards go through a cache of `cache_bytes` in `cache_dir`,
+        where local shards' checksum stamps live too."""
         self.remote = is_url(str(root))
         self.root = str(root) if self.remote else Path(root)
         self.manifest = Manifest.load(self.root)
@@ -65,6 +66,7 @@ class PackedSegments:
             from data_pipeline.remote import ShardCache
 
             self.cache = ShardCache(self.root, cache_dir, cache_bytes)
+        self.stamps = Path(cache_dir or DEFAULT_CACHE) / "verified"
         self.length = length
         self.dtype = np.dtype(self.manifest.dtype)
         self._starts = np.cumsum([0] + [s.tokens for s in self.manifest.shards])
@@ -87,7 +89,7 @@ class PackedSegments:
                 self._shards[s] = self.cache.open(  # downloaded and verified
                     info, lambda local: open_shard(local.parent, replace(info, path=local.name), self.dtype))
             else:
-                self._shards[s] = open_shard(self.root, info, self.dtype)
+                self._shards[s] = open_shard(self.root, info, self.dtype, verify=True, stamps=self.stamps)
         return self._shards[s]
 
     def read(self, segment: int) -> tuple[np.ndarray, np.ndarray]:

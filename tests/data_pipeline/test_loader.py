@@ -6,6 +6,7 @@ which segment it is: segment s starts with token s * length.
 
 import itertools
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -144,8 +145,9 @@ def loader_dataset(root: Path, n_segments: int, length: int, tail: int, doc_len:
     return build_dataset(root, positional_docs(lengths), split_sizes(len(lengths), [3] * len(lengths)), "<u4")
 
 
-def make_loader(root, length, seed, rank, world, micro_batch, workers=0):
-    cfg = DataConfig(path=str(root), seq_len=max(8, length + 2), num_workers=workers, prefetch_factor=2)
+def make_loader(root, length, seed, rank, world, micro_batch, workers=0, cache=None):
+    cfg = DataConfig(path=str(root), seq_len=max(8, length + 2), num_workers=workers, prefetch_factor=2,
+                     cache_dir=None if cache is None else str(cache))
     return Loader(cfg, length, collate, seed=seed, rank=rank, world=world, micro_batch=micro_batch)
 
 
@@ -444,3 +446,39 @@ def test_loader_with_shuffle_window_resumes_at_another_world_size(tmp_path):
     assert sorted(seen) == list(range(20 + 36))
     segs = order.segments(0, n)
     assert sorted(segs.tolist()) == list(range(n))
+
+
+# ---- local shards are verified against the manifest -----------------------------------------------------------
+
+def test_corrupt_or_truncated_local_shard_is_named(tmp_path):
+    root = loader_dataset(tmp_path / "ds", 6, 4, 0)
+    shard = root / Manifest.load(root).shards[1].path
+    data = bytearray(shard.read_bytes())
+    data[0] ^= 0xFF  # same size: only the checksum tells
+    shard.write_bytes(bytes(data))
+    with pytest.raises(UserError, match="sha256") as exc:
+        take(make_loader(root, 4, 0, 0, 1, 6, cache=tmp_path / "cache"), 1)  # one batch reads every segment
+    assert str(shard) in str(exc.value)
+    shard.write_bytes(bytes(data[:-8]))
+    with pytest.raises(UserError, match="truncated") as exc:
+        take(make_loader(root, 4, 0, 0, 1, 6, cache=tmp_path / "cache"), 1)
+    assert str(shard) in str(exc.value)
+
+
+def test_local_checksum_is_paid_once_per_file_version(tmp_path):
+    root = loader_dataset(tmp_path / "ds", 6, 4, 0)
+    shards = Manifest.load(root).shards
+    cache = tmp_path / "cache"
+    take(make_loader(root, 4, 0, 0, 1, 6, cache=cache), 1)
+    assert len(list((cache / "verified").iterdir())) == len(shards)  # one stamp per verified shard
+    # Corrupted in place with size, inode and mtime kept: the stamp vouches for it, no second hashing.
+    shard = root / shards[0].path
+    st = shard.stat()
+    with open(shard, "r+b") as f:
+        f.write(b"\xff")
+    os.utime(shard, ns=(st.st_atime_ns, st.st_mtime_ns))
+    take(make_loader(root, 4, 0, 0, 1, 6, cache=cache), 1)
+    # Any rewrite that changes the mtime is checked again.
+    os.utime(shard, ns=(st.st_atime_ns, st.st_mtime_ns + 1))
+    with pytest.raises(UserError, match="sha256"):
+        take(make_loader(root, 4, 0, 0, 1, 6, cache=cache), 1)
