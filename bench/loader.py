@@ -128,7 +128,7 @@ def hf_streaming_batches(corpus, data, args):
         ds = ds.map(tokenize, batched=True, remove_columns=columns)
         ds = ds.map(group, batched=True)
         return DataLoader(ds, batch_size=args.batch_size, collate_fn=collator, num_workers=args.workers)
-    return forever(make)
+    return lambda: forever(make)
 
 
 def hf_pretokenized_batches(corpus, data, args):
@@ -142,8 +142,8 @@ def hf_pretokenized_batches(corpus, data, args):
     ds = ds.map(group, batched=True)
     collator = DataCollatorForLanguageModeling(tok, mlm_probability=0.15)
     log(f"  hf_pretokenized: {len(ds):,} samples of {args.seq_len}")
-    return forever(lambda: DataLoader(ds, batch_size=args.batch_size, shuffle=True, collate_fn=collator,
-                                      num_workers=args.workers, persistent_workers=args.workers > 0))
+    return lambda: forever(lambda: DataLoader(ds, batch_size=args.batch_size, shuffle=True, collate_fn=collator,
+                                              num_workers=args.workers, persistent_workers=args.workers > 0))
 
 
 class RawMemmap(IterableDataset):
@@ -214,6 +214,7 @@ def main():
     ap.add_argument("--workers", type=int, default=2, help="DataLoader workers on every side (default: 2)")
     ap.add_argument("--batches", type=int, default=150, help="timed batches per side (default: %(default)s)")
     ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds of all sides; medians count")
     ap.add_argument("--ttfb-repeats", type=int, default=21,
                     help="worker start-up dominates and varies: many runs, the median counts (default: %(default)s)")
     ap.add_argument("--mds-venv", default=str(REPO / "bench" / ".venv-mds"),
@@ -228,21 +229,28 @@ def main():
         f"{Manifest.load(data).total_tokens:,} tokens; {args.batches} batches of {args.batch_size} x {args.seq_len}, "
         f"{args.workers} workers")
 
-    rate = {}
+    # Every side is timed in each round, rounds interleaved, and its median counts: on a shared machine a
+    # burst of someone else's work then spoils one round of one side, not the figure.
+    sides = {
+        "graft": lambda: iter(graft_loader(data, args)),
+        # diagnostic: the loader's own cost, without masking
+        "graft_unmasked": lambda: iter(graft_loader(data, args, collate=raw_tokens)),
+        "memmap": lambda: memmap_batches(data, args),
+        "hf_pretokenized": hf_pretokenized_batches(corpus, data, args),  # run_mlm.py; preprocessing not timed
+        "hf_streaming": hf_streaming_batches(corpus, data, args),
+    }
+    rounds = {name: [] for name in [*sides, *([] if args.skip_mds else ["mds"])]}
     n, w, b = args.batches, args.warmup, args.batch_size
-    log("graft ...")
-    rate["graft"] = timed(iter(graft_loader(data, args)), n, w, b)
-    log("graft without masking (diagnostic: the loader's own cost) ...")
-    rate["graft_unmasked"] = timed(iter(graft_loader(data, args, collate=raw_tokens)), n, w, b)
-    log("memmap ceiling ...")
-    rate["memmap"] = timed(memmap_batches(data, args), n, w, b)
-    log("hf_pretokenized (run_mlm.py) ...")
-    rate["hf_pretokenized"] = timed(hf_pretokenized_batches(corpus, data, args), n, w, b)
-    log("hf_streaming ...")
-    rate["hf_streaming"] = timed(hf_streaming_batches(corpus, data, args), n, w, b)
-    if not args.skip_mds:
-        log("mosaicml-streaming ...")
-        rate["mds"] = mds_samples_per_s(data, work, args)
+    for r in range(args.rounds):
+        for name, make in sides.items():
+            log(f"round {r + 1}/{args.rounds}: {name} ...")
+            batches = make()
+            rounds[name].append(timed(batches, n, w, b))
+            del batches  # shuts its workers down before the next side runs
+        if not args.skip_mds:
+            log(f"round {r + 1}/{args.rounds}: mosaicml-streaming ...")
+            rounds["mds"].append(mds_samples_per_s(data, work, args))
+    rate = {name: statistics.median(v) if None not in v else None for name, v in rounds.items()}
     log("time to first batch ...")
     ttfb = {0: [], 10 ** 8: []}
     for _ in range(args.ttfb_repeats):
@@ -250,7 +258,9 @@ def main():
             ttfb[consumed].append(time_to_first_batch(data, args, consumed))
     ttfb0, ttfb_resume = statistics.median(ttfb[0]), statistics.median(ttfb[10 ** 8])
 
-    log("samples/s: " + ", ".join(f"{k} {v:,.0f}" if v else f"{k} n/a" for k, v in rate.items()))
+    log("samples/s (median): " + ", ".join(f"{k} {v:,.0f}" if v else f"{k} n/a" for k, v in rate.items()))
+    log("samples/s per round: " + "; ".join(f"{k} " + " ".join(f"{x:,.0f}" if x else "n/a" for x in v)
+                                            for k, v in rounds.items()))
     log(f"time to first batch (median of {args.ttfb_repeats}): at 0 {ttfb0 * 1e3:.1f} ms, "
         f"resumed at 1e8 {ttfb_resume * 1e3:.1f} ms")
     ratio = lambda other: round(rate["graft"] / rate[other], 3) if rate.get(other) else None  # noqa: E731

@@ -80,7 +80,8 @@ class MLMCollator:
         # The n_masked candidates with the smallest hash are chosen: exactly that many, uniformly (64-bit
         # hashes do not tie). A row's threshold is its n_masked-th smallest key: only the k smallest of each
         # row are sorted (partition first), not the whole row.
-        keys = np.where(candidate, noise, np.uint64(2**64 - 1))
+        keys = noise.copy()
+        keys[~candidate] = np.uint64(2**64 - 1)
         k = int(n_masked.max())
         if not k:
             return ids, np.full_like(ids, IGNORE)
