@@ -8,6 +8,10 @@ DataLoader worker w of N builds groups w, w + N, ... The only state is the numbe
 a run resumed with any number of ranks, workers or micro-batch size continues exactly where all ranks
 together stopped: nothing skipped, nothing repeated.
 
+A worker builds whole micro-batches: the order of its next LOOKUP_GROUPS groups in one vectorised lookup,
+the segments of a micro-batch in one gather per shard (packing.read_batch), the collator over the batch
+arrays; the batch reaches the training process through shared memory (handoff.py), not the pipe.
+
 Recurrence lanes (`data.lanes: true`, for Transformer-XL): the global batch is L = W * B lanes; lane j
 owns the contiguous run of segments [j * m, (j + 1) * m) of the epoch (m = n // L, rotated by a seeded
 offset per epoch), and row j at step t + 1 reads the segment after row j's at step t. The lane count and

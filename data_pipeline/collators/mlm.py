@@ -80,18 +80,20 @@ class MLMCollator:
         # The n_masked candidates with the smallest hash are chosen: exactly that many, uniformly (64-bit
         # hashes do not tie). A row's threshold is its n_masked-th smallest key: only the k smallest of each
         # row are sorted (partition first), not the whole row.
-        keys = noise.copy()
-        keys[~candidate] = np.uint64(2**64 - 1)
+        never = np.uint64(2**64 - 1)
+        keys = noise  # changed in place: only candidates' noise is read below
+        keys[~candidate] = never
         k = int(n_masked.max())
         if not k:
             return ids, np.full_like(ids, IGNORE)
         smallest = np.sort(np.partition(keys, k - 1, axis=1)[:, :k], axis=1)
         threshold = np.take_along_axis(smallest, np.maximum(n_masked, 1)[:, None] - 1, axis=1)
-        chosen = candidate & (keys <= threshold) & (n_masked > 0)[:, None]
-        labels = np.where(chosen, ids, IGNORE)
+        threshold[n_masked == 0] = never - np.uint64(1)  # rows without candidates: nothing
+        where = np.flatnonzero(keys <= threshold)
+        labels = np.full_like(ids, IGNORE)
+        labels.ravel()[where] = ids.ravel()[where]
         # The chosen positions' corruption: [MASK], a random token or unchanged, from the hash's low 32 bits
         # (independent of the high bits that chose them); a random token from a second hash of the noise.
-        where = np.flatnonzero(chosen)
         picked = noise.ravel()[where]
         action = (picked & np.uint64(0xFFFFFFFF)).astype(np.float64) * 2.0**-32
         masked = ids.copy()
