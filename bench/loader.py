@@ -62,15 +62,18 @@ def make_corpus(work: Path, copies: int) -> list[Path]:
     return paths
 
 
-def timed(batches, n: int, warmup: int, batch_size: int) -> float:
-    """Samples per second over `n` batches after `warmup` (worker start-up, first reads) are discarded."""
+def timed(batches, n: int, warmup: int, batch_size: int, min_seconds: float) -> float:
+    """Samples per second over at least `n` batches and `min_seconds`, after `warmup` batches (worker start-up,
+    first reads) are discarded. The time floor keeps fast sides from being timed over a few milliseconds,
+    where noise and the batches already prefetched during warm-up would dominate."""
     it = iter(batches)
     for _ in range(warmup):
         next(it)
-    start = time.perf_counter()
-    for _ in range(n):
+    start, done = time.perf_counter(), 0
+    while done < n or time.perf_counter() - start < min_seconds:
         next(it)
-    return n * batch_size / (time.perf_counter() - start)
+        done += 1
+    return done * batch_size / (time.perf_counter() - start)
 
 
 def forever(make_loader):
@@ -142,8 +145,10 @@ def hf_pretokenized_batches(corpus, data, args):
     ds = ds.map(group, batched=True)
     collator = DataCollatorForLanguageModeling(tok, mlm_probability=0.15)
     log(f"  hf_pretokenized: {len(ds):,} samples of {args.seq_len}")
-    return lambda: forever(lambda: DataLoader(ds, batch_size=args.batch_size, shuffle=True, collate_fn=collator,
-                                              num_workers=args.workers, persistent_workers=args.workers > 0))
+    # One DataLoader with persistent workers: a new epoch does not restart them (run_mlm's epochs are long).
+    loader = DataLoader(ds, batch_size=args.batch_size, shuffle=True, collate_fn=collator, num_workers=args.workers,
+                        persistent_workers=args.workers > 0)
+    return lambda: forever(lambda: loader)
 
 
 class RawMemmap(IterableDataset):
@@ -185,7 +190,8 @@ def mds_samples_per_s(data: Path, work: Path, args) -> float | None:
     result = subprocess.run([str(python), str(REPO / "bench" / "mds_side.py"), "--dataset", str(data),
                              "--mds", str(work / "mds"), "--seq-len", str(args.seq_len), "--batch-size",
                              str(args.batch_size), "--workers", str(args.workers), "--batches", str(args.batches),
-                             "--warmup", str(args.warmup)], capture_output=True, text=True,
+                             "--warmup", str(args.warmup),
+                             "--min-seconds", str(args.min_seconds)], capture_output=True, text=True,
                             env={**os.environ, "PYTHONPATH": ""})
     if result.returncode != 0:
         log(f"  mosaicml-streaming side failed:\n{result.stderr[-3000:]}")
@@ -215,6 +221,7 @@ def main():
     ap.add_argument("--batches", type=int, default=150, help="timed batches per side (default: %(default)s)")
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds of all sides; medians count")
+    ap.add_argument("--min-seconds", type=float, default=1.5, help="timed window per side and round, at least")
     ap.add_argument("--ttfb-repeats", type=int, default=21,
                     help="worker start-up dominates and varies: many runs, the median counts (default: %(default)s)")
     ap.add_argument("--mds-venv", default=str(REPO / "bench" / ".venv-mds"),
@@ -245,7 +252,7 @@ def main():
         for name, make in sides.items():
             log(f"round {r + 1}/{args.rounds}: {name} ...")
             batches = make()
-            rounds[name].append(timed(batches, n, w, b))
+            rounds[name].append(timed(batches, n, w, b, args.min_seconds))
             del batches  # shuts its workers down before the next side runs
         if not args.skip_mds:
             log(f"round {r + 1}/{args.rounds}: mosaicml-streaming ...")

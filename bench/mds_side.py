@@ -60,6 +60,7 @@ def main():
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--batches", type=int, default=200)
     ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--min-seconds", type=float, default=0.0)
     args = ap.parse_args()
 
     manifest = Manifest.load(args.dataset)
@@ -79,15 +80,20 @@ def main():
     loader = torch.utils.data.DataLoader(ds, batch_size=args.batch_size, num_workers=args.workers,
                                          collate_fn=Collate(mlm), persistent_workers=args.workers > 0)
     done, started = 0, None
-    while done < args.warmup + args.batches:  # several epochs when the corpus is small
+
+    def finished():  # bench/loader.py's rule: at least `batches` batches and `min_seconds` after warm-up
+        return started is not None and done - args.warmup >= args.batches and \
+            time.perf_counter() - started >= args.min_seconds
+
+    while not finished():  # several epochs when the corpus is small
         for _ in loader:
             done += 1
             if done == args.warmup:
                 started = time.perf_counter()
-            if done == args.warmup + args.batches:
+            if finished():
                 break
     elapsed = time.perf_counter() - started
-    print(json.dumps({"samples_per_s": args.batches * args.batch_size / elapsed}))
+    print(json.dumps({"samples_per_s": (done - args.warmup) * args.batch_size / elapsed}))
 
 
 if __name__ == "__main__":
