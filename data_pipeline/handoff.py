@@ -12,6 +12,7 @@ ring of prefetch_factor + 2 slots is never full; the wait in `_free_slot` is onl
 
 from __future__ import annotations
 
+import math
 import time
 
 import torch
@@ -29,10 +30,7 @@ def _layout(batch: dict[str, torch.Tensor]) -> tuple[list[tuple], int]:
 
 
 def _view(buffer: torch.Tensor, dtype: torch.dtype, shape: tuple, offset: int) -> torch.Tensor:
-    numel = 1
-    for n in shape:
-        numel *= n
-    return buffer[offset:offset + numel * dtype.itemsize].view(dtype).view(shape)
+    return buffer[offset:offset + math.prod(shape) * dtype.itemsize].view(dtype).view(shape)
 
 
 class WorkerRing:
@@ -50,7 +48,7 @@ class WorkerRing:
         layout, size = _layout(batch)
         if self.buffer is None:
             self.layout, self.slot_bytes = layout, size
-            # One flag per slot (1: holds a batch not yet copied out), then the slots.
+            # A flag per slot (1: holds a batch not yet copied out) and the slots, both in shared memory.
             self.busy = torch.zeros(self.slots, dtype=torch.int32).share_memory_()
             self.buffer = torch.empty(self.slots * size, dtype=torch.uint8).share_memory_()
             ring = (self.busy, self.buffer, layout, size)
