@@ -62,7 +62,7 @@ def split_sizes(n_docs: int, draw_sizes: list[int]) -> list[int]:
 # ---- PackedSegments -------------------------------------------------------------------------------------------
 
 def check_segments(root: Path, docs: list[np.ndarray], length: int):
-    segments = PackedSegments(root, length)
+    segments = PackedSegments(root, length, cache_dir=stamps_dir(root))
     flat = np.concatenate(docs)
     assert len(segments) == len(flat) // length
     doc_starts = np.concatenate([[0], np.cumsum([len(d) for d in docs])[:-1]])
@@ -145,9 +145,14 @@ def loader_dataset(root: Path, n_segments: int, length: int, tail: int, doc_len:
     return build_dataset(root, positional_docs(lengths), split_sizes(len(lengths), [3] * len(lengths)), "<u4")
 
 
+def stamps_dir(root: Path) -> str:
+    """Beside the test's dataset, so the checksum stamps of many small datasets do not pile up in ~/.cache."""
+    return str(Path(root).parent / "graft-cache")
+
+
 def make_loader(root, length, seed, rank, world, micro_batch, workers=0, cache=None):
     cfg = DataConfig(path=str(root), seq_len=max(8, length + 2), num_workers=workers, prefetch_factor=2,
-                     cache_dir=None if cache is None else str(cache))
+                     cache_dir=str(cache or stamps_dir(root)))
     return Loader(cfg, length, collate, seed=seed, rank=rank, world=world, micro_batch=micro_batch)
 
 
@@ -338,7 +343,8 @@ def test_resume_with_other_ranks_workers_and_batch(tmp_path_factory, n, old, new
 # ---- recurrence lanes ------------------------------------------------------------------------------------------
 
 def make_lane_loader(root, length, seed, rank, world, micro_batch, workers=0):
-    cfg = DataConfig(path=str(root), seq_len=max(8, length + 2), num_workers=workers, prefetch_factor=2, lanes=True)
+    cfg = DataConfig(path=str(root), seq_len=max(8, length + 2), num_workers=workers, prefetch_factor=2, lanes=True,
+                     cache_dir=stamps_dir(root))
     return Loader(cfg, length, collate, seed=seed, rank=rank, world=world, micro_batch=micro_batch)
 
 
@@ -426,7 +432,8 @@ def test_windowed_order_is_a_permutation_with_locality(n, block, window, seed, e
 def test_loader_with_shuffle_window_resumes_at_another_world_size(tmp_path):
     length, seed, n = 4, 6, 30
     root = loader_dataset(tmp_path / "ds", n, length, 2)  # 9 shards of 3 docs x 5 tokens (the last: 2 tokens)
-    cfg = lambda: DataConfig(path=str(root), seq_len=8, num_workers=0, shuffle_window_shards=2)  # noqa: E731
+    cfg = lambda: DataConfig(path=str(root), seq_len=8, num_workers=0, shuffle_window_shards=2,  # noqa: E731
+                             cache_dir=stamps_dir(root))
     loader = Loader(cfg(), length, collate, seed=seed, rank=0, world=1, micro_batch=4)
     order = loader.order
     assert order.window == 2 and order.block == round(122 / 9 / length)  # segments per shard, on average
