@@ -35,6 +35,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from data_pipeline.collators.mlm import MLMCollator, MLMConfig  # noqa: E402
+from data_pipeline.handoff import RingReceiver, WorkerRing  # noqa: E402
 from data_pipeline.loader import DataConfig, Loader  # noqa: E402
 from data_pipeline.prepare import TOKENIZER_FILE, prepare  # noqa: E402
 from data_pipeline.shards import Manifest  # noqa: E402
@@ -61,15 +62,18 @@ def make_corpus(work: Path, copies: int) -> list[Path]:
     return paths
 
 
-def timed(batches, n: int, warmup: int, batch_size: int) -> float:
-    """Samples per second over `n` batches after `warmup` (worker start-up, first reads) are discarded."""
+def timed(batches, n: int, warmup: int, batch_size: int, min_seconds: float) -> float:
+    """Samples per second over at least `n` batches and `min_seconds`, after `warmup` batches (worker start-up,
+    first reads) are discarded. The time floor keeps fast sides from being timed over a few milliseconds,
+    where noise and the batches already prefetched during warm-up would dominate."""
     it = iter(batches)
     for _ in range(warmup):
         next(it)
-    start = time.perf_counter()
-    for _ in range(n):
+    start, done = time.perf_counter(), 0
+    while done < n or time.perf_counter() - start < min_seconds:
         next(it)
-    return n * batch_size / (time.perf_counter() - start)
+        done += 1
+    return done * batch_size / (time.perf_counter() - start)
 
 
 def forever(make_loader):
@@ -79,8 +83,8 @@ def forever(make_loader):
 
 # ---- the sides ----------------------------------------------------------------------------------------------
 
-def stack_tokens(samples):
-    return torch.from_numpy(np.stack([s.tokens for s in samples]))
+def raw_tokens(batch):
+    return {"input_ids": torch.from_numpy(batch.tokens)}
 
 
 def graft_loader(data: Path, args, consumed: int = 0, collate=None) -> Loader:
@@ -127,7 +131,7 @@ def hf_streaming_batches(corpus, data, args):
         ds = ds.map(tokenize, batched=True, remove_columns=columns)
         ds = ds.map(group, batched=True)
         return DataLoader(ds, batch_size=args.batch_size, collate_fn=collator, num_workers=args.workers)
-    return forever(make)
+    return lambda: forever(make)
 
 
 def hf_pretokenized_batches(corpus, data, args):
@@ -141,32 +145,39 @@ def hf_pretokenized_batches(corpus, data, args):
     ds = ds.map(group, batched=True)
     collator = DataCollatorForLanguageModeling(tok, mlm_probability=0.15)
     log(f"  hf_pretokenized: {len(ds):,} samples of {args.seq_len}")
-    return forever(lambda: DataLoader(ds, batch_size=args.batch_size, shuffle=True, collate_fn=collator,
-                                      num_workers=args.workers, persistent_workers=args.workers > 0))
+    # One DataLoader with persistent workers: a new epoch does not restart them (run_mlm's epochs are long).
+    loader = DataLoader(ds, batch_size=args.batch_size, shuffle=True, collate_fn=collator, num_workers=args.workers,
+                        persistent_workers=args.workers > 0)
+    return lambda: forever(lambda: loader)
 
 
 class RawMemmap(IterableDataset):
-    """Batches of raw segments read straight from the memory-mapped shards, in a seeded random order."""
+    """Batches of raw 512-token windows read straight from the memory-mapped shards at random places: one
+    gather per batch, and the same shared-memory hand-off as Graft's loader (the ceiling for both)."""
 
-    def __init__(self, data: Path, length: int, batch_size: int):
-        self.data, self.length, self.batch_size = data, length, batch_size
+    def __init__(self, data: Path, length: int, batch_size: int, prefetch: int):
+        self.data, self.length, self.batch_size, self.prefetch = data, length, batch_size, prefetch
 
     def __iter__(self):
         info = get_worker_info()
         worker = info.id if info else 0
+        ring = WorkerRing(worker, self.prefetch + 2)
         manifest = Manifest.load(self.data)
-        maps = [np.memmap(self.data / s.path, dtype=manifest.dtype, mode="r", shape=(s.tokens,))
+        maps = [np.asarray(np.memmap(self.data / s.path, dtype=manifest.dtype, mode="r", shape=(s.tokens,)))
                 for s in manifest.shards]
         rng = np.random.default_rng(worker)
+        window = np.arange(self.length)
         while True:
             shard = maps[rng.integers(len(maps))]
             starts = rng.integers(0, len(shard) - self.length, size=self.batch_size)
-            yield torch.from_numpy(np.stack([shard[s:s + self.length] for s in starts]).astype(np.int64))
+            yield ring.pack({"input_ids": torch.from_numpy(shard[starts[:, None] + window].astype(np.int64))})
 
 
 def memmap_batches(data, args):
-    return iter(DataLoader(RawMemmap(data, args.seq_len, args.batch_size), batch_size=None,
-                           num_workers=args.workers))
+    receiver = RingReceiver()
+    loader = DataLoader(RawMemmap(data, args.seq_len, args.batch_size, prefetch=4), batch_size=None,
+                        num_workers=args.workers, prefetch_factor=4)
+    return (receiver.unpack(message) for message in loader)
 
 
 def mds_samples_per_s(data: Path, work: Path, args) -> float | None:
@@ -179,7 +190,8 @@ def mds_samples_per_s(data: Path, work: Path, args) -> float | None:
     result = subprocess.run([str(python), str(REPO / "bench" / "mds_side.py"), "--dataset", str(data),
                              "--mds", str(work / "mds"), "--seq-len", str(args.seq_len), "--batch-size",
                              str(args.batch_size), "--workers", str(args.workers), "--batches", str(args.batches),
-                             "--warmup", str(args.warmup)], capture_output=True, text=True,
+                             "--warmup", str(args.warmup),
+                             "--min-seconds", str(args.min_seconds)], capture_output=True, text=True,
                             env={**os.environ, "PYTHONPATH": ""})
     if result.returncode != 0:
         log(f"  mosaicml-streaming side failed:\n{result.stderr[-3000:]}")
@@ -208,6 +220,8 @@ def main():
     ap.add_argument("--workers", type=int, default=2, help="DataLoader workers on every side (default: 2)")
     ap.add_argument("--batches", type=int, default=150, help="timed batches per side (default: %(default)s)")
     ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds of all sides; medians count")
+    ap.add_argument("--min-seconds", type=float, default=1.5, help="timed window per side and round, at least")
     ap.add_argument("--ttfb-repeats", type=int, default=21,
                     help="worker start-up dominates and varies: many runs, the median counts (default: %(default)s)")
     ap.add_argument("--mds-venv", default=str(REPO / "bench" / ".venv-mds"),
@@ -222,21 +236,28 @@ def main():
         f"{Manifest.load(data).total_tokens:,} tokens; {args.batches} batches of {args.batch_size} x {args.seq_len}, "
         f"{args.workers} workers")
 
-    rate = {}
+    # Every side is timed in each round, rounds interleaved, and its median counts: on a shared machine a
+    # burst of someone else's work then spoils one round of one side, not the figure.
+    sides = {
+        "graft": lambda: iter(graft_loader(data, args)),
+        # diagnostic: the loader's own cost, without masking
+        "graft_unmasked": lambda: iter(graft_loader(data, args, collate=raw_tokens)),
+        "memmap": lambda: memmap_batches(data, args),
+        "hf_pretokenized": hf_pretokenized_batches(corpus, data, args),  # run_mlm.py; preprocessing not timed
+        "hf_streaming": hf_streaming_batches(corpus, data, args),
+    }
+    rounds = {name: [] for name in [*sides, *([] if args.skip_mds else ["mds"])]}
     n, w, b = args.batches, args.warmup, args.batch_size
-    log("graft ...")
-    rate["graft"] = timed(iter(graft_loader(data, args)), n, w, b)
-    log("graft without masking (diagnostic: the loader's own cost) ...")
-    rate["graft_unmasked"] = timed(iter(graft_loader(data, args, collate=stack_tokens)), n, w, b)
-    log("memmap ceiling ...")
-    rate["memmap"] = timed(memmap_batches(data, args), n, w, b)
-    log("hf_pretokenized (run_mlm.py) ...")
-    rate["hf_pretokenized"] = timed(hf_pretokenized_batches(corpus, data, args), n, w, b)
-    log("hf_streaming ...")
-    rate["hf_streaming"] = timed(hf_streaming_batches(corpus, data, args), n, w, b)
-    if not args.skip_mds:
-        log("mosaicml-streaming ...")
-        rate["mds"] = mds_samples_per_s(data, work, args)
+    for r in range(args.rounds):
+        for name, make in sides.items():
+            log(f"round {r + 1}/{args.rounds}: {name} ...")
+            batches = make()
+            rounds[name].append(timed(batches, n, w, b, args.min_seconds))
+            del batches  # shuts its workers down before the next side runs
+        if not args.skip_mds:
+            log(f"round {r + 1}/{args.rounds}: mosaicml-streaming ...")
+            rounds["mds"].append(mds_samples_per_s(data, work, args))
+    rate = {name: statistics.median(v) if None not in v else None for name, v in rounds.items()}
     log("time to first batch ...")
     ttfb = {0: [], 10 ** 8: []}
     for _ in range(args.ttfb_repeats):
@@ -244,7 +265,9 @@ def main():
             ttfb[consumed].append(time_to_first_batch(data, args, consumed))
     ttfb0, ttfb_resume = statistics.median(ttfb[0]), statistics.median(ttfb[10 ** 8])
 
-    log("samples/s: " + ", ".join(f"{k} {v:,.0f}" if v else f"{k} n/a" for k, v in rate.items()))
+    log("samples/s (median): " + ", ".join(f"{k} {v:,.0f}" if v else f"{k} n/a" for k, v in rate.items()))
+    log("samples/s per round: " + "; ".join(f"{k} " + " ".join(f"{x:,.0f}" if x else "n/a" for x in v)
+                                            for k, v in rounds.items()))
     log(f"time to first batch (median of {args.ttfb_repeats}): at 0 {ttfb0 * 1e3:.1f} ms, "
         f"resumed at 1e8 {ttfb_resume * 1e3:.1f} ms")
     ratio = lambda other: round(rate["graft"] / rate[other], 3) if rate.get(other) else None  # noqa: E731

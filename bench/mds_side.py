@@ -18,7 +18,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # Graft's collator, from this checkout
 from data_pipeline.collators.mlm import MLMCollator, MLMConfig  # noqa: E402
-from data_pipeline.packing import PackedSegments, Segment  # noqa: E402
+from data_pipeline.packing import PackedSegments, Segment, SegmentBatch  # noqa: E402
 from data_pipeline.shards import Manifest  # noqa: E402
 
 
@@ -27,8 +27,8 @@ class Collate:
         self.mlm = mlm
 
     def __call__(self, rows):
-        return self.mlm([Segment(index=int(r["index"]), tokens=r["tokens"].astype(np.int64),
-                                 doc_starts=r["doc_starts"][1:]) for r in rows])
+        return self.mlm(SegmentBatch.of([Segment(index=int(r["index"]), tokens=r["tokens"].astype(np.int64),
+                                                 doc_starts=r["doc_starts"][1:]) for r in rows]))
 
 
 def import_streaming():
@@ -60,6 +60,7 @@ def main():
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--batches", type=int, default=200)
     ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--min-seconds", type=float, default=0.0)
     args = ap.parse_args()
 
     manifest = Manifest.load(args.dataset)
@@ -79,15 +80,20 @@ def main():
     loader = torch.utils.data.DataLoader(ds, batch_size=args.batch_size, num_workers=args.workers,
                                          collate_fn=Collate(mlm), persistent_workers=args.workers > 0)
     done, started = 0, None
-    while done < args.warmup + args.batches:  # several epochs when the corpus is small
+
+    def finished():  # bench/loader.py's rule: at least `batches` batches and `min_seconds` after warm-up
+        return started is not None and done - args.warmup >= args.batches and \
+            time.perf_counter() - started >= args.min_seconds
+
+    while not finished():  # several epochs when the corpus is small
         for _ in loader:
             done += 1
             if done == args.warmup:
                 started = time.perf_counter()
-            if done == args.warmup + args.batches:
+            if finished():
                 break
     elapsed = time.perf_counter() - started
-    print(json.dumps({"samples_per_s": args.batches * args.batch_size / elapsed}))
+    print(json.dumps({"samples_per_s": (done - args.warmup) * args.batch_size / elapsed}))
 
 
 if __name__ == "__main__":

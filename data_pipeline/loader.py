@@ -8,6 +8,10 @@ DataLoader worker w of N builds groups w, w + N, ... The only state is the numbe
 a run resumed with any number of ranks, workers or micro-batch size continues exactly where all ranks
 together stopped: nothing skipped, nothing repeated.
 
+A worker builds whole micro-batches: the order of its next LOOKUP_GROUPS groups in one vectorised lookup,
+the segments of a micro-batch in one gather per shard (packing.read_batch), the collator over the batch
+arrays; the batch reaches the training process through shared memory (handoff.py), not the pipe.
+
 Recurrence lanes (`data.lanes: true`, for Transformer-XL): the global batch is L = W * B lanes; lane j
 owns the contiguous run of segments [j * m, (j + 1) * m) of the epoch (m = n // L, rotated by a seeded
 offset per epoch), and row j at step t + 1 reads the segment after row j's at step t. The lane count and
@@ -16,6 +20,7 @@ step are the state; resuming needs the same global batch (the lanes), at any W x
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
@@ -24,8 +29,11 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from data_pipeline.errors import UserError
-from data_pipeline.packing import DEFAULT_CACHE_BYTES, PackedSegments, Segment
+from data_pipeline.handoff import RingReceiver, WorkerRing
+from data_pipeline.packing import DEFAULT_CACHE_BYTES, PackedSegments, SegmentBatch
 from data_pipeline.permutation import Permutation, mix64, sample_order  # noqa: F401 - sample_order re-exported
+
+LOOKUP_GROUPS = 32  # micro-batch groups whose sample order a worker looks up at once (~1 ms)
 
 
 @dataclass
@@ -72,16 +80,20 @@ class GlobalOrder:
                             f"for {lanes} lanes (ranks x micro-batch); use more data or a smaller batch")
 
     def segments(self, first: int, count: int) -> np.ndarray:
-        g = np.arange(first, first + count, dtype=np.int64)
+        return self.segments_at(np.arange(first, first + count, dtype=np.int64))
+
+    def segments_at(self, g: np.ndarray) -> np.ndarray:
+        """The segments of global samples `g` (any shape)."""
+        shape, g = g.shape, g.ravel()
         if self.lanes:
-            return self._lane_segments(g)
-        out = np.empty(count, dtype=np.int64)
+            return self._lane_segments(g).reshape(shape)
+        out = np.empty(len(g), dtype=np.int64)
         epochs = g // self.n
         for epoch in np.unique(epochs):
             here = epochs == epoch
             pos = g[here] % self.n
             out[here] = self._windowed(int(epoch), pos) if self.window else self._perm(self.n, epoch).map(pos)
-        return out
+        return out.reshape(shape)
 
     def _perm(self, n: int, epoch: int, *salt: int) -> Permutation:
         key = (n, int(epoch), *salt)
@@ -111,8 +123,9 @@ class GlobalOrder:
         per_lane = self.n // self.lanes
         step, lane = g // self.lanes, g % self.lanes
         epoch = step // per_lane
-        shift = np.array([np.random.default_rng([self.seed, int(e), 0x1A4E]).integers(self.n) for e in epoch],
-                         dtype=np.int64)
+        epochs, which = np.unique(epoch, return_inverse=True)
+        shift = np.array([np.random.default_rng([self.seed, int(e), 0x1A4E]).integers(self.n) for e in epochs],
+                         dtype=np.int64)[which]
         return (lane * per_lane + step % per_lane + shift) % self.n
 
 
@@ -122,30 +135,31 @@ class _RankStream(IterableDataset):
     DataLoader reads its workers round-robin, so the batches arrive in group order.
     """
 
-    def __init__(self, segments: PackedSegments, collate: Callable[[list[Segment]], dict], order: GlobalOrder,
-                 rank: int, world: int, micro_batch: int, base: int):
+    def __init__(self, segments: PackedSegments, collate: Callable[[SegmentBatch], dict], order: GlobalOrder,
+                 rank: int, world: int, micro_batch: int, base: int, prefetch: int):
         self.segments, self.collate, self.order = segments, collate, order
         self.rank, self.world, self.micro_batch, self.base = rank, world, micro_batch, base
+        self.prefetch = prefetch
 
     def __iter__(self) -> Iterator[dict]:
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info else (0, 1)
-        group = worker
-        while True:
-            first = self.base + (group * self.world + self.rank) * self.micro_batch
-            chosen = self.order.segments(first, self.micro_batch)
-            samples = []
-            for g, seg in zip(range(first, first + self.micro_batch), chosen):
-                tokens, doc_starts = self.segments.read(int(seg))
-                samples.append(Segment(index=g, tokens=tokens, doc_starts=doc_starts))
-            yield self.collate(samples)
-            group += workers
+        ring = WorkerRing(worker, self.prefetch + 2) if info else None
+        offsets = np.arange(self.micro_batch, dtype=np.int64)
+        for group in itertools.count(worker, workers * LOOKUP_GROUPS):
+            # The order of several of this worker's groups in one lookup: its cost is mostly per call.
+            groups = group + workers * np.arange(LOOKUP_GROUPS)
+            indices = (self.base + (groups[:, None] * self.world + self.rank) * self.micro_batch) + offsets
+            chosen = self.order.segments_at(indices)
+            for row_indices, row_segments in zip(indices, chosen):
+                batch = self.collate(self.segments.read_batch(row_segments, row_indices))
+                yield ring.pack(batch) if ring else batch
 
 
 class Loader:
     """Iterates one rank's micro-batches forever; `state_dict()` is the global count of consumed samples."""
 
-    def __init__(self, cfg: DataConfig, raw_length: int, collate: Callable[[list[Segment]], dict],
+    def __init__(self, cfg: DataConfig, raw_length: int, collate: Callable[[SegmentBatch], dict],
                  seed: int, rank: int, world: int, micro_batch: int):
         self.cfg, self.collate, self.seed = cfg, collate, seed
         self.rank, self.world, self.micro_batch = rank, world, micro_batch
@@ -175,16 +189,17 @@ class Loader:
     def __iter__(self) -> Iterator[dict]:
         per_group = self.world * self.micro_batch
         stream = _RankStream(self.segments, self.collate, self.order, self.rank, self.world, self.micro_batch,
-                             base=self.consumed)
+                             base=self.consumed, prefetch=self.cfg.prefetch_factor)
         workers = self.cfg.num_workers
         # An own generator: seeding workers must not draw from the global torch RNG, whose state (dropout
         # noise) is checkpointed; a resumed run would otherwise see shifted dropout masks.
         loader = DataLoader(stream, batch_size=None, num_workers=workers,
                             prefetch_factor=self.cfg.prefetch_factor if workers else None,
                             persistent_workers=False, generator=torch.Generator().manual_seed(self.seed))
-        for batch in loader:
+        receiver = RingReceiver()
+        for message in loader:
             self.consumed += per_group
-            yield batch
+            yield receiver.unpack(message)
 
 
 def seeded_rng(seed: int, index: int) -> np.random.Generator:
@@ -192,14 +207,13 @@ def seeded_rng(seed: int, index: int) -> np.random.Generator:
     return np.random.default_rng([seed, index])
 
 
-def sample_noise(seed: int, indices: np.ndarray, length: int, stream: int = 0) -> np.ndarray:
-    """Uniform [0, 1) noise of shape [len(indices), length], a hash of (seed, stream, sample index, position):
+def sample_hash(seed: int, indices: np.ndarray, length: int) -> np.ndarray:
+    """Uniform 64-bit noise of shape [len(indices), length], a hash of (seed, sample index, position):
     identical for a sample after resume, at any world size, and in whatever batch it lands."""
     with np.errstate(over="ignore"):  # uint64 arithmetic wraps on purpose
-        key = mix64(np.uint64(seed) * np.uint64(0x9E3779B97F4A7C15) + np.uint64(stream))
+        key = mix64(np.uint64(seed) * np.uint64(0x9E3779B97F4A7C15))
         rows = mix64(np.asarray(indices, dtype=np.uint64) ^ key)[:, None]
-        x = mix64(rows + np.arange(length, dtype=np.uint64)[None, :] * np.uint64(0xD1B54A32D192ED03))
-    return (x >> np.uint64(11)).astype(np.float64) * 2.0**-53
+        return mix64(rows + np.arange(length, dtype=np.uint64)[None, :] * np.uint64(0xD1B54A32D192ED03))
 
 
 def to_tensors(arrays: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:

@@ -3,18 +3,20 @@
 Segment i covers global tokens [i * length, (i + 1) * length) of the shards in manifest order, so any
 segment is found in O(log shards) with no index to build. Document boundaries inside a segment are kept
 so collators can separate documents.
+
+The loader reads whole batches (`read_batch`): one vectorised gather per shard from its memory map and one
+boolean [batch, length] mask of document starts, so no Python runs per sample on the training path.
 """
 
 from __future__ import annotations
 
-import bisect
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 from data_pipeline.errors import UserError
-from data_pipeline.shards import Manifest, Shard, is_url, open_shard
+from data_pipeline.shards import DEFAULT_CACHE, Manifest, Shard, is_url, open_shard
 
 DEFAULT_CACHE_BYTES = 16 << 30
 MAX_MAPPED_REMOTE = 4
@@ -27,10 +29,36 @@ class Segment:
     doc_starts: np.ndarray  # positions in `tokens` where a document begins
 
 
+@dataclass
+class SegmentBatch:
+    """What a collator gets: a batch of equal-length segments as arrays."""
+
+    indices: np.ndarray  # [B] int64 global sample indices (seed each row's noise)
+    tokens: np.ndarray  # [B, length] int64 raw token ids
+    doc_start: np.ndarray  # [B, length] bool: a document begins at this position
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def segments(self) -> list[Segment]:
+        """Row by row, for collators whose work is per sample anyway (span sampling)."""
+        return [Segment(int(i), t, np.flatnonzero(d)) for i, t, d in zip(self.indices, self.tokens, self.doc_start)]
+
+    @classmethod
+    def of(cls, segments: list[Segment]) -> "SegmentBatch":
+        """The batch of equal-length `segments` (tests, tools)."""
+        tokens = np.stack([np.asarray(s.tokens, dtype=np.int64) for s in segments])
+        doc_start = np.zeros(tokens.shape, dtype=bool)
+        for row, s in enumerate(segments):
+            doc_start[row, np.asarray(s.doc_starts, dtype=np.int64)] = True
+        return cls(np.array([s.index for s in segments], dtype=np.int64), tokens, doc_start)
+
+
 class PackedSegments:
     def __init__(self, root: str | Path, length: int, cache_dir: str | Path | None = None,
                  cache_bytes: int = DEFAULT_CACHE_BYTES):
-        """`root` is a local directory or a URL; a URL's shards go through a cache of `cache_bytes` in `cache_dir`."""
+        """`root` is a local directory or a URL; a URL's shards go through a cache of `cache_bytes` in `cache_dir`,
+        where local shards' checksum stamps live too."""
         self.remote = is_url(str(root))
         self.root = str(root) if self.remote else Path(root)
         self.manifest = Manifest.load(self.root)
@@ -38,10 +66,10 @@ class PackedSegments:
             from data_pipeline.remote import ShardCache
 
             self.cache = ShardCache(self.root, cache_dir, cache_bytes)
+        self.stamps = Path(cache_dir or DEFAULT_CACHE) / "verified"
         self.length = length
         self.dtype = np.dtype(self.manifest.dtype)
         self._starts = np.cumsum([0] + [s.tokens for s in self.manifest.shards])
-        self._start_list = [int(x) for x in self._starts]  # bisect on a list beats numpy for one scalar
         self._shards: list[Shard | None] = [None] * len(self.manifest.shards)
         if len(self) == 0:
             raise UserError(f"dataset {self.root} has {self._starts[-1]} tokens, fewer than one sample of "
@@ -61,25 +89,48 @@ class PackedSegments:
                 self._shards[s] = self.cache.open(  # downloaded and verified
                     info, lambda local: open_shard(local.parent, replace(info, path=local.name), self.dtype))
             else:
-                self._shards[s] = open_shard(self.root, info, self.dtype)
+                self._shards[s] = open_shard(self.root, info, self.dtype, verify=True, stamps=self.stamps)
         return self._shards[s]
 
     def read(self, segment: int) -> tuple[np.ndarray, np.ndarray]:
         """(tokens, doc_starts) of one segment; it may span several shards."""
-        begin, end = segment * self.length, (segment + 1) * self.length
-        pieces, doc_starts = [], []
-        s = bisect.bisect_right(self._start_list, begin) - 1
-        pos = begin
-        while pos < end:
-            shard = self._shard(s)
-            base = self._start_list[s]
-            lo, hi = pos - base, min(end, self._start_list[s + 1]) - base
-            pieces.append(shard.tokens[lo:hi])
-            offsets = shard.offsets
-            first, last = np.searchsorted(offsets, (lo, hi), side="left")
-            doc_starts.append(offsets[first:last].astype(np.int64) - lo + (pos - begin))
-            pos += hi - lo
-            s += 1
-        if len(pieces) == 1:  # the common case: one shard
-            return pieces[0].astype(np.int64), doc_starts[0]
-        return np.concatenate(pieces).astype(np.int64), np.concatenate(doc_starts)
+        batch = self.read_batch(np.array([segment]), np.array([segment]))
+        return batch.tokens[0], np.flatnonzero(batch.doc_start[0])
+
+    def read_batch(self, segments: np.ndarray, indices: np.ndarray) -> SegmentBatch:
+        """Segments `segments` as the rows of a batch whose samples are `indices` (global sample numbers)."""
+        segments = np.asarray(segments, dtype=np.int64)
+        rows, length = len(segments), self.length
+        tokens = np.empty((rows, length), dtype=np.int64)
+        doc_start = np.zeros((rows, length), dtype=bool)
+        begin = segments * length
+        first = np.searchsorted(self._starts, begin, side="right") - 1  # the shard holding a row's first token
+        last = np.searchsorted(self._starts, begin + length - 1, side="right") - 1
+        whole = first == last
+        for s in np.unique(first[whole]):  # the common case: one gather per shard for all its rows
+            here = np.flatnonzero(whole & (first == s))
+            self._copy(int(s), here, begin[here] - self._starts[s], length, 0, tokens, doc_start)
+        for row in np.flatnonzero(~whole):  # a segment across shard boundaries: piece by piece (rare)
+            pos, end = int(begin[row]), int(begin[row]) + length
+            for s in range(int(first[row]), int(last[row]) + 1):
+                n = min(end, int(self._starts[s + 1])) - pos
+                if n:  # empty shards hold nothing
+                    self._copy(s, np.array([row]), np.array([pos - int(self._starts[s])]), n, pos - int(begin[row]),
+                               tokens, doc_start)
+                pos += n
+        return SegmentBatch(np.asarray(indices, dtype=np.int64), tokens, doc_start)
+
+    def _copy(self, s: int, rows: np.ndarray, lo: np.ndarray, n: int, at: int, tokens: np.ndarray,
+              doc_start: np.ndarray) -> None:
+        """Shard s's tokens [lo, lo + n) into columns [at, at + n) of `rows`, with their document starts."""
+        shard = self._shard(s)
+        tokens[rows, at:at + n] = shard.tokens[lo[:, None] + np.arange(n)]
+        offsets = shard.offsets
+        bounds = lo.astype(np.uint64)  # offsets are uint64: searching int64 in them would compare as float64
+        first, last = np.searchsorted(offsets, bounds), np.searchsorted(offsets, bounds + np.uint64(n))
+        counts = last - first
+        if counts.any():
+            # Document j of row r (first[r] <= j < last[r]) begins at column offsets[j] - lo[r] + at.
+            row_of = np.repeat(np.arange(len(rows)), counts)
+            doc = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts) + first[row_of]
+            doc_start[rows[row_of], offsets[doc].astype(np.int64) - lo[row_of] + at] = True

@@ -21,11 +21,10 @@ from pathlib import Path
 from typing import Callable, TypeVar
 
 from data_pipeline.errors import UserError
-from data_pipeline.shards import MANIFEST, Manifest, ShardInfo, file_sha256
+from data_pipeline.shards import DEFAULT_CACHE, MANIFEST, Manifest, ShardInfo, file_sha256
 
 T = TypeVar("T")
 STALE_PART_S = 600  # a partial download untouched this long belongs to a process that died
-DEFAULT_CACHE = Path(os.environ.get("GRAFT_CACHE", Path.home() / ".cache" / "graft"))
 
 
 def _fs_and_path(url: str):

@@ -21,6 +21,8 @@ from data_pipeline.errors import UserError
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
+# Graft's local cache: remote shards, and stamps of local shards that passed their sha256 check.
+DEFAULT_CACHE = Path(os.environ.get("GRAFT_CACHE", Path.home() / ".cache" / "graft"))
 
 
 def is_url(path: str) -> bool:
@@ -120,7 +122,10 @@ class Shard:
     offsets: np.ndarray
 
 
-def open_shard(root: Path, info: ShardInfo, dtype: np.dtype, verify: bool = False) -> Shard:
+def open_shard(root: Path, info: ShardInfo, dtype: np.dtype, verify: bool = False,
+               stamps: Path | None = None) -> Shard:
+    """The shard `info` under `root`, memory-mapped. Its size is always checked; with `verify` its sha256 too,
+    and with `stamps` (a directory) only once per file version: see `verify_once`."""
     path = root / info.path
     if not path.is_file():
         raise UserError(f"shard {path} listed in the manifest is missing; re-run `graft prepare`")
@@ -128,8 +133,8 @@ def open_shard(root: Path, info: ShardInfo, dtype: np.dtype, verify: bool = Fals
     if size != info.bytes:
         raise UserError(f"shard {path} has {size} bytes, the manifest says {info.bytes}: it is truncated or "
                         "corrupt; re-run `graft prepare`")
-    if verify and file_sha256(path) != info.sha256:
-        raise UserError(f"shard {path} fails its sha256 check: it is corrupt; re-run `graft prepare`")
+    if verify:
+        verify_once(path, info, stamps) if stamps else verify_sha256(path, info)
     # A plain ndarray view of the map: slicing np.memmap itself costs a Python-level hook per slice.
     raw = np.asarray(np.memmap(path, dtype=np.uint8, mode="r"))
     token_bytes = info.tokens * dtype.itemsize
@@ -137,6 +142,26 @@ def open_shard(root: Path, info: ShardInfo, dtype: np.dtype, verify: bool = Fals
     start = token_bytes + (-token_bytes) % 8
     offsets = raw[start:start + (info.documents + 1) * 8].view("<u8")
     return Shard(tokens=tokens, offsets=offsets)
+
+
+def verify_sha256(path: Path, info: ShardInfo) -> None:
+    if file_sha256(path) != info.sha256:
+        raise UserError(f"shard {path} fails its sha256 check: it is corrupt; re-run `graft prepare`")
+
+
+def verify_once(path: Path, info: ShardInfo, stamps: Path) -> None:
+    """The sha256 check, paid once per file version: a passing file leaves an empty stamp in `stamps` named
+    by a hash of its path, inode, size, mtime and expected checksum. A file rewritten since (new mtime or
+    inode) or a re-prepared dataset (new checksum) is hashed again; a change that keeps size and mtime (bit
+    rot) goes unseen after the first check."""
+    st = path.stat()
+    key = f"{path.resolve()}\0{st.st_ino}\0{st.st_size}\0{st.st_mtime_ns}\0{info.sha256}"
+    stamp = stamps / hashlib.sha256(key.encode()).hexdigest()
+    if stamp.exists():
+        return
+    verify_sha256(path, info)
+    stamps.mkdir(parents=True, exist_ok=True)
+    stamp.touch()
 
 
 def file_sha256(path: Path) -> str:

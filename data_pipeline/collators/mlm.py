@@ -7,8 +7,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from data_pipeline.errors import UserError
-from data_pipeline.loader import sample_noise, to_tensors
-from data_pipeline.packing import Segment
+from data_pipeline.loader import sample_hash, to_tensors
+from data_pipeline.permutation import mix64
+from data_pipeline.packing import SegmentBatch
 
 IGNORE = -100  # label of positions that carry no loss (PyTorch's cross_entropy default ignore_index)
 
@@ -40,17 +41,29 @@ class MLMCollator:
     def raw_length(self) -> int:
         return self.seq_len - 2  # room for [CLS] and the final [SEP]
 
-    def __call__(self, samples: list[Segment]) -> dict:
-        rows = np.stack([np.concatenate([[self.cls], self.body(s), [self.sep]]) for s in samples])
-        inputs, labels = self.mask_batch(rows, np.array([s.index for s in samples]))
+    def __call__(self, batch: SegmentBatch) -> dict:
+        rows = np.empty((len(batch), self.seq_len), dtype=np.int64)
+        rows[:, 0], rows[:, 1:-1], rows[:, -1] = self.cls, self.bodies(batch), self.sep
+        inputs, labels = self.mask_batch(rows, batch.indices)
         return to_tensors({"input_ids": inputs, "labels": labels})
 
-    def body(self, sample: Segment) -> np.ndarray:
-        """The segment's tokens with [SEP] between documents, cut to raw_length."""
-        inner = sample.doc_starts[sample.doc_starts > 0]
-        if len(inner) == 0:  # the common case at long document lengths: no copy needed
-            return sample.tokens[: self.raw_length]
-        return np.insert(sample.tokens, inner, self.sep)[: self.raw_length]
+    def bodies(self, batch: SegmentBatch) -> np.ndarray:
+        """[B, raw_length]: each segment's tokens with [SEP] before every inner document start, cut to
+        raw_length (the segments are raw_length long, so the [SEP]s push tokens out at the end)."""
+        tokens, starts = batch.tokens[:, : self.raw_length], batch.doc_start[:, : self.raw_length]
+        split = np.flatnonzero(starts[:, 1:].any(axis=1))  # rows with a document boundary inside
+        if not len(split):  # the common case at long document lengths
+            return tokens
+        out = tokens.copy()
+        tokens, starts = tokens[split], starts[split]
+        # Token j moves right by the number of inner starts at or before it; the places left free hold [SEP].
+        length = self.raw_length
+        dest = np.arange(length, dtype=np.int32) + np.cumsum(starts, axis=1, dtype=np.int32) - starts[:, :1]
+        keep = dest < length
+        rows = np.full((len(split), length), self.sep, dtype=np.int64)
+        rows.ravel()[(dest + (np.arange(len(split), dtype=np.int32) * length)[:, None])[keep]] = tokens[keep]
+        out[split] = rows
+        return out
 
     def mask_batch(self, ids: np.ndarray, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(masked ids, labels) for rows `ids` [B, T] of samples `indices`: BERT's 80/10/10 corruption of
@@ -63,19 +76,31 @@ class MLMCollator:
         candidate = (ids != self.cls) & (ids != self.sep)
         n_candidates = candidate.sum(axis=1)
         n_masked = np.minimum(n_candidates, np.maximum(1, np.rint(self.cfg.mask_prob * n_candidates))).astype(int)
-        select, action, token = (sample_noise(self.seed, indices, length, stream) for stream in range(3))
-        # The n_masked candidates with the smallest noise are chosen: exactly that many, uniformly. Only the
-        # k smallest keys of each row are sorted (argpartition first), not the whole row.
-        keys = np.where(candidate, select, 2.0)
-        chosen = np.zeros_like(candidate)
+        noise = sample_hash(self.seed, indices, length)
+        # The n_masked candidates with the smallest hash are chosen: exactly that many, uniformly (64-bit
+        # hashes do not tie). A row's threshold is its n_masked-th smallest key: only the k smallest of each
+        # row are sorted (partition first), not the whole row.
+        never = np.uint64(2**64 - 1)
+        keys = noise  # changed in place: only candidates' noise is read below
+        keys[~candidate] = never
         k = int(n_masked.max())
-        if k:
-            smallest = np.argpartition(keys, k - 1, axis=1)[:, :k]
-            smallest = np.take_along_axis(smallest, np.argsort(np.take_along_axis(keys, smallest, 1), 1), 1)
-            np.put_along_axis(chosen, smallest, np.arange(k)[None, :] < n_masked[:, None], axis=1)
-        labels = np.where(chosen, ids, IGNORE)
-        to_mask = chosen & (action < self.cfg.replace_with_mask)
-        to_random = chosen & ~to_mask & (action < self.cfg.replace_with_mask + self.cfg.replace_with_random)
-        masked = np.where(to_mask, self.mask, ids)
-        masked = np.where(to_random, (token * self.vocab_size).astype(np.int64), masked)
+        if not k:
+            return ids, np.full_like(ids, IGNORE)
+        smallest = np.sort(np.partition(keys, k - 1, axis=1)[:, :k], axis=1)
+        threshold = np.take_along_axis(smallest, np.maximum(n_masked, 1)[:, None] - 1, axis=1)
+        threshold[n_masked == 0] = never - np.uint64(1)  # rows without candidates: nothing
+        where = np.flatnonzero(keys <= threshold)
+        labels = np.full_like(ids, IGNORE)
+        labels.ravel()[where] = ids.ravel()[where]
+        # The chosen positions' corruption: [MASK], a random token or unchanged, from the hash's low 32 bits
+        # (independent of the high bits that chose them); a random token from a second hash of the noise.
+        picked = noise.ravel()[where]
+        action = (picked & np.uint64(0xFFFFFFFF)).astype(np.float64) * 2.0**-32
+        masked = ids.copy()
+        flat = masked.ravel()
+        flat[where[action < self.cfg.replace_with_mask]] = self.mask
+        to_random = (action >= self.cfg.replace_with_mask) & \
+            (action < self.cfg.replace_with_mask + self.cfg.replace_with_random)
+        with np.errstate(over="ignore"):
+            flat[where[to_random]] = (mix64(picked[to_random]) % np.uint64(self.vocab_size)).astype(np.int64)
         return masked, labels

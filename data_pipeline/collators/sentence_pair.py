@@ -11,7 +11,7 @@ import numpy as np
 
 from data_pipeline.collators.mlm import IGNORE, MLMCollator, MLMConfig
 from data_pipeline.loader import seeded_rng, to_tensors
-from data_pipeline.packing import Segment
+from data_pipeline.packing import SegmentBatch
 
 PAIR_TASKS = ("nsp", "sop")
 
@@ -27,15 +27,14 @@ class SentencePairCollator(MLMCollator):
     def raw_length(self) -> int:
         return self.seq_len - 3  # [CLS] A [SEP] B [SEP]
 
-    def __call__(self, samples: list[Segment]) -> dict:
-        n = len(samples)
+    def __call__(self, batch: SegmentBatch) -> dict:
+        n = len(batch)
         inputs = np.empty((n, self.seq_len), dtype=np.int64)
         types = np.zeros((n, self.seq_len), dtype=np.int64)
         pair_labels = np.zeros(n, dtype=np.int64)
         splits = []
-        for sample in samples:
-            rng = seeded_rng(self.seed, sample.index)
-            body = self.body(sample)
+        for index, body in zip(batch.indices, self.bodies(batch)):
+            rng = seeded_rng(self.seed, int(index))
             cut = int(rng.integers(len(body) // 4, 3 * len(body) // 4 + 1))
             splits.append((body, cut, rng))
         for row, (body, cut, rng) in enumerate(splits):
@@ -51,6 +50,6 @@ class SentencePairCollator(MLMCollator):
             inputs[row] = ids
             types[row, len(a) + 2:] = 1
             pair_labels[row] = int(flip)
-        inputs, labels = self.mask_batch(inputs, np.array([s.index for s in samples]))
+        inputs, labels = self.mask_batch(inputs, batch.indices)
         return to_tensors({"input_ids": inputs, "labels": labels, "token_type_ids": types,
                            "pair_labels": pair_labels})

@@ -13,7 +13,7 @@ import numpy as np
 
 from data_pipeline.errors import UserError
 from data_pipeline.loader import seeded_rng, to_tensors
-from data_pipeline.packing import Segment
+from data_pipeline.packing import Segment, SegmentBatch
 
 
 @dataclass
@@ -61,7 +61,8 @@ class SpanCorruptionCollator:
         noise, spans = _counts(raw, self.cfg)
         return raw - noise + spans + 1  # + </s>
 
-    def __call__(self, samples: list[Segment]) -> dict:
+    def __call__(self, batch: SegmentBatch) -> dict:
+        samples = batch.segments()  # spans are drawn per sample
         n = len(samples)
         inputs = np.full((n, self.seq_len), self.pad, dtype=np.int64)
         mask = np.zeros((n, self.seq_len), dtype=np.int64)

@@ -11,7 +11,7 @@ import numpy as np
 from data_pipeline.collators.mlm import IGNORE
 from data_pipeline.errors import UserError
 from data_pipeline.loader import seeded_rng, to_tensors
-from data_pipeline.packing import Segment
+from data_pipeline.packing import SegmentBatch
 
 
 @dataclass
@@ -39,7 +39,8 @@ class TextInfillingCollator:
     def raw_length(self) -> int:
         return self.seq_len - 2  # <s> ... </s>
 
-    def __call__(self, samples: list[Segment]) -> dict:
+    def __call__(self, batch: SegmentBatch) -> dict:
+        samples = batch.segments()  # spans are drawn per sample
         n = len(samples)
         inputs = np.full((n, self.seq_len), self.pad, dtype=np.int64)
         attention = np.zeros((n, self.seq_len), dtype=np.int64)

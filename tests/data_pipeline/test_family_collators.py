@@ -8,7 +8,7 @@ from data_pipeline.collators.sentence_pair import SentencePairCollator
 from data_pipeline.collators.span_corruption import SpanCorruptionCollator, SpanCorruptionConfig
 from data_pipeline.collators.text_infilling import InfillingConfig, TextInfillingCollator
 from data_pipeline.errors import UserError
-from data_pipeline.packing import Segment
+from data_pipeline.packing import Segment, SegmentBatch
 
 T5_IDS = {"pad": 0, "eos": 1, "unk": 2, "sentinel_0": 999, "sentinel_99": 900}
 BART_IDS = {"bos": 0, "pad": 1, "eos": 2, "unk": 3, "mask": 4, "cls": 0, "sep": 2}
@@ -16,7 +16,8 @@ BERT_IDS = {"pad": 0, "unk": 1, "cls": 2, "sep": 3, "mask": 4}
 
 
 def segments(length, n=4, docs=(0,)):
-    return [Segment(index=i, tokens=np.arange(10, 10 + length) + 100 * i, doc_starts=np.array(docs)) for i in range(n)]
+    return SegmentBatch.of([Segment(index=i, tokens=np.arange(10, 10 + length) + 100 * i, doc_starts=np.array(docs))
+                            for i in range(n)])
 
 
 def test_span_corruption_round_trips_and_fills_the_row():

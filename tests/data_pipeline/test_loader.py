@@ -6,6 +6,7 @@ which segment it is: segment s starts with token s * length.
 
 import itertools
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -61,7 +62,7 @@ def split_sizes(n_docs: int, draw_sizes: list[int]) -> list[int]:
 # ---- PackedSegments -------------------------------------------------------------------------------------------
 
 def check_segments(root: Path, docs: list[np.ndarray], length: int):
-    segments = PackedSegments(root, length)
+    segments = PackedSegments(root, length, cache_dir=stamps_dir(root))
     flat = np.concatenate(docs)
     assert len(segments) == len(flat) // length
     doc_starts = np.concatenate([[0], np.cumsum([len(d) for d in docs])[:-1]])
@@ -76,6 +77,15 @@ def check_segments(root: Path, docs: list[np.ndarray], length: int):
     # Reading out of order, or again, gives the same answer (no state carried between reads).
     for i in reversed(range(len(segments))):
         np.testing.assert_array_equal(segments.read(i)[0], pieces[i])
+    # A whole batch in one read (the loader's way), in shuffled order with repeats, equals the one-by-one reads.
+    chosen = np.random.default_rng(length).integers(0, len(segments), size=2 * len(segments) + 1)
+    batch = segments.read_batch(chosen, np.arange(len(chosen)) + 100)
+    assert batch.tokens.dtype == np.int64 and batch.tokens.shape == batch.doc_start.shape == (len(chosen), length)
+    assert batch.indices.tolist() == list(range(100, 100 + len(chosen)))
+    for row, i in enumerate(chosen):
+        np.testing.assert_array_equal(batch.tokens[row], pieces[i])
+        expected_starts = doc_starts[(doc_starts >= i * length) & (doc_starts < (i + 1) * length)] - i * length
+        np.testing.assert_array_equal(np.flatnonzero(batch.doc_start[row]), expected_starts)
 
 
 @HYPOTHESIS
@@ -125,9 +135,8 @@ def test_too_few_tokens_for_one_sample(tmp_path):
 
 # ---- Loader -----------------------------------------------------------------------------------------------------
 
-def collate(samples):  # module level: picklable for worker processes
-    return {"index": torch.tensor([s.index for s in samples]),
-            "tokens": torch.tensor(np.stack([s.tokens for s in samples]))}
+def collate(batch):  # module level: picklable for worker processes
+    return {"index": torch.from_numpy(batch.indices), "tokens": torch.from_numpy(batch.tokens)}
 
 
 def loader_dataset(root: Path, n_segments: int, length: int, tail: int, doc_len: int = 5) -> Path:
@@ -136,8 +145,14 @@ def loader_dataset(root: Path, n_segments: int, length: int, tail: int, doc_len:
     return build_dataset(root, positional_docs(lengths), split_sizes(len(lengths), [3] * len(lengths)), "<u4")
 
 
-def make_loader(root, length, seed, rank, world, micro_batch, workers=0):
-    cfg = DataConfig(path=str(root), seq_len=max(8, length + 2), num_workers=workers, prefetch_factor=2)
+def stamps_dir(root: Path) -> str:
+    """Beside the test's dataset, so the checksum stamps of many small datasets do not pile up in ~/.cache."""
+    return str(Path(root).parent / "graft-cache")
+
+
+def make_loader(root, length, seed, rank, world, micro_batch, workers=0, cache=None):
+    cfg = DataConfig(path=str(root), seq_len=max(8, length + 2), num_workers=workers, prefetch_factor=2,
+                     cache_dir=str(cache or stamps_dir(root)))
     return Loader(cfg, length, collate, seed=seed, rank=rank, world=world, micro_batch=micro_batch)
 
 
@@ -259,6 +274,16 @@ def test_worker_processes_keep_the_order(tmp_path, start_groups):
         assert workers.state_dict()["consumed_samples"] == (start_groups + steps) * world * micro_batch
 
 
+def test_worker_rings_wrap_around(tmp_path):
+    """Many more batches than a worker's shared-memory ring has slots: each arrives intact and in order, and
+    the trainer may hold on to all of them (they are copies, not views of a slot that is reused)."""
+    length, seed, n, micro_batch = 4, 9, 40, 3
+    root = loader_dataset(tmp_path / "ds", n, length, 0)
+    got = take(make_loader(root, length, seed, 0, 1, micro_batch, workers=2), 40)  # 4 slots per worker
+    for step, batch in enumerate(got):
+        check_batch(batch, step * micro_batch, micro_batch, seed, n, length)
+
+
 def test_iterating_again_continues(tmp_path):
     root = loader_dataset(tmp_path / "ds", 5, 4, 0)
     loader = make_loader(root, 4, 0, 0, 1, 2)
@@ -318,7 +343,8 @@ def test_resume_with_other_ranks_workers_and_batch(tmp_path_factory, n, old, new
 # ---- recurrence lanes ------------------------------------------------------------------------------------------
 
 def make_lane_loader(root, length, seed, rank, world, micro_batch, workers=0):
-    cfg = DataConfig(path=str(root), seq_len=max(8, length + 2), num_workers=workers, prefetch_factor=2, lanes=True)
+    cfg = DataConfig(path=str(root), seq_len=max(8, length + 2), num_workers=workers, prefetch_factor=2, lanes=True,
+                     cache_dir=stamps_dir(root))
     return Loader(cfg, length, collate, seed=seed, rank=rank, world=world, micro_batch=micro_batch)
 
 
@@ -406,7 +432,8 @@ def test_windowed_order_is_a_permutation_with_locality(n, block, window, seed, e
 def test_loader_with_shuffle_window_resumes_at_another_world_size(tmp_path):
     length, seed, n = 4, 6, 30
     root = loader_dataset(tmp_path / "ds", n, length, 2)  # 9 shards of 3 docs x 5 tokens (the last: 2 tokens)
-    cfg = lambda: DataConfig(path=str(root), seq_len=8, num_workers=0, shuffle_window_shards=2)  # noqa: E731
+    cfg = lambda: DataConfig(path=str(root), seq_len=8, num_workers=0, shuffle_window_shards=2,  # noqa: E731
+                             cache_dir=stamps_dir(root))
     loader = Loader(cfg(), length, collate, seed=seed, rank=0, world=1, micro_batch=4)
     order = loader.order
     assert order.window == 2 and order.block == round(122 / 9 / length)  # segments per shard, on average
@@ -426,3 +453,39 @@ def test_loader_with_shuffle_window_resumes_at_another_world_size(tmp_path):
     assert sorted(seen) == list(range(20 + 36))
     segs = order.segments(0, n)
     assert sorted(segs.tolist()) == list(range(n))
+
+
+# ---- local shards are verified against the manifest -----------------------------------------------------------
+
+def test_corrupt_or_truncated_local_shard_is_named(tmp_path):
+    root = loader_dataset(tmp_path / "ds", 6, 4, 0)
+    shard = root / Manifest.load(root).shards[1].path
+    data = bytearray(shard.read_bytes())
+    data[0] ^= 0xFF  # same size: only the checksum tells
+    shard.write_bytes(bytes(data))
+    with pytest.raises(UserError, match="sha256") as exc:
+        take(make_loader(root, 4, 0, 0, 1, 6, cache=tmp_path / "cache"), 1)  # one batch reads every segment
+    assert str(shard) in str(exc.value)
+    shard.write_bytes(bytes(data[:-8]))
+    with pytest.raises(UserError, match="truncated") as exc:
+        take(make_loader(root, 4, 0, 0, 1, 6, cache=tmp_path / "cache"), 1)
+    assert str(shard) in str(exc.value)
+
+
+def test_local_checksum_is_paid_once_per_file_version(tmp_path):
+    root = loader_dataset(tmp_path / "ds", 6, 4, 0)
+    shards = Manifest.load(root).shards
+    cache = tmp_path / "cache"
+    take(make_loader(root, 4, 0, 0, 1, 6, cache=cache), 1)
+    assert len(list((cache / "verified").iterdir())) == len(shards)  # one stamp per verified shard
+    # Corrupted in place with size, inode and mtime kept: the stamp vouches for it, no second hashing.
+    shard = root / shards[0].path
+    st = shard.stat()
+    with open(shard, "r+b") as f:
+        f.write(b"\xff")
+    os.utime(shard, ns=(st.st_atime_ns, st.st_mtime_ns))
+    take(make_loader(root, 4, 0, 0, 1, 6, cache=cache), 1)
+    # Any rewrite that changes the mtime is checked again.
+    os.utime(shard, ns=(st.st_atime_ns, st.st_mtime_ns + 1))
+    with pytest.raises(UserError, match="sha256"):
+        take(make_loader(root, 4, 0, 0, 1, 6, cache=cache), 1)

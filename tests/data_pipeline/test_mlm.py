@@ -8,7 +8,7 @@ import torch
 
 from data_pipeline.collators.mlm import IGNORE, MLMCollator, MLMConfig
 from data_pipeline.errors import UserError
-from data_pipeline.packing import Segment
+from data_pipeline.packing import Segment, SegmentBatch
 
 SPECIALS = {"pad": 0, "unk": 1, "cls": 2, "sep": 3, "mask": 4}
 CLS, SEP, MASK = 2, 3, 4
@@ -37,7 +37,7 @@ def expected_row(segment, seq_len):
 
 
 def one(collator, segment):
-    out = collator([segment])
+    out = collator(SegmentBatch.of([segment]))
     return out["input_ids"][0].numpy(), out["labels"][0].numpy()
 
 
@@ -51,7 +51,7 @@ def test_row_layout(doc_starts):
     collator = make_collator(seq_len)
     assert collator.raw_length == 30
     segment = make_segment(11, 30, doc_starts)
-    out = collator([segment])
+    out = collator(SegmentBatch.of([segment]))
     assert set(out) == {"input_ids", "labels"}
     assert out["input_ids"].shape == out["labels"].shape == (1, seq_len)
     assert out["input_ids"].dtype == out["labels"].dtype == torch.int64
@@ -63,6 +63,21 @@ def test_row_layout(doc_starts):
     assert (original == SEP).sum() == 1 + n_inner  # the final [SEP] + one per inner boundary (all fit here)
     # Only selected positions differ from the uncorrupted row.
     assert np.all(inputs[labels == IGNORE] == original[labels == IGNORE])
+
+
+def test_rows_with_different_boundaries_in_one_batch():
+    """[SEP] insertion is vectorised over the batch: each row is laid out as if it were alone."""
+    seq_len = 32
+    collator = make_collator(seq_len)
+    segs = [make_segment(i, 30, starts) for i, starts in
+            enumerate([(0,), (0, 7, 19), (), (3,), (0, 1, 2), (0, 29), (0, 15, 16, 17), (0, 28)])]
+    out = collator(SegmentBatch.of(segs))
+    for row, segment in enumerate(segs):
+        original = original_ids(out["input_ids"][row].numpy(), out["labels"][row].numpy())
+        assert original.tolist() == expected_row(segment, seq_len)
+        inputs, labels = one(collator, segment)
+        assert np.array_equal(out["input_ids"][row].numpy(), inputs)
+        assert np.array_equal(out["labels"][row].numpy(), labels)
 
 
 def test_boundaries_past_the_cut_are_dropped():
@@ -98,7 +113,7 @@ def test_selected_positions(mask_prob, doc_starts):
 
 def split_counts(collator, n_samples, seq_len):
     batch = [make_segment(i, seq_len - 2, (0, 17)) for i in range(n_samples)]
-    out = collator(batch)
+    out = collator(SegmentBatch.of(batch))
     inputs, labels = out["input_ids"].numpy(), out["labels"].numpy()
     selected = labels != IGNORE
     chosen_in, chosen_orig = inputs[selected], labels[selected]
@@ -134,7 +149,7 @@ def test_same_sample_same_output_in_any_batch():
     segs = [make_segment(i, 38, (0, 9)) for i in (100, 101, 102, 103)]
     alone = {s.index: one(collator, s) for s in segs}
     for batch in ([segs[0], segs[1], segs[2], segs[3]], [segs[3], segs[1]], [segs[2], segs[0], segs[3]]):
-        out = collator(batch)
+        out = collator(SegmentBatch.of(batch))
         for row, s in enumerate(batch):
             assert np.array_equal(out["input_ids"][row].numpy(), alone[s.index][0])
             assert np.array_equal(out["labels"][row].numpy(), alone[s.index][1])

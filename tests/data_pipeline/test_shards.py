@@ -171,5 +171,5 @@ def test_corrupted_byte_caught_by_verify(tmp_path):
     with pytest.raises(UserError, match="sha256") as exc:
         open_shard(tmp_path, info, np.dtype("<u2"), verify=True)
     assert str(tmp_path / "s.bin") in str(exc.value)
-    # Without verify the file is opened as is (the cheap path the loader uses).
+    # Without verify the file is opened as is (the loader verifies once per file version: test_loader.py).
     assert open_shard(tmp_path, info, np.dtype("<u2")).tokens[1] == 2 ^ 0xFF
