@@ -35,8 +35,11 @@ class StopRequest:
         """The name of the first preemption signal received, or None."""
         if self._previous and self._received is None:
             pending = signal.sigpending() & set(PREEMPTION_SIGNALS)
-            if pending:
-                self._handle(signal.sigwait(pending), None)  # takes it off the pending set
+            # Takes it off the pending set without ever blocking: a thread that does not block the signal may
+            # take it between the two calls (its handler then sets the flag), and sigwait would wait forever.
+            taken = signal.sigtimedwait(pending, 0) if pending else None
+            if taken is not None:
+                self._handle(taken.si_signo, None)
         return self._received
 
     def _handle(self, signum, frame) -> None:
