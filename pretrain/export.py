@@ -19,8 +19,8 @@ from omegaconf import OmegaConf
 
 from data_pipeline.errors import UserError
 from data_pipeline.prepare import TOKENIZER_FILE
-from data_pipeline.shards import Manifest
-from data_pipeline.tokenizer import load_tokenizer
+from data_pipeline.shards import Manifest, is_url
+from data_pipeline.tokenizer import load_tokenizer, tokenizer_hash
 from pretrain import checkpoint
 from pretrain.config import RunConfig, load_config
 from pretrain.hf.common import HFPart, NotExportable
@@ -66,7 +66,7 @@ def export(run_dir: Path, out_dir: Path, max_shard_bytes: int | None = None) -> 
     staging = out_dir.with_name(out_dir.name + ".tmp")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
-    tokenizer = load_tokenizer(Path(cfg.data.path) / TOKENIZER_FILE)
+    tokenizer = dataset_tokenizer(cfg.data.path)
     for part in the_parts:
         target = staging / part.subdir
         target.mkdir(exist_ok=True)
@@ -85,6 +85,27 @@ def export(run_dir: Path, out_dir: Path, max_shard_bytes: int | None = None) -> 
     staging.rename(out_dir)
     return ExportResult(out_dir=out_dir, checkpoint=ckpt, max_abs_diff=diff,
                         architectures=[p.architecture for p in the_parts])
+
+
+def dataset_tokenizer(data_path: str):
+    """The tokenizer the run trained with: `tokenizer.json` of its dataset, local or remote (data.path a URL),
+    checked against the dataset manifest's tokenizer hash."""
+    if not is_url(data_path):
+        return load_tokenizer(Path(data_path) / TOKENIZER_FILE)
+    from tokenizers import Tokenizer
+
+    from data_pipeline.remote import read_remote_text
+
+    where = f"{data_path.rstrip('/')}/{TOKENIZER_FILE}"
+    text = read_remote_text(data_path, TOKENIZER_FILE)
+    try:
+        tokenizer = Tokenizer.from_str(text)
+    except Exception as exc:  # tokenizers raises a bare Exception on malformed files
+        raise UserError(f"{where} is not a valid tokenizers JSON file ({exc}); re-run `graft prepare`") from exc
+    if tokenizer_hash(tokenizer) != Manifest.load(data_path).tokenizer_sha256:
+        raise UserError(f"{where} is not the tokenizer the dataset's manifest names (sha256 differs); "
+                        "the dataset at data.path was changed after training")
+    return tokenizer
 
 
 def _check_matches(reader: ZeroCheckpoint, cfg: ModelConfig, ckpt: Path) -> None:
