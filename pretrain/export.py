@@ -62,7 +62,9 @@ def export(run_dir: Path, out_dir: Path, max_shard_bytes: int | None = None) -> 
     except NotExportable as exc:
         raise UserError(f"{run_dir}/{CONFIG_FILE}: {exc}") from None
     reader = ZeroCheckpoint(ckpt / "engine")
-    _check_matches(reader, cfg.model, ckpt)
+    with torch.device("meta"):  # shapes only: no memory, no initialization work; verify fills it in
+        skeleton = build_model(cfg.model, pretrained=False)
+    _check_matches(reader, skeleton, cfg.model, ckpt)
 
     staging = out_dir.with_name(out_dir.name + ".tmp")
     shutil.rmtree(staging, ignore_errors=True)
@@ -80,7 +82,7 @@ def export(run_dir: Path, out_dir: Path, max_shard_bytes: int | None = None) -> 
         save_tokenizer(tokenizer, cfg.model, target)
     _write_model_card(cfg, run_dir, ckpt, staging, out_dir.name, the_parts)
     del reader  # unmaps the shards before the verification loads the export
-    diff = verify(staging, cfg.model)
+    diff = verify(staging, cfg.model, skeleton)
     if out_dir.exists():
         out_dir.rmdir()  # empty, checked above
     staging.rename(out_dir)
@@ -109,10 +111,9 @@ def dataset_tokenizer(data_path: str):
     return tokenizer
 
 
-def _check_matches(reader: ZeroCheckpoint, cfg: ModelConfig, ckpt: Path) -> None:
-    """The checkpoint must hold exactly the tensors of the run's model family and sizes."""
-    with torch.device("meta"):
-        expected = {k: v.shape for k, v in build_model(cfg, pretrained=False).state_dict().items() if k not in graft_tied(cfg)}
+def _check_matches(reader: ZeroCheckpoint, skeleton: torch.nn.Module, cfg: ModelConfig, ckpt: Path) -> None:
+    """The checkpoint must hold exactly the tensors of the run's model family and sizes (those of `skeleton`)."""
+    expected = {k: v.shape for k, v in skeleton.state_dict().items() if k not in graft_tied(cfg)}
     found = reader.shapes
     missing = sorted(set(expected) - set(found))
     unexpected = sorted(set(found) - set(expected))
@@ -153,18 +154,20 @@ def load_hf_state(directory: Path) -> dict[str, torch.Tensor]:
     raise UserError(f"{directory} holds no model.safetensors, model-*.safetensors or pytorch_model.bin")
 
 
-def verify(out: Path, cfg: ModelConfig) -> float:
-    """Load the export with `transformers`, run Graft's model on the same tensors, compare every part's
-    logits; raise above MAX_ABS_DIFF. Returns the largest difference."""
+def verify(out: Path, cfg: ModelConfig, model: torch.nn.Module | None = None) -> float:
+    """Load the export with `transformers`, run Graft's model (`model`, built on the meta device, or a new
+    one) on the same tensors, compare every part's logits; raise above MAX_ABS_DIFF. Returns the largest
+    difference."""
     import transformers
 
     hf_models = [getattr(transformers, p.architecture).from_pretrained(str(out / p.subdir)).eval()
                  for p in parts(cfg)]
     state, fresh = from_hf([m.state_dict() for m in hf_models], cfg)
     assert not fresh, fresh
-    with torch.device("meta"):
-        model = build_model(cfg, pretrained=False)
-    model.load_state_dict(state, strict=True, assign=True)
+    if model is None:
+        with torch.device("meta"):
+            model = build_model(cfg, pretrained=False)
+    model.load_state_dict(state, strict=True, assign=True)  # the HF tensors themselves, no copy
     model.eval()
     tokenizer = transformers.AutoTokenizer.from_pretrained(str(out))
     batch = dict(tokenizer(CHECK_TEXTS, padding=True, return_tensors="pt"))
