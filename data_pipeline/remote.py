@@ -41,14 +41,18 @@ def _join(url: str, name: str) -> str:
 
 
 def read_remote_manifest(url: str) -> Manifest:
-    where = _join(url, MANIFEST)
+    return Manifest.parse(read_remote_text(url, MANIFEST), _join(url, MANIFEST))
+
+
+def read_remote_text(url: str, name: str) -> str:
+    """The text of the file `name` in the remote dataset `url` (its manifest, its tokenizer.json)."""
+    where = _join(url, name)
     fs, path = _fs_and_path(where)
     try:
         with fs.open(path, "rb") as f:
-            text = f.read().decode()
+            return f.read().decode()
     except (OSError, UnicodeDecodeError) as exc:  # fsspec maps a 404 to FileNotFoundError
         raise UserError(f"cannot read {where} ({exc}); is {url} a dataset written by `graft prepare`?") from exc
-    return Manifest.parse(text, where)
 
 
 class ShardCache:

@@ -7,6 +7,7 @@ share of a checkpoint, converting it to DeepSpeed's universal format to resume a
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import math
@@ -118,6 +119,21 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def model_construction(cfg: EngineConfig, world: int) -> contextlib.AbstractContextManager:
+    """The context to build the model in. At ZeRO-3, `deepspeed.zero.Init`: each module's parameters are
+    partitioned over the ranks as soon as that module is built, so no rank ever holds the whole model. The
+    models initialize weights through `Module.apply`, which zero.Init wraps to gather one module at a time;
+    the same seed gives the same weights as a plain build. Other stages build plainly (replicated)."""
+    if cfg.zero_stage != 3:
+        return contextlib.nullcontext()
+    import deepspeed
+
+    # zero.Init partitions over the process group, so it must exist now; Accelerate then adopts it.
+    deepspeed.init_distributed(dist_backend="nccl" if torch.cuda.is_available() else "gloo",
+                               auto_mpi_discovery=False, verbose=False)
+    return deepspeed.zero.Init(config_dict_or_path=deepspeed_config(cfg, world))
 
 
 @dataclass

@@ -19,8 +19,8 @@ from omegaconf import OmegaConf
 
 from data_pipeline.errors import UserError
 from data_pipeline.prepare import TOKENIZER_FILE
-from data_pipeline.shards import Manifest
-from data_pipeline.tokenizer import load_tokenizer
+from data_pipeline.shards import Manifest, is_url
+from data_pipeline.tokenizer import load_tokenizer, tokenizer_hash
 from pretrain import checkpoint
 from pretrain.config import RunConfig, load_config
 from pretrain.hf.common import HFPart, NotExportable
@@ -34,8 +34,9 @@ from pretrain.trainer import CONFIG_FILE
 from pretrain.zero_checkpoint import ZeroCheckpoint
 
 MAX_ABS_DIFF = 1e-4  # fp32 logits of the export vs Graft's model
-# Short (the check costs two forward passes of the model) but padded, so the mask paths run too.
-CHECK_TEXTS = ["A list is a mutable sequence; a tuple is not.", "Raise an error."]
+# Short (the check costs two forward passes of the model, which at a few tokens is one read of every
+# weight each) but padded, so the mask paths run too.
+CHECK_TEXTS = ["A list is mutable.", "Raise."]
 
 
 @dataclass
@@ -61,12 +62,14 @@ def export(run_dir: Path, out_dir: Path, max_shard_bytes: int | None = None) -> 
     except NotExportable as exc:
         raise UserError(f"{run_dir}/{CONFIG_FILE}: {exc}") from None
     reader = ZeroCheckpoint(ckpt / "engine")
-    _check_matches(reader, cfg.model, ckpt)
+    with torch.device("meta"):  # shapes only: no memory, no initialization work; verify fills it in
+        skeleton = build_model(cfg.model, pretrained=False)
+    _check_matches(reader, skeleton, cfg.model, ckpt)
 
     staging = out_dir.with_name(out_dir.name + ".tmp")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
-    tokenizer = load_tokenizer(Path(cfg.data.path) / TOKENIZER_FILE)
+    tokenizer = dataset_tokenizer(cfg.data.path)
     for part in the_parts:
         target = staging / part.subdir
         target.mkdir(exist_ok=True)
@@ -79,7 +82,7 @@ def export(run_dir: Path, out_dir: Path, max_shard_bytes: int | None = None) -> 
         save_tokenizer(tokenizer, cfg.model, target)
     _write_model_card(cfg, run_dir, ckpt, staging, out_dir.name, the_parts)
     del reader  # unmaps the shards before the verification loads the export
-    diff = verify(staging, cfg.model)
+    diff = verify(staging, cfg.model, skeleton)
     if out_dir.exists():
         out_dir.rmdir()  # empty, checked above
     staging.rename(out_dir)
@@ -87,10 +90,30 @@ def export(run_dir: Path, out_dir: Path, max_shard_bytes: int | None = None) -> 
                         architectures=[p.architecture for p in the_parts])
 
 
-def _check_matches(reader: ZeroCheckpoint, cfg: ModelConfig, ckpt: Path) -> None:
-    """The checkpoint must hold exactly the tensors of the run's model family and sizes."""
-    with torch.device("meta"):
-        expected = {k: v.shape for k, v in build_model(cfg, pretrained=False).state_dict().items() if k not in graft_tied(cfg)}
+def dataset_tokenizer(data_path: str):
+    """The tokenizer the run trained with: `tokenizer.json` of its dataset, local or remote (data.path a URL),
+    checked against the dataset manifest's tokenizer hash."""
+    if not is_url(data_path):
+        return load_tokenizer(Path(data_path) / TOKENIZER_FILE)
+    from tokenizers import Tokenizer
+
+    from data_pipeline.remote import read_remote_text
+
+    where = f"{data_path.rstrip('/')}/{TOKENIZER_FILE}"
+    text = read_remote_text(data_path, TOKENIZER_FILE)
+    try:
+        tokenizer = Tokenizer.from_str(text)
+    except Exception as exc:  # tokenizers raises a bare Exception on malformed files
+        raise UserError(f"{where} is not a valid tokenizers JSON file ({exc}); re-run `graft prepare`") from exc
+    if tokenizer_hash(tokenizer) != Manifest.load(data_path).tokenizer_sha256:
+        raise UserError(f"{where} is not the tokenizer the dataset's manifest names (sha256 differs); "
+                        "the dataset at data.path was changed after training")
+    return tokenizer
+
+
+def _check_matches(reader: ZeroCheckpoint, skeleton: torch.nn.Module, cfg: ModelConfig, ckpt: Path) -> None:
+    """The checkpoint must hold exactly the tensors of the run's model family and sizes (those of `skeleton`)."""
+    expected = {k: v.shape for k, v in skeleton.state_dict().items() if k not in graft_tied(cfg)}
     found = reader.shapes
     missing = sorted(set(expected) - set(found))
     unexpected = sorted(set(found) - set(expected))
@@ -131,18 +154,20 @@ def load_hf_state(directory: Path) -> dict[str, torch.Tensor]:
     raise UserError(f"{directory} holds no model.safetensors, model-*.safetensors or pytorch_model.bin")
 
 
-def verify(out: Path, cfg: ModelConfig) -> float:
-    """Load the export with `transformers`, run Graft's model on the same tensors, compare every part's
-    logits; raise above MAX_ABS_DIFF. Returns the largest difference."""
+def verify(out: Path, cfg: ModelConfig, model: torch.nn.Module | None = None) -> float:
+    """Load the export with `transformers`, run Graft's model (`model`, built on the meta device, or a new
+    one) on the same tensors, compare every part's logits; raise above MAX_ABS_DIFF. Returns the largest
+    difference."""
     import transformers
 
     hf_models = [getattr(transformers, p.architecture).from_pretrained(str(out / p.subdir)).eval()
                  for p in parts(cfg)]
     state, fresh = from_hf([m.state_dict() for m in hf_models], cfg)
     assert not fresh, fresh
-    with torch.device("meta"):
-        model = build_model(cfg, pretrained=False)
-    model.load_state_dict(state, strict=True, assign=True)
+    if model is None:
+        with torch.device("meta"):
+            model = build_model(cfg, pretrained=False)
+    model.load_state_dict(state, strict=True, assign=True)  # the HF tensors themselves, no copy
     model.eval()
     tokenizer = transformers.AutoTokenizer.from_pretrained(str(out))
     batch = dict(tokenizer(CHECK_TEXTS, padding=True, return_tensors="pt"))

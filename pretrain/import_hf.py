@@ -7,6 +7,7 @@ carry no pretraining head: the head starts fresh, and the import says so.
 
 from __future__ import annotations
 
+import itertools
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -66,12 +67,28 @@ def converted_state(cfg: ModelConfig, hf_dir: Path) -> tuple[dict, list[str]]:
 
 
 def load_pretrained(model: torch.nn.Module, cfg: ModelConfig) -> list[str]:
-    """Load `cfg.init_from` into a freshly initialized `model`; returns the keys left fresh."""
+    """Load `cfg.init_from` into a freshly initialized `model`; returns the keys left fresh.
+
+    Each submodule copies its own tensors through `Module.apply`, so that under `deepspeed.zero.Init`
+    (ZeRO-3) only one submodule's parameters are gathered at a time.
+    """
     state, fresh = converted_state(cfg, Path(cfg.init_from))
-    result = model.load_state_dict(state, strict=False)
-    if result.unexpected_keys or sorted(result.missing_keys) != sorted(fresh):
-        raise UserError(f"{cfg.init_from} does not fit model config (missing {result.missing_keys[:3]}, "
-                        f"unexpected {result.unexpected_keys[:3]}); re-run `graft import`")
+    expected = set(model.state_dict())
+    missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
+    if unexpected or missing != sorted(fresh):
+        raise UserError(f"{cfg.init_from} does not fit model config (missing {missing[:3]}, "
+                        f"unexpected {unexpected[:3]}); re-run `graft import`")
+    prefixes = {m: name + "." if name else "" for name, m in model.named_modules(remove_duplicate=False)}
+
+    @torch.no_grad()
+    def load_own(module: torch.nn.Module) -> None:
+        own = itertools.chain(module.named_parameters(recurse=False), module.named_buffers(recurse=False))
+        for name, tensor in own:
+            key = prefixes[module] + name
+            if key in state:
+                tensor.copy_(state[key])
+
+    model.apply(load_own)
     return fresh
 
 

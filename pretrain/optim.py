@@ -57,8 +57,9 @@ def build_optimizer(model: torch.nn.Module, cfg: OptimConfig) -> AdamW:
     decay, no_decay = [], []
     for param in model.parameters():
         if param.requires_grad:
-            # Matrices decay; biases and norm scales (1-d) do not, as in BERT.
-            (decay if param.ndim >= 2 else no_decay).append(param)
+            # Matrices decay; biases and norm scales (1-d) do not, as in BERT. A parameter built under ZeRO-3's
+            # zero.Init is already partitioned (an empty tensor here); it keeps its full shape in ds_shape.
+            (decay if len(getattr(param, "ds_shape", param.shape)) >= 2 else no_decay).append(param)
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     # Fused: one pass over each tensor instead of one per operation, several times faster on ZeRO's flat
     # partitions (which do not fit in cache); the same kernel HF Trainer uses by default.

@@ -15,7 +15,7 @@ from data_pipeline.loader import Loader
 from data_pipeline.shards import Manifest
 from pretrain import checkpoint
 from pretrain.config import RunConfig, load_config
-from pretrain.engine import Engine, init_distributed, loss_terms
+from pretrain.engine import Engine, init_distributed, loss_terms, model_construction
 from pretrain.flops import batch_flops, peak_flops
 from pretrain.metrics import MetricsLog, WindowMeter, console_line, write_summary
 from pretrain.models import build_model
@@ -49,7 +49,8 @@ def _train(run_dir: Path, resume: bool, stop_request: StopRequest) -> Outcome:
     start = _resume_point(run_dir) if resume else None
 
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank and at every world size
-    model = build_model(cfg.model)
+    with model_construction(cfg.engine, world):  # ZeRO-3: partitioned as it is built
+        model = build_model(cfg.model)
     # A ZeRO 1-3 checkpoint holds one shard per saving rank: at another world size, read the universal form.
     saved_world = checkpoint.read_meta(start).get("world_size", world) if start is not None else world
     universal = cfg.engine.zero_stage > 0 and saved_world != world

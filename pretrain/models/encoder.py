@@ -98,10 +98,14 @@ class PairHead(nn.Module):
 
 
 def init_weights(module: nn.Module, std: float, skip: tuple = ()) -> None:
-    """BERT's initialization (transformers' `_init_weights`), applied to every submodule."""
-    for m in module.modules():
+    """BERT's initialization (transformers' `_init_weights`), applied to every submodule.
+
+    Through `Module.apply`, each submodule initializing only its own parameters: under
+    `deepspeed.zero.Init` (ZeRO-3), apply gathers one submodule's partitioned parameters at a time.
+    """
+    def init_one(m: nn.Module) -> None:
         if any(m is s for s in skip):
-            continue  # tied to a weight initialized elsewhere
+            return  # tied to a weight initialized elsewhere
         if isinstance(m, nn.Linear):
             nn.init.normal_(m.weight, mean=0.0, std=std)
             if m.bias is not None:
@@ -116,6 +120,8 @@ def init_weights(module: nn.Module, std: float, skip: tuple = ()) -> None:
             nn.init.zeros_(m.bias)
         elif isinstance(m, MLMHead):
             nn.init.zeros_(m.bias)
+
+    module.apply(init_one)
 
 
 class EncoderForMaskedLM(nn.Module):

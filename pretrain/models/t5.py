@@ -55,21 +55,27 @@ class T5ForConditionalGeneration(nn.Module):
         self._init_weights()
 
     def _init_weights(self) -> None:
-        """T5's initialization (transformers' `T5PreTrainedModel._init_weights`, factor 1)."""
+        """T5's initialization (transformers' `T5PreTrainedModel._init_weights`, factor 1), each submodule
+        initializing only its own parameters through `Module.apply` (so `deepspeed.zero.Init` can gather them)."""
         d, d_ff = self.config.hidden_size, self.config.intermediate_size
         inner = self.encoder.stack.layers[0].attn.query.out_features
         head_dim = inner // self.config.num_heads
-        nn.init.normal_(self.shared.weight, std=1.0)
+        linear_std = {"query": (d * head_dim) ** -0.5, "key": d ** -0.5, "value": d ** -0.5, "output": inner ** -0.5,
+                      "gate": d ** -0.5, "up": d ** -0.5, "down": d_ff ** -0.5}
+        stds = {self.shared: 1.0}
         for name, m in self.named_modules():
-            leaf = name.rsplit(".", 1)[-1]
+            if isinstance(m, RelativePositionBias):
+                stds[m.bias] = d ** -0.5
+            elif isinstance(m, nn.Linear) and m is not self.lm_head:
+                stds[m] = linear_std[name.rsplit(".", 1)[-1]]
+
+        def init_one(m: nn.Module) -> None:
             if isinstance(m, RMSNorm):
                 nn.init.ones_(m.weight)
-            elif isinstance(m, RelativePositionBias):
-                nn.init.normal_(m.bias.weight, std=d ** -0.5)
-            elif isinstance(m, nn.Linear) and m is not self.lm_head:
-                std = {"query": (d * head_dim) ** -0.5, "key": d ** -0.5, "value": d ** -0.5,
-                       "output": inner ** -0.5, "gate": d ** -0.5, "up": d ** -0.5, "down": d_ff ** -0.5}[leaf]
-                nn.init.normal_(m.weight, std=std)
+            elif m in stds:
+                nn.init.normal_(m.weight, std=stds[m])
+
+        self.apply(init_one)
 
     def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         return self.encoder(self.shared(input_ids), attention_mask)
