@@ -105,6 +105,7 @@ def worker(stage: int, precision: str) -> None:
     if rank == 0:
         print(json.dumps({"stage": stage, "params": psi, "bytes": measured,
                           "bytes_per_param": measured / psi}))
+    engine.close()  # without it a rank can abort at exit (gloo's threads), failing the stage after its work
 
 
 def main() -> None:
