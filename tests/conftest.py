@@ -1,15 +1,23 @@
 """Shared fixtures: a small prepared dataset cut from the bundled sample corpus, and a CLI runner."""
 
+import atexit
 import itertools
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SAMPLE_CORPUS = REPO_ROOT / "data_pipeline" / "sample_corpus" / "python_docs.jsonl"
+
+# Graft's cache (remote shards, local shards' checksum stamps) lives for this test session only, not in the
+# user's ~/.cache; set before anything imports data_pipeline, and inherited by every `graft` the tests start.
+os.environ["GRAFT_CACHE"] = tempfile.mkdtemp(prefix="graft-test-cache-")
+atexit.register(shutil.rmtree, os.environ["GRAFT_CACHE"], ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
