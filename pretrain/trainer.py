@@ -69,7 +69,9 @@ def _train(run_dir: Path, resume: bool, stop_request: StopRequest) -> Outcome:
     stop = min(cfg.train.exit_at_step or cfg.train.max_steps, cfg.train.max_steps)
     metrics = MetricsLog(run_dir, enabled=rank == 0)
     meter = WindowMeter(peak_flops(cfg.engine.precision, cfg.train.peak_tflops))
-    bar = tqdm(total=stop, initial=state.step, desc="training", unit=" steps", disable=rank != 0)
+    # disable=None: no bar when output is not a terminal (a SLURM log would get thousands of redraws); the
+    # console line every train.log_every steps is there either way.
+    bar = tqdm(total=stop, initial=state.step, desc="training", unit=" steps", disable=True if rank else None)
     saved_at = time.monotonic()
     last, stopped_by = {}, "end" if stop == cfg.train.max_steps else "exit_at_step"
     batches = iter(loader)
