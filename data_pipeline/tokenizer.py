@@ -107,10 +107,15 @@ def load_tokenizer(path: str | Path) -> Tokenizer:
         path = path / "tokenizer.json"
     if not path.is_file():
         raise UserError(f"tokenizer file {path} does not exist; pass a tokenizer.json or a directory holding one")
+    return parse_tokenizer(path.read_text(encoding="utf-8", errors="replace"), str(path))  # junk: the clear error
+
+
+def parse_tokenizer(text: str, where: str, fix: str = "") -> Tokenizer:
+    """The tokenizer in `text` (a tokenizer.json read from `where`); a clear error, ending in `fix`, if malformed."""
     try:
-        return Tokenizer.from_file(str(path))
+        return Tokenizer.from_str(text)
     except Exception as exc:  # tokenizers raises a bare Exception on malformed files
-        raise UserError(f"{path} is not a valid tokenizers JSON file ({exc})") from exc
+        raise UserError(f"{where} is not a valid tokenizers JSON file ({exc}){fix}") from exc
 
 
 def special_token_ids(tok: Tokenizer) -> dict[str, int]:

@@ -20,7 +20,7 @@ from omegaconf import OmegaConf
 from data_pipeline.errors import UserError
 from data_pipeline.prepare import TOKENIZER_FILE
 from data_pipeline.shards import Manifest, is_url
-from data_pipeline.tokenizer import load_tokenizer, tokenizer_hash
+from data_pipeline.tokenizer import load_tokenizer, parse_tokenizer, tokenizer_hash
 from pretrain import checkpoint
 from pretrain.config import RunConfig, load_config
 from pretrain.hf.common import HFPart, NotExportable
@@ -95,16 +95,10 @@ def dataset_tokenizer(data_path: str):
     checked against the dataset manifest's tokenizer hash."""
     if not is_url(data_path):
         return load_tokenizer(Path(data_path) / TOKENIZER_FILE)
-    from tokenizers import Tokenizer
-
     from data_pipeline.remote import read_remote_text
 
     where = f"{data_path.rstrip('/')}/{TOKENIZER_FILE}"
-    text = read_remote_text(data_path, TOKENIZER_FILE)
-    try:
-        tokenizer = Tokenizer.from_str(text)
-    except Exception as exc:  # tokenizers raises a bare Exception on malformed files
-        raise UserError(f"{where} is not a valid tokenizers JSON file ({exc}); re-run `graft prepare`") from exc
+    tokenizer = parse_tokenizer(read_remote_text(data_path, TOKENIZER_FILE), where, "; re-run `graft prepare`")
     if tokenizer_hash(tokenizer) != Manifest.load(data_path).tokenizer_sha256:
         raise UserError(f"{where} is not the tokenizer the dataset's manifest names (sha256 differs); "
                         "the dataset at data.path was changed after training")
