@@ -70,7 +70,10 @@ def deepspeed_config(cfg: EngineConfig, world: int, load_universal: bool = False
                      num_params: int = DS_BUCKET_ELEMENTS) -> dict:
     # DeepSpeed allocates its reduction bucket afresh every step; one larger than the model only costs (on CPU,
     # page faults on a new 2 GB mapping each step). A bucket of the model's size reduces in the same one piece.
-    zero: dict[str, Any] = {"stage": cfg.zero_stage, "reduce_bucket_size": min(DS_BUCKET_ELEMENTS, num_params)}
+    # Contiguous gradients copy every gradient into one buffer as backward produces it, to spare the GPU
+    # allocator fragmentation; on CPU there is none to spare and the copy costs ~5% of a small model's step.
+    zero: dict[str, Any] = {"stage": cfg.zero_stage, "reduce_bucket_size": min(DS_BUCKET_ELEMENTS, num_params),
+                            "contiguous_gradients": torch.cuda.is_available()}
     if cfg.offload_optimizer:
         zero["offload_optimizer"] = {"device": "cpu", "pin_memory": torch.cuda.is_available()}
     if cfg.offload_params:
