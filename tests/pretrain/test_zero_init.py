@@ -20,7 +20,8 @@ def test_zero3_construction_partitions_every_parameter_with_the_plain_weights(tm
     worker = Path(__file__).with_name("zero_init_worker.py")
     # A fixed mmap threshold makes glibc return every freed tensor to the system at once, so the resident set
     # measures live tensors (by default it keeps freed heap memory, fragmented by the partitions between them).
-    env = {**os.environ, "PYTHONWARNINGS": "ignore", "DS_ACCELERATOR": "cpu", "MALLOC_MMAP_THRESHOLD_": "65536"}
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "DS_ACCELERATOR": "cpu", "MALLOC_MMAP_THRESHOLD_": "65536",
+           "PYTHONPATH": str(REPO_ROOT)}  # the worker runs as a script: the repository is not on its path
     result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
                              "--standalone", str(worker), str(tmp_path)],
                             cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
