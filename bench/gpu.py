@@ -6,8 +6,7 @@ Each model trains on random tokens (MFU does not depend on the data) with Graft'
 rank, bf16, AdamW, clipping 1.0); after 5 warm-up steps the median step time gives achieved FLOP/s by the
 formulas in pretrain/flops.py (README, "Observability"): BERT's MLM head counts the 15% masked positions, T5
 counts encoder, decoder self-attention, cross-attention and the LM head over the 114 target positions.
-BERT-base is Graft's own model; T5-base (v1.1: gated-GELU, d_ff 2048) is `transformers`' T5 until Graft has
-its own, run under the same engine. The peak is looked up from the GPU's name (H100 SXM: 989 TFLOP/s bf16);
+Both are Graft's own models (T5-base is v1.1: gated GELU, d_ff 2048, as configs/models/t5-base.yaml). The peak is looked up from the GPU's name (H100 SXM: 989 TFLOP/s bf16);
 `--peak-tflops` overrides it. Needs a CUDA GPU (`--smoke` runs tiny versions on CPU to check the script).
 Each model runs in a fresh process. Prints `mfu_bert_base` and `mfu_t5_base` last.
 """
@@ -21,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -85,23 +85,31 @@ def bert_base(steps: int, batch: int, peak: float, smoke: bool) -> dict:
 
 def t5_base(steps: int, batch: int, peak: float, smoke: bool) -> dict:
     import torch
-    from transformers import T5Config, T5ForConditionalGeneration
 
-    from pretrain.flops import encoder_decoder_flops
+    from pretrain.flops import flops_per_sample
+    from pretrain.models import build_model
+    from pretrain.models.config import ModelConfig
+    from pretrain.objectives.losses import seq2seq_loss
 
-    d, f, layers, heads, vocab, enc, dec = (64, 128, 2, 2, 2000, 64, 16) if smoke else (768, 2048, 12, 12, 32128, 512, 114)
-    cfg = T5Config(vocab_size=vocab, d_model=d, d_kv=d // heads, d_ff=f, num_layers=layers, num_decoder_layers=layers,
-                   num_heads=heads, feed_forward_proj="gated-gelu", dropout_rate=0.0, tie_word_embeddings=False,
-                   decoder_start_token_id=0, pad_token_id=0)
+    # T5 v1.1 base as configs/models/t5-base.yaml (gated GELU, d_ff 2048, dropout 0.1)
+    cfg = ModelConfig(family="t5", vocab_size=32128, hidden_size=768, num_layers=12, num_heads=12, head_dim=64,
+                      intermediate_size=2048, hidden_act="gelu_new", layer_norm_eps=1e-6, pad_token_id=0,
+                      eos_token_id=1, decoder_start_token_id=0, initializer_range=1.0)
+    enc, dec = 512, 114
+    if smoke:
+        cfg = replace(cfg, vocab_size=2000, hidden_size=64, num_layers=2, num_heads=2, head_dim=32, intermediate_size=128)
+        enc, dec = 64, 16
     torch.manual_seed(0)
-    model = T5ForConditionalGeneration(cfg)
+    model = build_model(cfg)
 
-    def batch_fn():
-        return {"input_ids": torch.randint(0, cfg.vocab_size, (batch, enc)),
-                "labels": torch.randint(0, cfg.vocab_size, (batch, dec))}
+    def batch_fn():  # span corruption's shapes: every decoder position labelled
+        labels = torch.randint(2, cfg.vocab_size, (batch, dec))
+        return {"input_ids": torch.randint(2, cfg.vocab_size, (batch, enc)),
+                "decoder_input_ids": torch.cat([torch.zeros(batch, 1, dtype=torch.long), labels[:, :-1]], 1),
+                "labels": labels}
 
-    flops = batch * encoder_decoder_flops(d, f, layers, layers, enc, dec, vocab, gated=True)
-    return measure(model, batch_fn, lambda m, b: m(**b).loss, flops, steps, batch, peak)
+    flops = batch * flops_per_sample(cfg, enc, dec, decoder_len=dec)
+    return measure(model, batch_fn, seq2seq_loss, flops, steps, batch, peak)
 
 
 MODELS = {"bert": bert_base, "t5": t5_base}

@@ -1,18 +1,22 @@
 """Training FLOPs per step, for MFU. The formula (also in README.md, "Observability"):
 
 Every matrix multiply of m x k by k x n costs 2mkn FLOPs forward and twice that backward, so a dense layer
-with P weights costs 6P per token it processes. Per layer and per token, with hidden size d, feed-forward
-size f and the number of keys attended to T:
+with P weights costs 6P per token it processes. Per layer and per token, with hidden size d, attention width
+a (heads x head size; d except in some T5s), feed-forward size f and the number of keys attended to T:
 
-    self-attention projections (Q, K, V, O)   6 * 4d^2
-    attention scores QK^T and the values AV   6 * 2 * T * d      (full, unmasked T x T: what SDPA computes)
-    feed-forward (2 matrices; 3 if gated)     6 * 2 * d * f      (6 * 3 * d * f)
-    cross-attention (decoder layers)          6 * 4d^2 projections (K, V over the encoder's length)
-                                              + 6 * 2 * T_enc * d scores and values
+    self-attention projections (Q, K, V, O)   6 * 4da
+    attention scores QK^T and the values AV   6 * 2Ta            (full, unmasked T x T: what SDPA computes)
+    feed-forward (2 matrices; 3 if gated)     6 * 2df            (6 * 3df: T5 v1.1's gated GELU)
+    cross-attention (decoder layers)          6 * 2da per decoder token (Q, O) + 6 * 2da per encoder token (K, V)
+                                              + 6 * 2 T_enc a per decoder token
 
-Embedding lookups are free; the output head (a d x d transform plus the d x V decoder) costs 6(d^2 + dV)
-per token it is applied to: for MLM only the masked positions, as Graft computes it. MFU is achieved
-FLOPs/s divided by the accelerator's peak for the precision in use.
+Embedding lookups are free; a factorized embedding (ALBERT, ELECTRA: size e < d) costs 6ed per token for
+its projection. Output heads cost 6P per position they run on, and Graft runs the vocabulary projection only
+where the loss needs it (the labelled positions): the MLM head (d x e transform, e x V decoder) 6(de + eV),
+T5's and BART's LM head 6dV. ELECTRA counts its generator (an encoder with the MLM head on the masked
+positions) plus its discriminator (every token, head d x d + d x 1). ALBERT's shared layer counts once per
+application. The NSP/SOP classifier (a few d x d per sample) is left out. MFU is achieved FLOPs/s divided by
+the accelerator's peak for the precision in use.
 """
 
 from __future__ import annotations
@@ -20,38 +24,56 @@ from __future__ import annotations
 import torch
 
 
-def encoder_layer_flops(d: int, f: int, t: int, gated: bool = False) -> float:
+def encoder_layer_flops(d: int, f: int, t: int, gated: bool = False, width: int | None = None) -> float:
     """Training FLOPs of one encoder (or decoder self-attention) layer for one token attending to t keys."""
-    return 6 * (4 * d * d + 2 * t * d + (3 if gated else 2) * d * f)
+    a = width or d
+    return 6 * (4 * d * a + 2 * t * a + (3 if gated else 2) * d * f)
 
 
-def cross_attention_flops(d: int, t_enc: int, decoder_tokens: int, encoder_tokens: int) -> float:
+def cross_attention_flops(d: int, t_enc: int, decoder_tokens: int, encoder_tokens: int,
+                          width: int | None = None) -> float:
     """Training FLOPs of one decoder layer's cross-attention: Q, O on decoder tokens, K, V on encoder tokens."""
-    return 6 * (2 * d * d * decoder_tokens + 2 * d * d * encoder_tokens + 2 * t_enc * d * decoder_tokens)
+    a = width or d
+    return 6 * (2 * d * a * decoder_tokens + 2 * d * a * encoder_tokens + 2 * t_enc * a * decoder_tokens)
 
 
-def head_flops(d: int, vocab: int, tokens: float) -> float:
-    return 6 * (d * d + d * vocab) * tokens
+def _width(cfg) -> int:
+    return (cfg.head_dim or cfg.hidden_size // cfg.num_heads) * cfg.num_heads
 
 
-def encoder_decoder_flops(d: int, f: int, enc_layers: int, dec_layers: int, enc_len: int, dec_len: int,
-                          vocab: int, gated: bool = False) -> float:
-    """Training FLOPs of one encoder-decoder sample (T5/BART): encoder, decoder self- and cross-attention, LM head."""
-    encoder = enc_layers * enc_len * encoder_layer_flops(d, f, enc_len, gated)
-    decoder = dec_layers * (dec_len * encoder_layer_flops(d, f, dec_len, gated)
-                            + cross_attention_flops(d, enc_len, dec_len, enc_len))
-    return encoder + decoder + 6 * d * vocab * dec_len  # T5's head has no d x d transform; close enough for BART
+def encoder_flops(cfg, seq_len: int, head_tokens: float) -> float:
+    """One sample of `seq_len` tokens through an encoder, its MLM head on `head_tokens` positions."""
+    d, e = cfg.hidden_size, cfg.embed_size
+    layers = cfg.num_layers * seq_len * encoder_layer_flops(d, cfg.intermediate_size, seq_len, width=_width(cfg))
+    projection = 6 * e * d * seq_len if e != d else 0
+    return layers + projection + 6 * (d * e + e * cfg.vocab_size) * head_tokens
 
 
-def flops_per_sample(model_cfg, seq_len: int, head_tokens: float) -> float:
-    """Training FLOPs of one sample of `seq_len` tokens whose output head runs on `head_tokens` positions."""
-    from pretrain.models.bert import BertConfig
+def electra_flops(cfg, seq_len: int, head_tokens: float) -> float:
+    """ELECTRA: the generator with its MLM head on the masked positions, then the discriminator on every token."""
+    d = cfg.hidden_size
+    return encoder_flops(cfg.generator, seq_len, head_tokens) + encoder_flops(cfg, seq_len, 0) \
+        + 6 * (d * d + d) * seq_len
 
-    if isinstance(model_cfg, BertConfig):
-        c = model_cfg
-        return (c.num_layers * seq_len * encoder_layer_flops(c.hidden_size, c.intermediate_size, seq_len)
-                + head_flops(c.hidden_size, c.vocab_size, head_tokens))
-    raise NotImplementedError(f"no FLOPs formula for {type(model_cfg).__name__}; add one to pretrain/flops.py")
+
+def encoder_decoder_flops(cfg, enc_len: int, dec_len: int, head_tokens: float) -> float:
+    """T5/BART: the encoder over `enc_len`, the decoder's self-attention over `dec_len` and cross-attention over
+    `enc_len`, the LM head on `head_tokens` decoder positions."""
+    d, f, a, gated = cfg.hidden_size, cfg.intermediate_size, _width(cfg), cfg.family == "t5"
+    encoder = cfg.num_layers * enc_len * encoder_layer_flops(d, f, enc_len, gated, a)
+    decoder = cfg.decoder_layers * (dec_len * encoder_layer_flops(d, f, dec_len, gated, a)
+                                    + cross_attention_flops(d, enc_len, dec_len, enc_len, a))
+    return encoder + decoder + 6 * d * cfg.vocab_size * head_tokens
+
+
+def flops_per_sample(cfg, seq_len: int, head_tokens: float, decoder_len: int = 0) -> float:
+    """Training FLOPs of one sample of `seq_len` (encoder) tokens and, for T5/BART, `decoder_len` decoder
+    tokens, whose output head runs on `head_tokens` positions."""
+    if cfg.is_encoder_decoder:
+        return encoder_decoder_flops(cfg, seq_len, decoder_len, head_tokens)
+    if cfg.family == "electra":
+        return electra_flops(cfg, seq_len, head_tokens)
+    return encoder_flops(cfg, seq_len, head_tokens)
 
 
 # Dense peak TFLOP/s per GPU by name fragment and precision (NVIDIA datasheets, without sparsity).
@@ -87,6 +109,7 @@ def batch_flops(model_cfg, micro_batches: list[dict]) -> float:
     total = 0.0
     for batch in micro_batches:
         samples, seq_len = batch["input_ids"].shape
-        head = int((batch["labels"] != IGNORE).sum()) if "labels" in batch else samples * seq_len
-        total += samples * flops_per_sample(model_cfg, seq_len, head / samples)
+        decoder_len = batch["decoder_input_ids"].shape[1] if "decoder_input_ids" in batch else 0
+        head = int((batch["labels"] != IGNORE).sum()) if "labels" in batch else samples * (decoder_len or seq_len)
+        total += samples * flops_per_sample(model_cfg, seq_len, head / samples, decoder_len)
     return total
