@@ -79,7 +79,7 @@ def storage_bytes(tensors) -> int:
 def worker(stage: int, precision: str) -> None:
     import torch
 
-    from pretrain.engine import Engine, EngineConfig, init_distributed
+    from pretrain.engine import Engine, EngineConfig, init_distributed, model_construction
     from pretrain.models import build_model
     from pretrain.models.bert import BertConfig
     from pretrain.optim import OptimConfig, build_optimizer
@@ -87,14 +87,15 @@ def worker(stage: int, precision: str) -> None:
     rank, world = init_distributed()
     data = WORK / "data_0_400"
     batches, loss_fn = mlm_batches(data, 128, 4, 2, rank=rank, world=world)
-    torch.manual_seed(0)
-    model = build_model(BertConfig(vocab_size=4000, hidden_size=512, num_layers=4, num_heads=8,
-                                   intermediate_size=2048, max_position_embeddings=128))
-    psi = sum(p.numel() for p in model.parameters())
     small = {"reduce_bucket_size": 100_000, "allgather_bucket_size": 100_000, "stage3_prefetch_bucket_size": 100_000,
              "stage3_param_persistence_threshold": 0, "stage3_max_live_parameters": 100_000}
     cfg = EngineConfig(zero_stage=stage, precision=precision, global_batch_size=4 * world, micro_batch_size=4,
                        deepspeed={"zero_optimization": small if stage else {}})
+    torch.manual_seed(0)
+    with model_construction(cfg, world):  # as `graft train` builds it: at ZeRO-3 partitioned from the start
+        model = build_model(BertConfig(vocab_size=4000, hidden_size=512, num_layers=4, num_heads=8,
+                                       intermediate_size=2048, max_position_embeddings=128))
+    psi = sum(getattr(p, "ds_numel", p.numel()) for p in model.parameters())
     engine = Engine(cfg, world, WORK, model, build_optimizer(model, OptimConfig()))
     engine.step([batches[0]], loss_fn, 1e-4)  # creates Adam's moments
     engine.model.backward(loss_fn(engine.model, {k: v.to(engine.device) for k, v in batches[1].items()}))

@@ -61,13 +61,14 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
 
 
 def read_meta(path: Path) -> dict:
-    """train_state.json: {"train": TrainState, "loader": ..., "reason": ..., "world_size": ...}."""
+    """train_state.json: {"train": TrainState, "loader": ..., "reason": ..., "world_size": ..., "model": ...}."""
     return json.loads((path / "train_state.json").read_text())
 
 
 def save(engine, run_dir: Path, state: TrainState, loader_state: dict, rank: int, keep_last: int,
-         reason: str = "periodic") -> Path:
-    """Every rank calls this; returns the final checkpoint path. `reason` is recorded (e.g. "signal SIGTERM")."""
+         reason: str = "periodic", model: dict | None = None) -> Path:
+    """Every rank calls this; returns the final checkpoint path. `reason` is recorded (e.g. "signal SIGTERM"),
+    and `model`, the model config the weights belong to (export checks the run's config.yaml against it)."""
     root = checkpoints_dir(run_dir)
     final = root / step_name(state.step)
     tmp = root / (final.name + ".tmp")
@@ -84,7 +85,7 @@ def save(engine, run_dir: Path, state: TrainState, loader_state: dict, rank: int
     if rank == 0:
         write_atomic(tmp / "train_state.json",
                      json.dumps({"train": asdict(state), "loader": loader_state, "reason": reason,
-                                 "world_size": engine.world}, indent=1).encode())
+                                 "world_size": engine.world, "model": model}, indent=1).encode())
         if final.exists():  # complete but never `latest` (killed before the pointer moved): replace it whole
             shutil.rmtree(final)
         tmp.rename(final)

@@ -9,6 +9,7 @@ renamed only after the logits matched, so OUT_DIR either holds a verified export
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from dataclasses import dataclass
@@ -65,6 +66,7 @@ def export(run_dir: Path, out_dir: Path, max_shard_bytes: int | None = None) -> 
     with torch.device("meta"):  # shapes only: no memory, no initialization work; verify fills it in
         skeleton = build_model(cfg.model, pretrained=False)
     _check_matches(reader, skeleton, cfg.model, ckpt)
+    _check_same_model(cfg.model, checkpoint.read_meta(ckpt).get("model"), run_dir, ckpt)
 
     staging = out_dir.with_name(out_dir.name + ".tmp")
     shutil.rmtree(staging, ignore_errors=True)
@@ -120,6 +122,24 @@ def _check_matches(reader: ZeroCheckpoint, skeleton: torch.nn.Module, cfg: Model
         raise UserError(f"{ckpt}: {wrong[0]} has shape {tuple(found[wrong[0]])}, the run's config gives "
                         f"{tuple(expected[wrong[0]])}; was config.yaml edited after training?")
     assert set(graft_keys(cfg)) <= set(found)
+
+
+# Fields that change training, not the function the weights compute: editing them before an export is fine.
+TRAINING_ONLY = ("hidden_dropout", "attention_dropout", "layerdrop", "activation_checkpointing", "init_from")
+
+
+def _check_same_model(cfg: ModelConfig, trained: dict | None, run_dir: Path, ckpt: Path) -> None:
+    """The run's config.yaml must still describe the model the checkpoint was trained as. Tensor shapes alone
+    cannot tell every edit (a BERT exported as RoBERTa has the very same tensors). Checkpoints written before
+    the model config was recorded (`trained` None) are checked by shapes only."""
+    if trained is None:
+        return
+    now = dataclasses.asdict(cfg)
+    changed = [k for k in now if k not in TRAINING_ONLY and k in trained and now[k] != trained[k]]
+    if changed:
+        edits = ", ".join(f"model.{k}: {trained[k]!r} -> {now[k]!r}" for k in changed)
+        raise UserError(f"{run_dir}/{CONFIG_FILE} no longer describes the model {ckpt.name} was trained as ({edits}); "
+                        "restore those values to export it")
 
 
 def _write_configs(cfg: ModelConfig, part: HFPart, out: Path) -> None:

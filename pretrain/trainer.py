@@ -110,7 +110,8 @@ def _train(run_dir: Path, resume: bool, stop_request: StopRequest) -> Outcome:
         reason = f"signal {stop_request.received or 'on another rank'}" if signalled else "minutes" if timed else \
             stopped_by if state.step == stop else "periodic" if state.step % cfg.train.save_every == 0 else None
         if reason:
-            checkpoint.save(engine, run_dir, state, loader.state_dict(), rank, cfg.train.keep_last, reason)
+            checkpoint.save(engine, run_dir, state, loader.state_dict(), rank, cfg.train.keep_last, reason,
+                            dataclasses.asdict(cfg.model))
             saved_at = time.monotonic()
         if signalled:
             stopped_by = reason

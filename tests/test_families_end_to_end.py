@@ -215,6 +215,12 @@ def test_bad_exports_fail_with_clear_messages(runs, tmp_path):
     (step / "engine" / "zero_pp_rank_1_mp_rank_00_optim_states.pt").unlink()
     assert "partial checkpoint" in export_fails(partial)
 
+    # The very same tensors as a BERT: only the model config recorded in the checkpoint can tell.
+    as_roberta = shutil.copytree(runs["bert"]["run"], tmp_path / "as_roberta")
+    (as_roberta / "config.yaml").write_text((as_roberta / "config.yaml").read_text()
+                                            .replace("family: bert", "family: roberta"))
+    assert "model.family: 'bert' -> 'roberta'" in export_fails(as_roberta)
+
     pre_ln = shutil.copytree(runs["bert"]["run"], tmp_path / "pre_ln")
     (pre_ln / "config.yaml").write_text((pre_ln / "config.yaml").read_text().replace("pre_ln: false", "pre_ln: true"))
     assert "pre_ln" in export_fails(pre_ln) and "cannot be exported" in export_fails(pre_ln)
