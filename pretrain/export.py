@@ -9,10 +9,9 @@ renamed only after the logits matched, so OUT_DIR either holds a verified export
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import shutil
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -134,7 +133,7 @@ def _check_same_model(cfg: ModelConfig, trained: dict | None, run_dir: Path, ckp
     the model config was recorded (`trained` None) are checked by shapes only."""
     if trained is None:
         return
-    now = dataclasses.asdict(cfg)
+    now = asdict(cfg)
     changed = [k for k in now if k not in TRAINING_ONLY and k in trained and now[k] != trained[k]]
     if changed:
         edits = ", ".join(f"model.{k}: {trained[k]!r} -> {now[k]!r}" for k in changed)
