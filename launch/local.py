@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import subprocess
@@ -15,6 +16,7 @@ from data_pipeline.errors import UserError
 from pretrain import checkpoint
 from pretrain.config import RunConfig, check_special_ids, config_changes, load_config, save_config
 from pretrain.engine import check_precision
+from pretrain.models.config import architecture_changes
 from pretrain.signals import PREEMPTION_SIGNALS
 from pretrain.trainer import CONFIG_FILE
 
@@ -36,6 +38,12 @@ def prepare_run_dir(cfg: RunConfig, resume: bool) -> Path:
             raise UserError(f"--resume: {run_dir} holds no complete checkpoint to resume from; start the run "
                             "without --resume")
         old = load_config(config_file)
+        trained = checkpoint.read_meta(latest).get("model") or dataclasses.asdict(old.model)
+        edits = architecture_changes(trained, cfg.model)
+        if edits:
+            raise UserError(f"--resume: {latest} holds another model than this config describes "
+                            f"({', '.join(edits)}); resume with the checkpoint's values, or start a new run in "
+                            "another train.run_dir")
         changes = config_changes(old, cfg)
         if changes:
             print(f"resuming {run_dir} from {latest.name} with a changed config:\n  " + "\n  ".join(changes))

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -29,7 +29,7 @@ from pretrain.hf.tokenizer import save_tokenizer
 from pretrain.hf.writer import write_safetensors
 from pretrain.metrics import read_metrics
 from pretrain.models import build_model
-from pretrain.models.config import ModelConfig
+from pretrain.models.config import ModelConfig, architecture_changes
 from pretrain.trainer import CONFIG_FILE
 from pretrain.zero_checkpoint import ZeroCheckpoint
 
@@ -123,22 +123,14 @@ def _check_matches(reader: ZeroCheckpoint, skeleton: torch.nn.Module, cfg: Model
     assert set(graft_keys(cfg)) <= set(found)
 
 
-# Fields that change training, not the function the weights compute: editing them before an export is fine.
-TRAINING_ONLY = ("hidden_dropout", "attention_dropout", "layerdrop", "activation_checkpointing", "init_from")
-
-
 def _check_same_model(cfg: ModelConfig, trained: dict | None, run_dir: Path, ckpt: Path) -> None:
     """The run's config.yaml must still describe the model the checkpoint was trained as. Tensor shapes alone
     cannot tell every edit (a BERT exported as RoBERTa has the very same tensors). Checkpoints written before
     the model config was recorded (`trained` None) are checked by shapes only."""
-    if trained is None:
-        return
-    now = asdict(cfg)
-    changed = [k for k in now if k not in TRAINING_ONLY and k in trained and now[k] != trained[k]]
-    if changed:
-        edits = ", ".join(f"model.{k}: {trained[k]!r} -> {now[k]!r}" for k in changed)
-        raise UserError(f"{run_dir}/{CONFIG_FILE} no longer describes the model {ckpt.name} was trained as ({edits}); "
-                        "restore those values to export it")
+    edits = architecture_changes(trained, cfg) if trained is not None else []
+    if edits:
+        raise UserError(f"{run_dir}/{CONFIG_FILE} no longer describes the model {ckpt.name} was trained as "
+                        f"({', '.join(edits)}); restore those values to export it")
 
 
 def _write_configs(cfg: ModelConfig, part: HFPart, out: Path) -> None:

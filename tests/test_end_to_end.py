@@ -40,6 +40,17 @@ def test_resumed_run_continues_the_same_curve(straight_and_resumed):
     assert list(run_b.glob("config.before-step_00000003.*.yaml"))
 
 
+def test_resume_refuses_another_architecture(straight_and_resumed, small_dataset):
+    """The same tensors as the BERT it trained: DeepSpeed would load them into a RoBERTa without a word."""
+    _, run_b, _ = straight_and_resumed
+    config = (run_b / "config.yaml").read_text()
+    result = run_graft("train", TINY, f"data.path={small_dataset}", f"train.run_dir={run_b}", "model.family=roberta",
+                       "train.max_steps=8", "--resume", check=False)
+    assert result.returncode == 2, result.stderr
+    assert "model.family: 'bert' -> 'roberta'" in result.stderr and "step_00000006" in result.stderr
+    assert (run_b / "config.yaml").read_text() == config  # nothing changed
+
+
 def test_run_directory_layout(straight_and_resumed):
     run_a, _, _ = straight_and_resumed
     ds = json.loads((run_a / "deepspeed.json").read_text())

@@ -6,11 +6,13 @@ BERT-base; the presets in configs/ set each family's standard values.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 FAMILIES = ("bert", "roberta", "albert", "electra", "t5", "bart")
 ENCODER_DECODERS = ("t5", "bart")
 HEADS = ("mlm", "pretraining")  # pretraining = MLM plus the pooler and NSP/SOP head (BERT, ALBERT)
+# Fields that change how the model trains, not the function its weights compute.
+TRAINING_ONLY = ("hidden_dropout", "attention_dropout", "layerdrop", "activation_checkpointing", "init_from")
 
 
 @dataclass
@@ -118,3 +120,12 @@ class ModelConfig:
                        intermediate_size=self.generator_intermediate_size or max(1, self.intermediate_size // 4),
                        num_layers=self.generator_num_layers or self.num_layers,
                        embedding_size=self.embed_size)
+
+
+def architecture_changes(trained: dict, cfg: ModelConfig) -> list[str]:
+    """`model.KEY: old -> new` for each field (training-only ones aside) in which `cfg` differs from the model
+    config `trained` (a dict, as recorded in checkpoints): weights of one architecture mean nothing in another,
+    even where the tensors have the same shapes (a BERT read as a RoBERTa)."""
+    now = asdict(cfg)
+    return [f"model.{k}: {trained[k]!r} -> {now[k]!r}" for k in now
+            if k not in TRAINING_ONLY and k in trained and now[k] != trained[k]]
