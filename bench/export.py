@@ -15,7 +15,9 @@ Fairness: both sides write the same tensors (the model's, tied ones once) into a
 (no dirty pages left by the previous run to be written back meanwhile), with the checkpoint in the page cache
 (training just wrote it). Each child imports its libraries before its clock starts (the baseline its
 `safetensors`, the export `transformers`' classes and DeepSpeed, which unpickling its checkpoint needs); the
-export's import time is reported too (`export_time_ratio_with_imports`). Baseline and export alternate for
+export's import time is reported too (`export_time_ratio_with_imports`), and so is the time of export's
+verification alone (run on the directory the export just wrote, in its own process), to show what the rest
+costs (`export_time_ratio_without_check`: export time less the check's, over the baseline's). Baseline and export alternate for
 `--rounds` rounds; the ratios are of the medians.
 
 Goals: export_time_ratio <= 2, export_peak_mem_ratio <= 1.5. The figures are printed last, as one JSON line.
@@ -64,6 +66,21 @@ def child(mode: str, run_dir: Path, out: Path) -> None:
         start = time.perf_counter()
         export(run_dir, out)
         seconds = time.perf_counter() - start
+    elif mode == "check":  # export's verification alone, on the directory the last export wrote
+        import transformers
+
+        from pretrain.config import load_config
+        from pretrain.export import verify
+        from pretrain.hf.convert import parts
+
+        cfg = load_config(run_dir / "config.yaml").model
+        for part in parts(cfg):
+            getattr(transformers, part.architecture)
+        transformers.AutoTokenizer, transformers.PreTrainedTokenizerFast, transformers.BertTokenizerFast
+        imports = time.perf_counter() - start
+        start = time.perf_counter()
+        verify(out, cfg)
+        seconds = time.perf_counter() - start
     elif mode == "zero_to_fp32":  # context: what users run today, DeepSpeed's consolidation then save_file
         from safetensors.torch import save_file
 
@@ -97,7 +114,8 @@ def child(mode: str, run_dir: Path, out: Path) -> None:
 
 
 def run_child(mode: str, run_dir: Path, out: Path) -> dict:
-    shutil.rmtree(out, ignore_errors=True)  # a fresh file every time
+    if mode != "check":
+        shutil.rmtree(out, ignore_errors=True)  # a fresh file every time
     os.sync()  # no dirty pages of an earlier run are written back while this one is timed
     result = subprocess.run([sys.executable, __file__, "--child", mode, str(run_dir), str(out)],
                             capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
@@ -143,14 +161,16 @@ def main() -> None:
     reader = ZeroCheckpoint(checkpoint.latest_checkpoint(run_dir) / "engine")
     params = sum(shape.numel() for name, shape in reader.shapes.items() if name not in reader.buffers)
     fp32_bytes = 4 * sum(shape.numel() for shape in reader.shapes.values())
-    baselines, exports = [], []
+    baselines, exports, checks = [], [], []
     for _ in range(args.rounds):
         baselines.append(run_child("baseline", run_dir, work / "baseline"))
         exports.append(run_child("export", run_dir, work / "export"))
+        checks.append(run_child("check", run_dir, work / "export"))
     consolidated = run_child("zero_to_fp32", run_dir, work / "zero_to_fp32")
     base_s = statistics.median(b["seconds"] for b in baselines)
     export_s = statistics.median(e["seconds"] for e in exports)
     export_cold_s = statistics.median(e["seconds"] + e["imports"] for e in exports)
+    check_s = statistics.median(c["seconds"] for c in checks)
     export_peak = max(e["peak_rss"] for e in exports)
     print(f"checkpoint: ZeRO-{reader.stage}, {reader.world} ranks, {params:,} parameters "
           f"({fp32_bytes / 2**30:.2f} GiB fp32)")
@@ -158,11 +178,14 @@ def main() -> None:
     print(f"graft export: {[round(e['seconds'], 2) for e in exports]} s (median {export_s:.2f}; streaming, conversion "
           f"and verification with transformers), imports before it {[round(e['imports'], 2) for e in exports]} s, "
           f"peak RSS {export_peak / 2**30:.2f} GiB")
+    print(f"of which the check (load with transformers, two forward passes, compare): "
+          f"{[round(c['seconds'], 2) for c in checks]} s (median {check_s:.2f}, measured alone)")
     print(f"for context, DeepSpeed's zero_to_fp32 + save_file (no conversion, no check): "
           f"{consolidated['seconds']:.2f} s, peak RSS {consolidated['peak_rss'] / 2**30:.2f} GiB")
     print(json.dumps({"export_time_ratio": round(export_s / base_s, 3),
                       "export_peak_mem_ratio": round(export_peak / fp32_bytes, 3), "params": params,
-                      "export_time_ratio_with_imports": round(export_cold_s / base_s, 3)}))
+                      "export_time_ratio_with_imports": round(export_cold_s / base_s, 3),
+                      "export_time_ratio_without_check": round((export_s - check_s) / base_s, 3)}))
 
 if __name__ == "__main__":
     main()

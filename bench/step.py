@@ -14,7 +14,7 @@ the same process, and is measured as a ratio to it. Printed last:
   and weights (what `run_mlm.py` trains): the whole step a user gets from either tool;
 - `step_vs_hf_trainer_graft_module`: Graft against HF Trainer training Graft's own module and loss, so that
   only the training loops differ.
-""""""
+"""
 
 from __future__ import annotations
 
