@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Callable
 
 import torch
+from tqdm import tqdm
 
 SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
@@ -37,9 +38,12 @@ def write_safetensors(directory: Path, entries: list[tuple[str, torch.Size]],
         filled += size
     names = [SINGLE_FILE] if len(shards) == 1 else \
         [f"model-{k + 1:05d}-of-{len(shards):05d}.safetensors" for k in range(len(shards))]
-    for name, members in zip(names, shards):
-        _write_one(directory / name, [(entries[i][0], entries[i][1], sizes[i]) for i in members],
-                   [fetch for _ in members], members)
+    # On a terminal only (tqdm's disable=None): a log gets no redraws.
+    with tqdm(total=sum(sizes), unit="B", unit_scale=True, desc="writing safetensors",
+              disable=None, leave=False) as bar:
+        for name, members in zip(names, shards):
+            _write_one(directory / name, [(entries[i][0], entries[i][1], sizes[i]) for i in members],
+                       [fetch for _ in members], members, bar.update)
     if len(shards) > 1:
         index = {"metadata": {"total_size": sum(sizes)},
                  "weight_map": {entries[i][0]: name for name, members in zip(names, shards) for i in members}}
@@ -47,7 +51,8 @@ def write_safetensors(directory: Path, entries: list[tuple[str, torch.Size]],
     return [directory / n for n in names]
 
 
-def _write_one(path: Path, specs: list[tuple[str, torch.Size, int]], fetchers, indices: list[int]) -> None:
+def _write_one(path: Path, specs: list[tuple[str, torch.Size, int]], fetchers, indices: list[int],
+               progress: Callable[[int], object]) -> None:
     header, offset = {"__metadata__": {"format": "pt"}}, 0
     for name, shape, size in specs:
         header[name] = {"dtype": "F32", "shape": list(shape), "data_offsets": [offset, offset + size]}
@@ -69,3 +74,4 @@ def _write_one(path: Path, specs: list[tuple[str, torch.Size, int]], fetchers, i
                 if piece.numel():
                     f.write(piece.detach().contiguous().numpy().data)  # no copy of contiguous pieces
             del got, pieces
+            progress(size)
