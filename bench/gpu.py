@@ -7,8 +7,8 @@ rank, bf16, AdamW, clipping 1.0); after 5 warm-up steps the median step time giv
 formulas in pretrain/flops.py (README, "Observability"): BERT's MLM head counts the 15% masked positions, T5
 counts encoder, decoder self-attention, cross-attention and the LM head over the 114 target positions.
 Both are Graft's own models (T5-base is v1.1: gated GELU, d_ff 2048, as configs/models/t5-base.yaml). The
-peak is looked up from the GPU's name (H100 SXM: 989 TFLOP/s bf16); `--peak-tflops` overrides it. Needs a CUDA GPU (`--smoke` runs tiny versions on CPU to check the script).
-Each model runs in a fresh process. Prints `mfu_bert_base` and `mfu_t5_base` last.
+peak is looked up from the GPU's name (H100 SXM: 989 TFLOP/s bf16); `--peak-tflops` overrides it. Needs a CUDA
+GPU (`--smoke` runs tiny versions on CPU to check the script). Each model runs in a fresh process. Prints `mfu_bert_base` and `mfu_t5_base` last.
 """
 
 from __future__ import annotations
