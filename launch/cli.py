@@ -39,7 +39,7 @@ def _train(args) -> None:
 def _export(args) -> None:
     from pretrain.export import export
 
-    result = export(Path(args.run_dir), Path(args.out_dir))
+    result = export(Path(args.run_dir), Path(args.out_dir), step=args.step)
     print(f"exported {result.checkpoint} to {result.out_dir} as {' + '.join(result.architectures)}; transformers "
           f"reloads it with logits within {result.max_abs_diff:.2e} of Graft's (max abs difference)")
 
@@ -124,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=_train)
 
     p = commands.add_parser("export", help="convert a run to a Hugging Face model directory",
-                            description="Stream the latest checkpoint of RUN_DIR (any ZeRO stage, any number of "
+                            description="Stream the latest checkpoint of RUN_DIR (or that of --step; any ZeRO stage, any number of "
                                         "ranks; optimizer state is never loaded) into safetensors for the family's "
                                         "transformers class (BertForMaskedLM or BertForPreTraining, "
                                         "RobertaForMaskedLM, AlbertForMaskedLM or AlbertForPreTraining, "
@@ -134,6 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
                                         "transformers and check its logits against Graft's.")
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument("out_dir", metavar="OUT_DIR", help="must not exist yet (or be empty)")
+    p.add_argument("--step", type=int, help="export the checkpoint of this step (default: checkpoints/latest)")
     p.set_defaults(run=_export)
 
     p = commands.add_parser("import", help="start a run from a Hugging Face checkpoint (continued pretraining)",

@@ -49,6 +49,17 @@ def step_name(step: int) -> str:
     return f"step_{step:08d}"
 
 
+def checkpoint_at(run_dir: Path, step: int) -> Path:
+    """The complete checkpoint of `step`; a clear error listing the complete ones when there is none."""
+    path = checkpoints_dir(run_dir) / step_name(step)
+    if not (path / "train_state.json").is_file():
+        complete = sorted(int(p.name.split("_")[1]) for p in checkpoints_dir(run_dir).glob("step_*[0-9]")
+                          if (p / "train_state.json").is_file()) if checkpoints_dir(run_dir).is_dir() else []
+        raise UserError(f"{run_dir} has no complete checkpoint of step {step}; it has "
+                        + (", ".join(map(str, complete)) or "none") + " (train.keep_last sets how many are kept)")
+    return path
+
+
 def latest_checkpoint(run_dir: Path) -> Path | None:
     pointer = checkpoints_dir(run_dir) / LATEST
     if not pointer.is_file():

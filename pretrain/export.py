@@ -47,13 +47,14 @@ class ExportResult:
     architectures: list[str]
 
 
-def export(run_dir: Path, out_dir: Path, max_shard_bytes: int | None = None) -> ExportResult:
+def export(run_dir: Path, out_dir: Path, max_shard_bytes: int | None = None, step: int | None = None) -> ExportResult:
+    """Export the latest checkpoint of `run_dir` (or that of `step`) into `out_dir`."""
     if not (run_dir / CONFIG_FILE).is_file():
         raise UserError(f"{run_dir} is not a Graft run directory (no {CONFIG_FILE}); pass the train.run_dir of a run")
     if out_dir.exists() and any(out_dir.iterdir()):
         raise UserError(f"{out_dir} already exists and is not empty; choose another output directory")
     cfg = load_config(run_dir / CONFIG_FILE)
-    ckpt = checkpoint.latest_checkpoint(run_dir)
+    ckpt = checkpoint.latest_checkpoint(run_dir) if step is None else checkpoint.checkpoint_at(run_dir, step)
     if ckpt is None:
         raise UserError(f"{run_dir} has no complete checkpoint yet; train it (train.save_every sets how often "
                         "checkpoints are written)")

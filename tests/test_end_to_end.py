@@ -108,3 +108,17 @@ def test_one_process_matches_two_at_the_same_global_batch(small_dataset, tmp_pat
     run_graft("train", *common, f"train.run_dir={tmp_path / 'one'}", "--nproc", "1")
     run_graft("train", *common, f"train.run_dir={tmp_path / 'two'}", "--nproc", "2")
     torch.testing.assert_close(losses(tmp_path / "one"), losses(tmp_path / "two"), rtol=1e-5, atol=0)
+
+
+def test_export_of_an_earlier_step(straight_and_resumed, tmp_path):
+    from safetensors.torch import load_file
+
+    run_a, _, _ = straight_and_resumed
+    missing = run_graft("export", run_a, tmp_path / "hf4", "--step", "4", check=False)
+    assert missing.returncode == 2 and "no complete checkpoint of step 4; it has 3, 6" in missing.stderr
+    run_graft("export", run_a, tmp_path / "hf3", "--step", "3")
+    exported = load_file(tmp_path / "hf3" / "model.safetensors")["bert.embeddings.word_embeddings.weight"]
+    checkpoints = run_a / "checkpoints"
+    assert torch.equal(exported, read_model_weights(checkpoints / "step_00000003")["embeddings.word.weight"])
+    assert not torch.equal(exported, read_model_weights(checkpoints / "step_00000006")["embeddings.word.weight"])
+    assert "step_00000003" in (tmp_path / "hf3" / "README.md").read_text()
