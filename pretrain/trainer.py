@@ -15,6 +15,7 @@ from data_pipeline.loader import Loader
 from data_pipeline.shards import Manifest
 from pretrain import checkpoint
 from pretrain.config import RunConfig, load_config
+from pretrain.dataset_copy import keep_dataset_files
 from pretrain.engine import Engine, init_distributed, loss_terms, model_construction
 from pretrain.flops import batch_flops, peak_flops
 from pretrain.metrics import MetricsLog, WindowMeter, console_line, write_summary
@@ -45,6 +46,7 @@ def train(run_dir: Path, resume: bool = False) -> Outcome:
 def _train(run_dir: Path, resume: bool, stop_request: StopRequest) -> Outcome:
     rank, world = init_distributed()
     cfg = load_config(run_dir / CONFIG_FILE)
+    keep_dataset_files(run_dir, cfg.data.path, copy=rank == 0)  # so that export needs no dataset
     manifest = Manifest.load(cfg.data.path)
     collate, loss_fn = build_objective(cfg.objective, manifest, cfg.data.seq_len, cfg.seed)
     start = _resume_point(run_dir) if resume else None
