@@ -85,7 +85,7 @@ def _train(run_dir: Path, resume: bool, stop_request: StopRequest) -> Outcome:
         data_wait = time.perf_counter() - wait_start
         lr = learning_rate(state.step, cfg.optim, cfg.train.max_steps)
         poison = rank == 0 and state.step + 1 in cfg.train.debug_nan_steps
-        set_layerdrop_step(model, state.step)  # derived from the checkpointed step: resumes exactly
+        set_layerdrop_step(model, cfg.seed, state.step)  # derived from the checkpointed step: resumes exactly
         result = engine.step(micro_batches, _nan_loss(loss_fn) if poison else loss_fn, lr)
         state.step += 1
         state.tokens += cfg.engine.global_batch_size * cfg.data.seq_len

@@ -45,16 +45,23 @@ def test_layerdrop_skips_layers_in_training_only():
     model.train()
     ran = {}
     for step in range(8):
-        set_layerdrop_step(model, step)
+        set_layerdrop_step(model, 0, step)
         model(ids)
         ran[step], calls[:] = list(calls), []
     assert 0 < sum(map(len, ran.values())) < 8 * 3  # some layers dropped, not all
     assert len({tuple(r) for r in ran.values()}) > 1  # a new draw each step
     for step in (5, 2):  # the draw is a function of the step: the same again, in any order
-        set_layerdrop_step(model, step)
+        set_layerdrop_step(model, 0, step)
         model(ids)
         assert calls == ran[step]
         calls.clear()
+    other_seed = []
+    for step in range(8):
+        set_layerdrop_step(model, 1, step)
+        model(ids)
+        other_seed.append(list(calls))
+        calls.clear()
+    assert other_seed != [ran[step] for step in range(8)]  # the run's seed: other draws
     model.eval()
     model(ids)
     assert len(calls) == 3
