@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Callable, TypeVar
 
 from data_pipeline.errors import UserError
-from data_pipeline.shards import DEFAULT_CACHE, MANIFEST, Manifest, ShardInfo, file_sha256
+from data_pipeline.shards import DEFAULT_CACHE, ShardInfo, file_sha256
 
 T = TypeVar("T")
 STALE_PART_S = 600  # a partial download untouched this long belongs to a process that died
@@ -38,10 +38,6 @@ def _fs_and_path(url: str):
 
 def _join(url: str, name: str) -> str:
     return url.rstrip("/") + "/" + name
-
-
-def read_remote_manifest(url: str) -> Manifest:
-    return Manifest.parse(read_remote_text(url, MANIFEST), _join(url, MANIFEST))
 
 
 def read_remote_text(url: str, name: str) -> str:

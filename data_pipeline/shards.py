@@ -65,14 +65,7 @@ class Manifest:
 
     @classmethod
     def load(cls, root: str | Path) -> "Manifest":
-        if is_url(str(root)):
-            from data_pipeline.remote import read_remote_manifest  # fsspec only when a URL is used
-
-            return read_remote_manifest(str(root))
-        path = Path(root) / MANIFEST
-        if not path.is_file():
-            raise UserError(f"{path} not found: {root} is not a prepared dataset; run `graft prepare` first")
-        return cls.parse(path.read_text(), str(path))
+        return cls.parse(read_dataset_text(root, MANIFEST), dataset_file(root, MANIFEST))
 
     @classmethod
     def parse(cls, text: str, path: str) -> "Manifest":
@@ -90,6 +83,24 @@ class Manifest:
             if Path(shard.path).is_absolute() or ".." in Path(shard.path).parts:
                 raise UserError(f"{path}: shard path {shard.path!r} escapes the dataset root")
         return manifest
+
+
+def dataset_file(root: str | Path, name: str) -> str:
+    """Where the file `name` of the dataset at `root` (a directory or a URL) is, for messages."""
+    return f"{str(root).rstrip('/')}/{name}" if is_url(str(root)) else str(Path(root) / name)
+
+
+def read_dataset_text(root: str | Path, name: str) -> str:
+    """The text of the file `name` (its manifest, its tokenizer.json) of the dataset at `root`, a local
+    directory or a URL."""
+    if is_url(str(root)):
+        from data_pipeline.remote import read_remote_text  # fsspec only when a URL is used
+
+        return read_remote_text(str(root), name)
+    path = Path(root) / name
+    if not path.is_file():
+        raise UserError(f"{path} not found: {root} is not a prepared dataset; run `graft prepare` first")
+    return path.read_bytes().decode(errors="replace")  # as a URL's; junk: the parser's clear error
 
 
 def write_atomic(path: Path, data: bytes) -> None:

@@ -153,7 +153,8 @@ class Engine:
     """Model, optimizer and schedule under DeepSpeed, driven through Accelerate."""
 
     def __init__(self, cfg: EngineConfig, world: int, run_dir: Path, model: torch.nn.Module,
-                 optimizer: torch.optim.Optimizer, load_universal: bool = False):
+                 optimizer: torch.optim.Optimizer, load_universal: bool = False, unused_params: bool = False):
+        """`unused_params`: some parameters may get no gradient in a step (LayerDrop skipped their layer)."""
         from accelerate import Accelerator
         from accelerate.utils import DeepSpeedPlugin, InitProcessGroupKwargs
 
@@ -176,6 +177,7 @@ class Engine:
         self.device = self.accelerator.device
         self.world = world
         self._fp32_stage0 = cfg.zero_stage == 0 and cfg.precision == "fp32"
+        self._unused_params = unused_params
 
     def step(self, micro_batches: list[dict], loss_fn: Callable[[torch.nn.Module, dict], Any],
              lr: float) -> StepResult:
@@ -210,11 +212,26 @@ class Engine:
         self._optimizer.skip_next_step = nonfinite
         engine.step()
         self._optimizer.skip_next_step = False
+        if self._unused_params:
+            self._clear_gradient_buffers()
         norm = own_norm if own_norm is not None else engine.get_global_grad_norm()
         norm = float(norm) if norm is not None else float("nan")
         skipped = nonfinite or not engine.was_step_applied()
         loss = means.pop("loss")
         return StepResult(loss, means, norm, skipped, nonfinite, self.loss_scale())
+
+    def _clear_gradient_buffers(self) -> None:
+        """Zero the gradient buffers DeepSpeed keeps between steps. At ZeRO-3, and with optimizer offload, a
+        parameter that got no gradient in a step keeps its previous one there, and the step applies it again
+        (and a resumed run, whose buffers start at zero, would not). Zeroed, such a parameter gets a zero
+        gradient, as at ZeRO 0-2 without offload."""
+        optimizer = self.model.optimizer
+        buffers = [getattr(optimizer, "grad_partitions_flat_buffer", None)]  # ZeRO-3
+        for name in ("fp32_partitioned_groups_flat", "single_partition_of_fp32_groups"):  # ZeRO-3 / 1-2 offload
+            buffers += [group.grad for group in getattr(optimizer, name, [])]
+        for buffer in buffers:
+            if buffer is not None:
+                buffer.zero_()
 
     def loss_scale(self) -> float:
         scale = getattr(self.model.optimizer, "loss_scale", None) if self.ds_config["fp16"]["enabled"] else None

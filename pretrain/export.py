@@ -9,6 +9,7 @@ renamed only after the logits matched, so OUT_DIR either holds a verified export
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from dataclasses import dataclass
@@ -19,10 +20,11 @@ from omegaconf import OmegaConf
 
 from data_pipeline.errors import UserError
 from data_pipeline.prepare import TOKENIZER_FILE
-from data_pipeline.shards import Manifest, is_url
-from data_pipeline.tokenizer import load_tokenizer, parse_tokenizer, tokenizer_hash
+from data_pipeline.shards import Manifest, dataset_file, read_dataset_text
+from data_pipeline.tokenizer import parse_tokenizer
 from pretrain import checkpoint
 from pretrain.config import RunConfig, load_config
+from pretrain.dataset_copy import dataset_source
 from pretrain.hf.common import HFPart, NotExportable
 from pretrain.hf.convert import from_hf, graft_keys, graft_tied, parts
 from pretrain.hf.tokenizer import save_tokenizer
@@ -71,7 +73,8 @@ def export(run_dir: Path, out_dir: Path, max_shard_bytes: int | None = None, ste
     staging = out_dir.with_name(out_dir.name + ".tmp")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
-    tokenizer = dataset_tokenizer(cfg.data.path)
+    dataset = dataset_source(run_dir, cfg.data.path)
+    tokenizer = dataset_tokenizer(dataset)
     for part in the_parts:
         target = staging / part.subdir
         target.mkdir(exist_ok=True)
@@ -82,7 +85,7 @@ def export(run_dir: Path, out_dir: Path, max_shard_bytes: int | None = None, ste
                           **kwargs)
         _write_configs(cfg.model, part, target)
         save_tokenizer(tokenizer, cfg.model, target)
-    _write_model_card(cfg, run_dir, ckpt, staging, out_dir.name, the_parts)
+    _write_model_card(cfg, Manifest.load(dataset), run_dir, ckpt, staging, out_dir.name, the_parts)
     del reader  # unmaps the shards before the verification loads the export
     diff = verify(staging, cfg.model, skeleton)
     if out_dir.exists():
@@ -92,18 +95,17 @@ def export(run_dir: Path, out_dir: Path, max_shard_bytes: int | None = None, ste
                         architectures=[p.architecture for p in the_parts])
 
 
-def dataset_tokenizer(data_path: str):
-    """The tokenizer the run trained with: `tokenizer.json` of its dataset, local or remote (data.path a URL),
-    checked against the dataset manifest's tokenizer hash."""
-    if not is_url(data_path):
-        return load_tokenizer(Path(data_path) / TOKENIZER_FILE)
-    from data_pipeline.remote import read_remote_text
-
-    where = f"{data_path.rstrip('/')}/{TOKENIZER_FILE}"
-    tokenizer = parse_tokenizer(read_remote_text(data_path, TOKENIZER_FILE), where, "; re-run `graft prepare`")
-    if tokenizer_hash(tokenizer) != Manifest.load(data_path).tokenizer_sha256:
-        raise UserError(f"{where} is not the tokenizer the dataset's manifest names (sha256 differs); "
-                        "the dataset at data.path was changed after training")
+def dataset_tokenizer(root: str):
+    """The tokenizer the run trained with: `tokenizer.json` of its dataset (the run directory's copy, or for a
+    run made before training kept one, data.path, local or remote), checked against the manifest's hash."""
+    where = dataset_file(root, TOKENIZER_FILE)
+    text = read_dataset_text(root, TOKENIZER_FILE)
+    tokenizer = parse_tokenizer(text, where, "; re-run `graft prepare`")
+    # The hash of the file as `graft prepare` wrote it: a Unigram tokenizer read and serialized again can
+    # differ (in its scores' last digits), so hashing the parsed tokenizer would refuse every T5 dataset.
+    if hashlib.sha256(text.encode()).hexdigest() != Manifest.load(root).tokenizer_sha256:
+        raise UserError(f"{where} is not the tokenizer the dataset's manifest names (sha256 differs); the "
+                        "dataset was changed after `graft prepare` wrote it")
     return tokenizer
 
 
@@ -207,8 +209,8 @@ def verify(out: Path, cfg: ModelConfig, model: torch.nn.Module | None = None) ->
     return worst
 
 
-def _write_model_card(cfg: RunConfig, run_dir: Path, ckpt: Path, out: Path, name: str, the_parts) -> None:
-    manifest = Manifest.load(cfg.data.path)
+def _write_model_card(cfg: RunConfig, manifest: Manifest, run_dir: Path, ckpt: Path, out: Path, name: str,
+                      the_parts) -> None:
     metrics = read_metrics(run_dir) if (run_dir / "metrics.jsonl").is_file() else {}
     last = metrics[max(metrics)] if metrics else {}
     family = cfg.model.family

@@ -15,10 +15,12 @@ from data_pipeline.loader import Loader
 from data_pipeline.shards import Manifest
 from pretrain import checkpoint
 from pretrain.config import RunConfig, load_config
+from pretrain.dataset_copy import keep_dataset_files
 from pretrain.engine import Engine, init_distributed, loss_terms, model_construction
 from pretrain.flops import batch_flops, peak_flops
 from pretrain.metrics import MetricsLog, WindowMeter, console_line, write_summary
 from pretrain.models import build_model
+from pretrain.models.layers import set_layerdrop_step
 from pretrain.objectives import build_objective
 from pretrain.optim import build_optimizer, learning_rate
 from pretrain.signals import StopRequest
@@ -44,6 +46,7 @@ def train(run_dir: Path, resume: bool = False) -> Outcome:
 def _train(run_dir: Path, resume: bool, stop_request: StopRequest) -> Outcome:
     rank, world = init_distributed()
     cfg = load_config(run_dir / CONFIG_FILE)
+    keep_dataset_files(run_dir, cfg.data.path, copy=rank == 0)  # so that export needs no dataset
     manifest = Manifest.load(cfg.data.path)
     collate, loss_fn = build_objective(cfg.objective, manifest, cfg.data.seq_len, cfg.seed)
     start = _resume_point(run_dir) if resume else None
@@ -54,7 +57,8 @@ def _train(run_dir: Path, resume: bool, stop_request: StopRequest) -> Outcome:
     # A ZeRO 1-3 checkpoint holds one shard per saving rank: at another world size, read the universal form.
     saved_world = checkpoint.read_meta(start).get("world_size", world) if start is not None else world
     universal = cfg.engine.zero_stage > 0 and saved_world != world
-    engine = Engine(cfg.engine, world, run_dir, model, build_optimizer(model, cfg.optim), load_universal=universal)
+    engine = Engine(cfg.engine, world, run_dir, model, build_optimizer(model, cfg.optim), load_universal=universal,
+                    unused_params=cfg.model.layerdrop > 0)
     torch.manual_seed(cfg.seed * 100_003 + rank + 1)  # dropout noise differs between ranks
     loader = Loader(cfg.data, collate.raw_length, collate, cfg.seed, rank, world, engine.micro_batch)
 
@@ -81,6 +85,7 @@ def _train(run_dir: Path, resume: bool, stop_request: StopRequest) -> Outcome:
         data_wait = time.perf_counter() - wait_start
         lr = learning_rate(state.step, cfg.optim, cfg.train.max_steps)
         poison = rank == 0 and state.step + 1 in cfg.train.debug_nan_steps
+        set_layerdrop_step(model, cfg.seed, state.step)  # derived from the checkpointed step: resumes exactly
         result = engine.step(micro_batches, _nan_loss(loss_fn) if poison else loss_fn, lr)
         state.step += 1
         state.tokens += cfg.engine.global_batch_size * cfg.data.seq_len

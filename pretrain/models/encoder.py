@@ -51,7 +51,7 @@ class Embeddings(nn.Module):
 class Encoder(nn.Module):
     """Optional embedding projection (ALBERT, ELECTRA) -> the layer stack (-> final norm when pre-LN)."""
 
-    def __init__(self, cfg: ModelConfig, seed: int = 0):
+    def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.project = nn.Linear(cfg.embed_size, cfg.hidden_size) if cfg.embed_size != cfg.hidden_size else None
         self.stack = LayerStack(
@@ -59,7 +59,7 @@ class Encoder(nn.Module):
                                      cfg.attention_dropout, cfg.layer_norm_eps, pre_ln=cfg.pre_ln,
                                      activation=cfg.hidden_act),
             cfg.num_layers, share=cfg.share_layers, layerdrop=cfg.layerdrop,
-            checkpointing=cfg.activation_checkpointing, seed=seed)
+            checkpointing=cfg.activation_checkpointing)
         self.final_norm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps) if cfg.pre_ln else None
 
     def forward(self, x: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:

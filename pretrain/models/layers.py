@@ -6,6 +6,7 @@ activation, biases, position scheme), so one attention and one feed-forward serv
 
 from __future__ import annotations
 
+import hashlib
 import math
 
 import torch
@@ -124,21 +125,21 @@ class TransformerLayer(nn.Module):
 class LayerStack(nn.Module):
     """Runs `depth` layers: distinct ones, or ALBERT-style one shared layer applied `depth` times.
 
-    LayerDrop skips whole layers in training; the draw comes from the stack's own generator, advanced
-    identically on every rank, so ZeRO-3's per-layer parameter gathers stay in step across ranks.
+    LayerDrop skips whole layers in training. Which ones is a pure function of the run's seed and the optimizer
+    step being trained, which the trainer sets through `set_layerdrop_step`: every micro-batch of a step, on
+    every rank, skips the same layers (ZeRO-3's per-layer parameter gathers stay in step across ranks), and
+    since the step is checkpointed, a resumed run, at any world size, draws what an uninterrupted one would.
     """
 
     def __init__(self, make_layer, depth: int, share: bool = False, layerdrop: float = 0.0,
-                 checkpointing: bool = False, seed: int = 0):
+                 checkpointing: bool = False):
         super().__init__()
         self.depth, self.layerdrop, self.checkpointing = depth, layerdrop, checkpointing
         self.layers = nn.ModuleList(make_layer() for _ in range(1 if share else depth))
-        self._drop_rng = torch.Generator().manual_seed(seed) if layerdrop > 0 else None
+        self.seed, self.step = 0, 0  # the run's seed and the optimizer step being trained (set_layerdrop_step)
 
     def forward(self, x: torch.Tensor, *args) -> torch.Tensor:
-        keep = None
-        if self.training and self._drop_rng is not None:
-            keep = torch.rand(self.depth, generator=self._drop_rng) >= self.layerdrop
+        keep = self._kept_layers() if self.training and self.layerdrop > 0 else None
         for i in range(self.depth):
             if keep is not None and not keep[i]:
                 continue
@@ -148,6 +149,22 @@ class LayerStack(nn.Module):
             else:
                 x = layer(x, *args)
         return x
+
+    def _kept_layers(self) -> torch.Tensor:
+        # A generator of its own, seeded from (seed, step) alone: no state to carry, and the global torch RNG
+        # (dropout, which differs between ranks) is left untouched. Hashed, because torch's CPU generator
+        # keeps only the low 32 bits of a seed.
+        key = hashlib.sha256(f"layerdrop {self.seed} {self.step}".encode()).digest()
+        generator = torch.Generator().manual_seed(int.from_bytes(key[:8], "little"))
+        return torch.rand(self.depth, generator=generator) >= self.layerdrop
+
+
+def set_layerdrop_step(model: nn.Module, seed: int, step: int) -> None:
+    """Make LayerDrop draw for optimizer step `step` of a run seeded `seed` (the trainer calls this before each
+    step)."""
+    for module in model.modules():
+        if isinstance(module, LayerStack):
+            module.seed, module.step = seed, step
 
 
 def padding_mask(attention_mask: torch.Tensor | None) -> torch.Tensor | None:

@@ -1,4 +1,5 @@
-"""Export of a run that trained on a remote dataset (data.path a URL): the tokenizer comes from that URL."""
+"""Export of a run that trained on a remote dataset (data.path a URL): training kept the dataset's tokenizer and
+manifest in the run directory, so the export works with the URL gone; older run directories read them there."""
 
 import functools
 import shutil
@@ -37,6 +38,9 @@ def test_export_of_a_run_on_a_remote_dataset(small_dataset, served, tmp_path):
     run_dir = tmp_path / "run"
     run_graft("train", REPO_ROOT / "configs" / "tiny.yaml", f"data.path={url}/data", f"train.run_dir={run_dir}",
               f"data.cache_dir={tmp_path / 'cache'}", "train.max_steps=1", "data.num_workers=0")
+    # Training kept the dataset's manifest and tokenizer: the export needs the URL no more.
+    assert (run_dir / "dataset" / "tokenizer.json").read_bytes() == (small_dataset / "tokenizer.json").read_bytes()
+    shutil.rmtree(root / "data")
     out = tmp_path / "hf"
     result = run_graft("export", run_dir, out)
     assert "max abs difference" in result.stdout
@@ -44,9 +48,13 @@ def test_export_of_a_run_on_a_remote_dataset(small_dataset, served, tmp_path):
     assert Tokenizer.from_file(str(out / "tokenizer.json")).get_vocab() == expected.get_vocab()
     text = "Return the length of the object."
     assert AutoTokenizer.from_pretrained(out)(text)["input_ids"] == expected.encode(text).ids
+    assert "150 documents" in (out / "README.md").read_text()  # the model card's data statistics
 
-    # A tokenizer.json that is not the one the manifest names (the dataset changed after training) is refused.
-    (root / "data" / "tokenizer.json").write_text(Tokenizer.from_file(str(small_dataset / "tokenizer.json"))
-                                                  .to_str().replace("[UNK]", "[UNKNOWN]"))
+    # A run directory made before training kept the copy reads the tokenizer from the URL, checked against
+    # the manifest there: one that is not the tokenizer the manifest names (changed after training) is refused.
+    shutil.rmtree(run_dir / "dataset")
+    shutil.copytree(small_dataset, root / "data")
+    (root / "data" / "tokenizer.json").write_text(expected.to_str().replace("[UNK]", "[UNKNOWN]"))
     failed = run_graft("export", run_dir, tmp_path / "hf2", check=False)
-    assert failed.returncode == 2 and "tokenizer.json is not the tokenizer" in failed.stderr, failed.stderr
+    assert failed.returncode == 2, failed.stderr
+    assert f"{url}/data/tokenizer.json is not the tokenizer" in failed.stderr, failed.stderr

@@ -10,6 +10,7 @@ from pretrain.hf.convert import to_hf
 from pretrain.hf.writer import INDEX_FILE, write_safetensors
 from pretrain.models import build_model
 from pretrain.models.config import ModelConfig
+from pretrain.models.layers import set_layerdrop_step
 
 SIZES = dict(vocab_size=99, hidden_size=32, num_layers=3, num_heads=4, intermediate_size=37,
              max_position_embeddings=40, hidden_dropout=0.0, attention_dropout=0.0)
@@ -39,13 +40,28 @@ def test_layerdrop_skips_layers_in_training_only():
     model = build_model(ModelConfig(family="bert", **SIZES, layerdrop=0.5))
     ids = torch.randint(5, 99, (2, 10))
     calls = []
-    for layer in model.encoder.stack.layers:
-        layer.register_forward_hook(lambda *_: calls.append(1))
+    for i, layer in enumerate(model.encoder.stack.layers):
+        layer.register_forward_hook(lambda *_, i=i: calls.append(i))
     model.train()
-    for _ in range(8):
+    ran = {}
+    for step in range(8):
+        set_layerdrop_step(model, 0, step)
         model(ids)
-    assert 0 < len(calls) < 8 * 3  # some layers dropped, not all
-    calls.clear()
+        ran[step], calls[:] = list(calls), []
+    assert 0 < sum(map(len, ran.values())) < 8 * 3  # some layers dropped, not all
+    assert len({tuple(r) for r in ran.values()}) > 1  # a new draw each step
+    for step in (5, 2):  # the draw is a function of the step: the same again, in any order
+        set_layerdrop_step(model, 0, step)
+        model(ids)
+        assert calls == ran[step]
+        calls.clear()
+    other_seed = []
+    for step in range(8):
+        set_layerdrop_step(model, 1, step)
+        model(ids)
+        other_seed.append(list(calls))
+        calls.clear()
+    assert other_seed != [ran[step] for step in range(8)]  # the run's seed: other draws
     model.eval()
     model(ids)
     assert len(calls) == 3

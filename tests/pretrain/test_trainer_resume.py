@@ -8,6 +8,8 @@ Each stage is interrupted a different way, so each run serves two purposes:
     stage 2: the same with SIGTERM; tests/test_end_to_end.py (exit_at_step, dropout on); bf16 with optimizer
              offload
     stage 3: kill -9 of every process while a checkpoint is being written; and a 1-rank run resumed on 2
+All but stage 0 run with LayerDrop, whose draw must resume too (and, at ZeRO-3 and with optimizer offload,
+a skipped layer must not get its previous step's gradient again, which a resumed run does not have).
 Bitwise means `==` on the logged float32 losses (fp32 on CPU, same data, masking noise and RNG state).
 """
 
@@ -27,6 +29,9 @@ from pretrain.signals import REQUEUE_EXIT_CODE
 
 TINY = REPO_ROOT / "configs" / "tiny.yaml"
 NO_DROPOUT = ["model.hidden_dropout=0", "model.attention_dropout=0"]
+# Seed 4 makes each of the first 12 steps skip one or both of tiny.yaml's 2 layers, so the first step after
+# each resume below leaves a layer without gradient.
+LAYERDROP = ["model.layerdrop=0.5", "seed=4"]
 pytestmark = pytest.mark.slow
 
 
@@ -59,7 +64,7 @@ def test_stage0_exit_and_resume_is_bitwise_with_evaluation(small_dataset, heldou
 
 def test_bf16_with_optimizer_offload_resumes_bitwise(small_dataset, tmp_path):
     """bf16 (what runs on CPU; fp16 needs a GPU) with the optimizer state offloaded, at ZeRO-2."""
-    args = common(small_dataset, 2, "engine.precision=bf16", "engine.offload_optimizer=true", "--nproc", "2")
+    args = common(small_dataset, 2, "engine.precision=bf16", "engine.offload_optimizer=true", *LAYERDROP, "--nproc", "2")
     run_graft("train", *args, f"train.run_dir={tmp_path / 'A'}")
     run_graft("train", *args, f"train.run_dir={tmp_path / 'B'}", "train.exit_at_step=3")
     run_graft("train", *args, f"train.run_dir={tmp_path / 'B'}", "--resume")
@@ -76,7 +81,8 @@ def signalled(request, small_dataset, tmp_path_factory):
     stage, name = request.param
     root = tmp_path_factory.mktemp(f"stage{stage}")
     run = root / "B"
-    args = common(small_dataset, stage, *NO_DROPOUT, "train.max_steps=300", "train.save_every=100", "--nproc", "2")
+    args = common(small_dataset, stage, *NO_DROPOUT, *LAYERDROP, "train.max_steps=300", "train.save_every=100",
+                  "--nproc", "2")
     proc = start_graft("train", *args, f"train.run_dir={run}", log=root / "B.log")
     wait_for(lambda: (run / "metrics.jsonl").is_file() and len(read_metrics(run)) >= 2, what="step 2")
     proc.send_signal(getattr(signal, name))
@@ -98,7 +104,7 @@ def test_signal_checkpoints_at_a_step_boundary_and_asks_for_requeue(signalled):
 
 def test_resume_after_signal_is_bitwise_and_continues_on_one_rank(small_dataset, signalled):
     root, stage, _, _, stopped, _ = signalled
-    args = common(small_dataset, stage, *NO_DROPOUT, "train.max_steps=300", "train.save_every=100",
+    args = common(small_dataset, stage, *NO_DROPOUT, *LAYERDROP, "train.max_steps=300", "train.save_every=100",
                   f"train.exit_at_step={stopped + 2}")
     # The same run continued on 2 ranks, and (from a copy of its directory) on 1 rank.
     os.system(f"cp -r {root / 'B'} {root / 'one'}")
@@ -134,7 +140,7 @@ def killed_stage3(small_dataset, tmp_path_factory):
     a checkpoint; and the same run never interrupted. Returns (root, args, step being written when killed)."""
     root = tmp_path_factory.mktemp("stage3")
     run = root / "B"
-    args = common(small_dataset, 3, *NO_DROPOUT, "train.max_steps=300", "train.save_every=1", "--nproc", "2")
+    args = common(small_dataset, 3, *NO_DROPOUT, *LAYERDROP, "train.max_steps=300", "train.save_every=1", "--nproc", "2")
     proc = start_graft("train", *args, f"train.run_dir={run}", log=root / "B.log")
     writing = None
     while writing is None and proc.poll() is None:

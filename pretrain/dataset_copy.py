@@ -1,0 +1,49 @@
+"""The run directory's copy of what `graft export` needs from the dataset: its manifest and tokenizer.
+
+Training copies `manifest.json` (the model card's data statistics) and `tokenizer.json` from data.path, a
+directory or a URL, into RUN_DIR/dataset/ when a run first starts, so the run can be exported after its
+dataset was moved, deleted or went offline. Every later start checks the copy against data.path: a run
+resumed on another dataset is refused.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from data_pipeline.errors import UserError
+from data_pipeline.prepare import TOKENIZER_FILE
+from data_pipeline.shards import MANIFEST, read_dataset_text, write_atomic
+
+DATASET_DIR = "dataset"
+FILES = (MANIFEST, TOKENIZER_FILE)
+
+
+def keep_dataset_files(run_dir: Path, data_path: str, copy: bool) -> None:
+    """Check the dataset's files against the copy in `run_dir/dataset`, or, where there is none yet and `copy`
+    (rank 0), make it (all or none). Every rank checks, so that all of them stop at once on another dataset."""
+    texts = {name: read_dataset_text(data_path, name) for name in FILES}
+    kept = run_dir / DATASET_DIR
+    if kept.is_dir():
+        changed = [name for name in FILES if (kept / name).read_bytes() != texts[name].encode()]
+        if changed:
+            raise UserError(f"{data_path} is not the dataset this run started on: the copy in {kept} is another "
+                            f"{' and '.join(changed)}; resume with the data.path the run trained on "
+                            "(moved is fine, re-prepared is not), or start a new run (train.run_dir=NEW_DIR; "
+                            "`graft export` and `graft import` carry the weights over)")
+        return
+    if not copy:
+        return
+    staging = run_dir / (DATASET_DIR + ".tmp")
+    shutil.rmtree(staging, ignore_errors=True)  # left by a process killed while copying
+    staging.mkdir()
+    for name, text in texts.items():
+        write_atomic(staging / name, text.encode())
+    staging.rename(kept)
+
+
+def dataset_source(run_dir: Path, data_path: str) -> str:
+    """Where export reads the dataset's manifest and tokenizer: the run's copy, or data.path for a run
+    directory made before training kept one."""
+    kept = run_dir / DATASET_DIR
+    return str(kept) if kept.is_dir() else data_path
