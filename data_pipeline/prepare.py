@@ -27,7 +27,7 @@ from data_pipeline.documents import (DEFAULT_MAX_DOC_BYTES, ReadOptions, Record,
                                      iter_documents, iter_records)
 from data_pipeline.errors import UserError
 from data_pipeline.shards import MANIFEST, Manifest, ShardInfo, file_sha256, token_dtype, write_atomic, write_shard
-from data_pipeline.tokenizer import load_tokenizer, special_token_ids, tokenizer_hash, train_tokenizer
+from data_pipeline.tokenizer import load_tokenizer, read_tokenizer, special_token_ids, tokenizer_hash, train_tokenizer
 
 TOKENIZER_FILE = "tokenizer.json"
 SUMMARY_FILE = "summary.json"
@@ -89,18 +89,19 @@ def prepare(inputs: list[Path | str], out: Path, vocab_size: int = 8192, tokeniz
             docs = iter_documents(paths, options)
             tok = train_tokenizer(tqdm(docs, desc="training tokenizer", unit=" docs", disable=not progress),
                                   tokenizer_kind, vocab_size)
+            text = tok.to_str()
         else:
-            tok = load_tokenizer(tokenizer)
+            text, tok = read_tokenizer(tokenizer)  # kept as it is: datasets sharing a tokenizer share its hash
         special_token_ids(tok)  # fails early when a special token is missing
-        write_atomic(out / TOKENIZER_FILE, tok.to_str().encode())
-        state = {"fingerprint": fingerprint, "tokenizer_sha256": tokenizer_hash(tok), "shards": [],
+        write_atomic(out / TOKENIZER_FILE, text.encode())
+        state = {"fingerprint": fingerprint, "tokenizer_sha256": tokenizer_hash(text), "shards": [],
                  "position": [0, 0], "records_read": 0, "skipped": {}, "text_bytes": 0}
         _save_state(out, state)
         resumed = False
     else:
         # The tokenizer of the interrupted run, not a retrained one: training is not deterministic.
-        tok = load_tokenizer(out / TOKENIZER_FILE)
-        if tokenizer_hash(tok) != state["tokenizer_sha256"]:
+        text, tok = read_tokenizer(out / TOKENIZER_FILE)
+        if tokenizer_hash(text) != state["tokenizer_sha256"]:
             raise UserError(f"{out / TOKENIZER_FILE} changed since the interrupted prepare; delete {out} and "
                             "start over")
         print(f"resuming the interrupted prepare of {out} after {len(state['shards'])} shard(s)")
@@ -111,7 +112,7 @@ def prepare(inputs: list[Path | str], out: Path, vocab_size: int = 8192, tokeniz
 def _encode(paths, options, out: Path, tok, state: dict, shard_tokens: int, resumed: bool,
             progress: bool) -> PrepareSummary:
     dtype = token_dtype(tok.get_vocab_size())
-    manifest = Manifest(vocab_size=tok.get_vocab_size(), dtype=dtype.str, tokenizer_sha256=tokenizer_hash(tok),
+    manifest = Manifest(vocab_size=tok.get_vocab_size(), dtype=dtype.str, tokenizer_sha256=state["tokenizer_sha256"],
                         special_tokens=special_token_ids(tok), shards=[ShardInfo(**s) for s in state["shards"]])
     _remove_stray_shards(out, len(manifest.shards))
     counts = Counter(state["skipped"])

@@ -100,14 +100,20 @@ def train_unigram(texts: Iterable[str], vocab_size: int) -> Tokenizer:
 TOKENIZER_KINDS = {"wordpiece": train_wordpiece, "bytelevel_bpe": train_bytelevel_bpe, "unigram": train_unigram}
 
 
-def load_tokenizer(path: str | Path) -> Tokenizer:
-    """Load a `tokenizer.json` file, or the one inside a Hugging Face tokenizer directory."""
+def read_tokenizer(path: str | Path) -> tuple[str, Tokenizer]:
+    """The text of a `tokenizer.json` file (or of the one inside a Hugging Face tokenizer directory) and the
+    tokenizer it holds."""
     path = Path(path)
     if path.is_dir():
         path = path / "tokenizer.json"
     if not path.is_file():
         raise UserError(f"tokenizer file {path} does not exist; pass a tokenizer.json or a directory holding one")
-    return parse_tokenizer(path.read_text(encoding="utf-8", errors="replace"), str(path))  # junk: the clear error
+    text = path.read_text(encoding="utf-8", errors="replace")  # junk: the clear error below
+    return text, parse_tokenizer(text, str(path))
+
+
+def load_tokenizer(path: str | Path) -> Tokenizer:
+    return read_tokenizer(path)[1]
 
 
 def parse_tokenizer(text: str, where: str, fix: str = "") -> Tokenizer:
@@ -151,5 +157,7 @@ def _ids(tok: Tokenizer, tokens: dict[str, str], kind: str) -> dict[str, int]:
     return ids
 
 
-def tokenizer_hash(tok: Tokenizer) -> str:
-    return hashlib.sha256(tok.to_str().encode()).hexdigest()
+def tokenizer_hash(text: str) -> str:
+    """A dataset's tokenizer identity: the sha256 of its tokenizer.json as written. Not of the tokenizer read
+    and serialized again: a Unigram tokenizer's first round trip changes its scores' last digits."""
+    return hashlib.sha256(text.encode()).hexdigest()

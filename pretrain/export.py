@@ -9,7 +9,6 @@ renamed only after the logits matched, so OUT_DIR either holds a verified export
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from dataclasses import dataclass
@@ -21,7 +20,7 @@ from omegaconf import OmegaConf
 from data_pipeline.errors import UserError
 from data_pipeline.prepare import TOKENIZER_FILE
 from data_pipeline.shards import Manifest, dataset_file, read_dataset_text
-from data_pipeline.tokenizer import parse_tokenizer
+from data_pipeline.tokenizer import parse_tokenizer, tokenizer_hash
 from pretrain import checkpoint
 from pretrain.config import RunConfig, load_config
 from pretrain.dataset_copy import dataset_source
@@ -101,9 +100,7 @@ def dataset_tokenizer(root: str):
     where = dataset_file(root, TOKENIZER_FILE)
     text = read_dataset_text(root, TOKENIZER_FILE)
     tokenizer = parse_tokenizer(text, where, "; re-run `graft prepare`")
-    # The hash of the file as `graft prepare` wrote it: a Unigram tokenizer read and serialized again can
-    # differ (in its scores' last digits), so hashing the parsed tokenizer would refuse every T5 dataset.
-    if hashlib.sha256(text.encode()).hexdigest() != Manifest.load(root).tokenizer_sha256:
+    if tokenizer_hash(text) != Manifest.load(root).tokenizer_sha256:
         raise UserError(f"{where} is not the tokenizer the dataset's manifest names (sha256 differs); the "
                         "dataset was changed after `graft prepare` wrote it")
     return tokenizer

@@ -56,7 +56,7 @@ def check_dataset(out, expected_texts, summary):
     assert manifest.total_tokens == sum(map(len, expected)) == summary.tokens
     assert summary.shards == len(manifest.shards)
     assert manifest.vocab_size == tok.get_vocab_size() == summary.vocab_size
-    assert manifest.tokenizer_sha256 == tokenizer_hash(tok)
+    assert manifest.tokenizer_sha256 == tokenizer_hash((out / "tokenizer.json").read_text())
     assert manifest.special_tokens == special_token_ids(tok)
     assert json.loads((out / "summary.json").read_text()) == summary.__dict__
     return manifest, per_shard
@@ -139,9 +139,21 @@ def test_existing_tokenizer_is_used(tmp_path):
         out = tmp_path / f"out{i}"
         summary = prepare([path], out, vocab_size=9999, tokenizer=given)  # vocab_size is ignored
         manifest, _ = check_dataset(out, texts, summary)
-        assert manifest.tokenizer_sha256 == tokenizer_hash(tok)
+        assert manifest.tokenizer_sha256 == tokenizer_hash((tmp_path / "tok.json").read_text())
+        assert (out / "tokenizer.json").read_bytes() == (tmp_path / "tok.json").read_bytes()  # kept as given
         assert manifest.vocab_size == tok.get_vocab_size() == 120
-        assert Tokenizer.from_file(str(out / "tokenizer.json")).to_str() == tok.to_str()
+
+
+def test_datasets_sharing_a_unigram_tokenizer_share_its_hash(tmp_path):
+    """The trainer refuses held-out data whose manifest names another tokenizer. A Unigram tokenizer read and
+    serialized again changes its scores' last digits, so the hash is of the file as written, and a given
+    tokenizer is kept as it is: data and held-out data then name the same one."""
+    data = prepare([write_jsonl(tmp_path / "a.jsonl", [{"text": t} for t in make_docs(300, seed=8)])],
+                   tmp_path / "data", vocab_size=400, tokenizer_kind="unigram")
+    heldout = prepare([write_jsonl(tmp_path / "b.jsonl", [{"text": t} for t in make_docs(30, seed=9)])],
+                      tmp_path / "heldout", tokenizer=tmp_path / "data" / "tokenizer.json")
+    assert data.vocab_size == heldout.vocab_size
+    assert Manifest.load(tmp_path / "heldout").tokenizer_sha256 == Manifest.load(tmp_path / "data").tokenizer_sha256
 
 
 def test_large_vocabulary_uses_uint32(tmp_path):

@@ -10,7 +10,8 @@ import time
 from pathlib import Path
 
 from data_pipeline.prepare import STATE_FILE, prepare
-from data_pipeline.tokenizer import train_wordpiece
+from data_pipeline.shards import Manifest
+from data_pipeline.tokenizer import tokenizer_hash, train_wordpiece
 from test_prepare import make_docs
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -20,17 +21,8 @@ def snapshot(out: Path) -> dict:
     return {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(out.iterdir())}
 
 
-def test_killed_prepare_resumes_to_the_same_dataset(tmp_path):
-    texts = make_docs(15_000, seed=50)
-    corpus = tmp_path / "in.jsonl"
-    corpus.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
-    train_wordpiece(texts[:500], vocab_size=150).save(str(tmp_path / "tok.json"))
-    args = [str(corpus), "--tokenizer", str(tmp_path / "tok.json"), "--shard-tokens", "3000"]
-
-    reference = tmp_path / "reference"
-    expected = prepare([corpus], reference, tokenizer=tmp_path / "tok.json", shard_tokens=3000, progress=False)
-
-    out = tmp_path / "out"
+def kill_after_three_shards(args: list[str], out: Path) -> dict:
+    """Start `graft prepare ARGS --out OUT`, kill -9 it once its state lists 3 shards; its state then."""
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     child = subprocess.Popen([sys.executable, "-m", "launch.cli", "prepare", *args, "--out", str(out)],
                              cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -46,7 +38,22 @@ def test_killed_prepare_resumes_to_the_same_dataset(tmp_path):
     child.send_signal(signal.SIGKILL)
     child.wait()
     assert child.returncode == -signal.SIGKILL, "prepare finished before it could be interrupted"
-    interrupted = json.loads(state.read_text())
+    return json.loads(state.read_text())
+
+
+def test_killed_prepare_resumes_to_the_same_dataset(tmp_path):
+    texts = make_docs(15_000, seed=50)
+    corpus = tmp_path / "in.jsonl"
+    corpus.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+    train_wordpiece(texts[:500], vocab_size=150).save(str(tmp_path / "tok.json"))
+    args = [str(corpus), "--tokenizer", str(tmp_path / "tok.json"), "--shard-tokens", "3000"]
+
+    reference = tmp_path / "reference"
+    expected = prepare([corpus], reference, tokenizer=tmp_path / "tok.json", shard_tokens=3000, progress=False)
+
+    out = tmp_path / "out"
+    interrupted = kill_after_three_shards(args, out)
+    state = out / STATE_FILE
     assert 3 <= len(interrupted["shards"]) < expected.shards
     assert not (out / "manifest.json").exists()
 
@@ -72,3 +79,21 @@ def test_finished_prepare_reruns_as_a_no_op(tmp_path, capsys):
     assert again == first
     assert "nothing to do" in capsys.readouterr().out
     assert snapshot(tmp_path / "out") == before
+
+
+def test_killed_prepare_that_trained_a_unigram_tokenizer_resumes(tmp_path):
+    """The resume checks the tokenizer it wrote by the file's hash: a Unigram tokenizer read and serialized
+    again differs in its scores' last digits, and the check once refused every such resume."""
+    texts = make_docs(15_000, seed=52)
+    corpus = tmp_path / "in.jsonl"
+    corpus.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+    out = tmp_path / "out"
+    args = [str(corpus), "--tokenizer-kind", "unigram", "--vocab-size", "300", "--shard-tokens", "3000"]
+    kill_after_three_shards(args, out)
+    written = (out / "tokenizer.json").read_bytes()
+    summary = prepare([corpus], out, tokenizer_kind="unigram", vocab_size=300, shard_tokens=3000, progress=False)
+    assert summary.resumed and summary.documents == len(texts)
+    assert (out / "tokenizer.json").read_bytes() == written
+    manifest = Manifest.load(out)
+    assert manifest.tokenizer_sha256 == tokenizer_hash(written.decode())
+    assert sum(shard.tokens for shard in manifest.shards) == summary.tokens
