@@ -136,7 +136,9 @@ class LayerStack(nn.Module):
         super().__init__()
         self.depth, self.layerdrop, self.checkpointing = depth, layerdrop, checkpointing
         self.layers = nn.ModuleList(make_layer() for _ in range(1 if share else depth))
-        self.seed, self.step = 0, 0  # the run's seed and the optimizer step being trained (set_layerdrop_step)
+        # The run's seed, the optimizer step being trained and this stack's place among the model's stacks
+        # (an encoder and a decoder of the same depth draw differently), set by `set_layerdrop_step`.
+        self.seed, self.step, self.stack = 0, 0, 0
 
     def forward(self, x: torch.Tensor, *args) -> torch.Tensor:
         keep = self._kept_layers() if self.training and self.layerdrop > 0 else None
@@ -151,10 +153,10 @@ class LayerStack(nn.Module):
         return x
 
     def _kept_layers(self) -> torch.Tensor:
-        # A generator of its own, seeded from (seed, step) alone: no state to carry, and the global torch RNG
-        # (dropout, which differs between ranks) is left untouched. Hashed, because torch's CPU generator
+        # A generator of its own, seeded from (seed, step, stack) alone: no state to carry, and the global torch
+        # RNG (dropout, which differs between ranks) is left untouched. Hashed, because torch's CPU generator
         # keeps only the low 32 bits of a seed.
-        key = hashlib.sha256(f"layerdrop {self.seed} {self.step}".encode()).digest()
+        key = hashlib.sha256(f"layerdrop {self.seed} {self.step} {self.stack}".encode()).digest()
         generator = torch.Generator().manual_seed(int.from_bytes(key[:8], "little"))
         return torch.rand(self.depth, generator=generator) >= self.layerdrop
 
@@ -162,9 +164,9 @@ class LayerStack(nn.Module):
 def set_layerdrop_step(model: nn.Module, seed: int, step: int) -> None:
     """Make LayerDrop draw for optimizer step `step` of a run seeded `seed` (the trainer calls this before each
     step)."""
-    for module in model.modules():
-        if isinstance(module, LayerStack):
-            module.seed, module.step = seed, step
+    stacks = [module for module in model.modules() if isinstance(module, LayerStack)]
+    for index, stack in enumerate(stacks):
+        stack.seed, stack.step, stack.stack = seed, step, index
 
 
 def padding_mask(attention_mask: torch.Tensor | None) -> torch.Tensor | None:

@@ -67,6 +67,19 @@ def test_layerdrop_skips_layers_in_training_only():
     assert len(calls) == 3
 
 
+def test_layerdrop_draws_differently_in_each_stack():
+    """An encoder and a decoder of the same depth must not skip the same layer positions every step."""
+    from pretrain.models.layers import LayerStack
+
+    model = build_model(ModelConfig(family="t5", **SIZES, layerdrop=0.5, decoder_start_token_id=0))
+    encoder, decoder = [m for m in model.modules() if isinstance(m, LayerStack)]
+    draws = []
+    for step in range(8):
+        set_layerdrop_step(model, 0, step)
+        draws.append((encoder._kept_layers().tolist(), decoder._kept_layers().tolist()))
+    assert any(a != b for a, b in draws)
+
+
 def test_pre_ln_adds_a_final_norm_and_trains():
     torch.manual_seed(0)
     model = build_model(ModelConfig(family="bert", **SIZES, pre_ln=True))

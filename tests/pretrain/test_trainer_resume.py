@@ -29,9 +29,9 @@ from pretrain.signals import REQUEUE_EXIT_CODE
 
 TINY = REPO_ROOT / "configs" / "tiny.yaml"
 NO_DROPOUT = ["model.hidden_dropout=0", "model.attention_dropout=0"]
-# Seed 4 makes each of the first 12 steps skip one or both of tiny.yaml's 2 layers, so the first step after
+# Seed 70 makes each of the first 12 steps skip one or both of tiny.yaml's 2 layers, so the first step after
 # each resume below leaves a layer without gradient.
-LAYERDROP = ["model.layerdrop=0.5", "seed=4"]
+LAYERDROP = ["model.layerdrop=0.5", "seed=70"]
 pytestmark = pytest.mark.slow
 
 
