@@ -15,6 +15,7 @@ import torch
 from data_pipeline.errors import UserError
 from pretrain import checkpoint
 from pretrain.config import RunConfig, check_special_ids, config_changes, load_config, save_config
+from pretrain.dataset_copy import keep_dataset_files
 from pretrain.engine import check_precision
 from pretrain.models.config import architecture_changes
 from pretrain.signals import PREEMPTION_SIGNALS
@@ -44,6 +45,7 @@ def prepare_run_dir(cfg: RunConfig, resume: bool) -> Path:
             raise UserError(f"--resume: {latest} holds another model than this config describes "
                             f"({', '.join(edits)}); resume with the checkpoint's values, or start a new run in "
                             "another train.run_dir")
+        keep_dataset_files(run_dir, cfg.data.path, copy=False)  # refuses another dataset before writing anything
         changes = config_changes(old, cfg)
         if changes:
             print(f"resuming {run_dir} from {latest.name} with a changed config:\n  " + "\n  ".join(changes))

@@ -33,9 +33,11 @@ def test_export_without_the_dataset_and_resume_checks(small_dataset, heldout_dat
     assert AutoTokenizer.from_pretrained(out)(text)["input_ids"] == expected.encode(text).ids
     assert "150 documents" in (out / "README.md").read_text()  # the model card's data statistics
 
-    # Another dataset (same tokenizer, other documents) is not this run's.
+    # Another dataset (same tokenizer, other documents) is not this run's; refused before anything is written.
+    configs = {p.name: p.read_bytes() for p in run_dir.glob("config*.yaml")}
     failed = run_graft("train", *args, f"data.path={heldout_dataset}", "train.max_steps=3", "--resume", check=False)
     assert failed.returncode == 2, failed.stderr
     assert f"{heldout_dataset} is not the dataset this run started on" in failed.stderr
     assert "is another manifest.json;" in failed.stderr
     assert len(logged_losses(run_dir)) == 2
+    assert {p.name: p.read_bytes() for p in run_dir.glob("config*.yaml")} == configs
