@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Callable, TypeVar
 
 from data_pipeline.errors import UserError
-from data_pipeline.shards import DEFAULT_CACHE, ShardInfo, file_sha256
+from data_pipeline.shards import DEFAULT_CACHE, ShardInfo, dataset_file, file_sha256
 
 T = TypeVar("T")
 STALE_PART_S = 600  # a partial download untouched this long belongs to a process that died
@@ -36,13 +36,9 @@ def _fs_and_path(url: str):
         raise UserError(f"cannot open {url}: {exc}") from exc
 
 
-def _join(url: str, name: str) -> str:
-    return url.rstrip("/") + "/" + name
-
-
 def read_remote_text(url: str, name: str) -> str:
     """The text of the file `name` in the remote dataset `url` (its manifest, its tokenizer.json)."""
-    where = _join(url, name)
+    where = dataset_file(url, name)
     fs, path = _fs_and_path(where)
     try:
         with fs.open(path, "rb") as f:
@@ -108,7 +104,7 @@ class ShardCache:
             time.sleep(0.05)  # the room is claimed by downloads in flight: wait for them to land
 
     def _download(self, info: ShardInfo, part: Path, path: Path) -> None:
-        url = _join(self.url, info.path)
+        url = dataset_file(self.url, info.path)
         fs, remote = _fs_and_path(url)
         try:
             fs.get_file(remote, str(part))  # streams to disk: a shard is never held in memory

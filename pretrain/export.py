@@ -73,7 +73,8 @@ def export(run_dir: Path, out_dir: Path, max_shard_bytes: int | None = None, ste
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     dataset = dataset_source(run_dir, cfg.data.path)
-    tokenizer = dataset_tokenizer(dataset)
+    manifest = Manifest.load(dataset)
+    tokenizer = dataset_tokenizer(dataset, manifest)
     for part in the_parts:
         target = staging / part.subdir
         target.mkdir(exist_ok=True)
@@ -84,7 +85,7 @@ def export(run_dir: Path, out_dir: Path, max_shard_bytes: int | None = None, ste
                           **kwargs)
         _write_configs(cfg.model, part, target)
         save_tokenizer(tokenizer, cfg.model, target)
-    _write_model_card(cfg, Manifest.load(dataset), run_dir, ckpt, staging, out_dir.name, the_parts)
+    _write_model_card(cfg, manifest, run_dir, ckpt, staging, out_dir.name, the_parts)
     del reader  # unmaps the shards before the verification loads the export
     diff = verify(staging, cfg.model, skeleton)
     if out_dir.exists():
@@ -94,13 +95,13 @@ def export(run_dir: Path, out_dir: Path, max_shard_bytes: int | None = None, ste
                         architectures=[p.architecture for p in the_parts])
 
 
-def dataset_tokenizer(root: str):
+def dataset_tokenizer(root: str, manifest: Manifest):
     """The tokenizer the run trained with: `tokenizer.json` of its dataset (the run directory's copy, or for a
-    run made before training kept one, data.path, local or remote), checked against the manifest's hash."""
+    run made before training kept one, data.path, local or remote), checked against `manifest`'s hash."""
     where = dataset_file(root, TOKENIZER_FILE)
     text = read_dataset_text(root, TOKENIZER_FILE)
     tokenizer = parse_tokenizer(text, where, "; re-run `graft prepare`")
-    if tokenizer_hash(text) != Manifest.load(root).tokenizer_sha256:
+    if tokenizer_hash(text) != manifest.tokenizer_sha256:
         raise UserError(f"{where} is not the tokenizer the dataset's manifest names (sha256 differs); the "
                         "dataset was changed after `graft prepare` wrote it")
     return tokenizer
