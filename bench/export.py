@@ -48,35 +48,38 @@ def peak_rss_bytes() -> int:
     raise RuntimeError("no VmHWM in /proc/self/status")
 
 
+def import_transformers_classes(run_dir: Path):
+    """Import what export's check uses from transformers (it imports a class on first use), so that the clock
+    measures the work and not the imports; returns the run's model config."""
+    import transformers
+
+    from pretrain.config import load_config
+    from pretrain.hf.convert import parts
+
+    cfg = load_config(run_dir / "config.yaml").model
+    for part in parts(cfg):
+        getattr(transformers, part.architecture)
+    transformers.AutoTokenizer, transformers.PreTrainedTokenizerFast, transformers.BertTokenizerFast
+    return cfg
+
+
 def child(mode: str, run_dir: Path, out: Path) -> None:
     """Runs in its own process so its peak memory is its own."""
     start = time.perf_counter()
     if mode == "export":
         import deepspeed  # noqa: F401  (unpickling DeepSpeed's checkpoint imports it)
-        import transformers
 
-        from pretrain.config import load_config
         from pretrain.export import export
-        from pretrain.hf.convert import parts
 
-        for part in parts(load_config(run_dir / "config.yaml").model):
-            getattr(transformers, part.architecture)  # transformers imports a model class on first use
-        transformers.AutoTokenizer, transformers.PreTrainedTokenizerFast, transformers.BertTokenizerFast
+        import_transformers_classes(run_dir)
         imports = time.perf_counter() - start
         start = time.perf_counter()
         export(run_dir, out)
         seconds = time.perf_counter() - start
     elif mode == "check":  # export's verification alone, on the directory the last export wrote
-        import transformers
-
-        from pretrain.config import load_config
         from pretrain.export import verify
-        from pretrain.hf.convert import parts
 
-        cfg = load_config(run_dir / "config.yaml").model
-        for part in parts(cfg):
-            getattr(transformers, part.architecture)
-        transformers.AutoTokenizer, transformers.PreTrainedTokenizerFast, transformers.BertTokenizerFast
+        cfg = import_transformers_classes(run_dir)
         imports = time.perf_counter() - start
         start = time.perf_counter()
         verify(out, cfg)
