@@ -124,8 +124,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=_train)
 
     p = commands.add_parser("export", help="convert a run to a Hugging Face model directory",
-                            description="Stream the latest checkpoint of RUN_DIR (or that of --step; any ZeRO stage, any number of "
-                                        "ranks; optimizer state is never loaded) into safetensors for the family's "
+                            description="Stream the latest checkpoint of RUN_DIR (or that of --step; any ZeRO stage, "
+                                        "any number of ranks; optimizer state is never loaded) into safetensors for "
+                                        "the family's "
                                         "transformers class (BertForMaskedLM or BertForPreTraining, "
                                         "RobertaForMaskedLM, AlbertForMaskedLM or AlbertForPreTraining, "
                                         "ElectraForPreTraining + ElectraForMaskedLM in OUT_DIR/generator, "

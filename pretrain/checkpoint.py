@@ -54,7 +54,7 @@ def checkpoint_at(run_dir: Path, step: int) -> Path:
     path = checkpoints_dir(run_dir) / step_name(step)
     if not (path / "train_state.json").is_file():
         complete = sorted(int(p.name.split("_")[1]) for p in checkpoints_dir(run_dir).glob("step_*[0-9]")
-                          if (p / "train_state.json").is_file()) if checkpoints_dir(run_dir).is_dir() else []
+                          if (p / "train_state.json").is_file())  # none when there is no checkpoints dir
         raise UserError(f"{run_dir} has no complete checkpoint of step {step}; it has "
                         + (", ".join(map(str, complete)) or "none") + " (train.keep_last sets how many are kept)")
     return path
