@@ -2,7 +2,9 @@
 
 Nothing is consolidated up front: each tensor is assembled on request from the ranks' fp32 partitions, read
 through memory maps, so optimizer moments are never read and memory holds one tensor at a time. The maps
-are reopened every WINDOW_BYTES so the pages read so far leave the resident set.
+are reopened every WINDOW_BYTES so the pages read so far leave the resident set. For a writer, `pieces`
+gives a tensor as byte ranges of the checkpoint files, which the kernel copies file to file without mapping
+them into the process at all.
 
 Layout (written by DeepSpeed; see deepspeed/utils/zero_to_fp32.py):
 - model states (`mp_rank_00_model_states.pt`, or one `zero_pp_rank_R_mp_rank_00_model_states.pt` per rank
@@ -18,12 +20,14 @@ Layout (written by DeepSpeed; see deepspeed/utils/zero_to_fp32.py):
 from __future__ import annotations
 
 import math
+import os
 import re
 from pathlib import Path
 
 import torch
 
 from data_pipeline.errors import UserError
+from pretrain.hf.writer import FileSlice
 
 WINDOW_BYTES = 64 << 20  # reopen the memory maps after reading this much
 
@@ -110,64 +114,96 @@ class ZeroCheckpoint:
                 offset += numel + (self.paddings[g][i] if self.paddings else 0)
         return plan
 
-    def _open(self) -> list[list[torch.Tensor]]:
-        """Each rank's fp32 flat groups, memory-mapped."""
+    def _open(self) -> None:
+        """Memory-map each rank's fp32 flat groups, and find where each lies in its file."""
         key = "fp32_flat_groups" if self.stage == 3 else "single_partition_of_fp32_groups"
-        ranks = []
+        self._ranks, self._file_offsets = [], []
         for path in self.optim_files:
-            osd = _load(path)["optimizer_state_dict"]
-            ranks.append(list(osd[key]))
-        return ranks
+            flats = list(_load(path)["optimizer_state_dict"][key])
+            self._ranks.append(flats)
+            self._file_offsets.append(_file_offsets(path, flats))
 
-    def pieces(self, name: str) -> list[torch.Tensor]:
-        """Flat fp32 views whose concatenation is tensor `name` (memory-mapped where possible, so a writer
-        can copy them to a file without assembling the tensor). Valid until the next call."""
+    def _spans(self, name: str) -> list[tuple[int, int, int, int]]:
+        """(rank, group, start, stop): the element ranges of the ranks' flat groups whose concatenation is
+        parameter `name`."""
+        if self._ranks is None or self._read_bytes > WINDOW_BYTES:
+            self._ranks, self._read_bytes = None, 0
+            self._open()
+        group, offset, share, numel = self._plan[name]
+        spans = []
+        if self.stage == 3:  # every rank holds `share` elements of it, at `offset` of its concatenated groups
+            for r, flats in enumerate(self._ranks):
+                spans += [(r, g, lo, hi) for g, lo, hi in _cover([f.numel() for f in flats], offset, share)]
+        else:  # group `group`'s flat vector is the ranks' partitions one after another
+            sizes = [flats[group].numel() for flats in self._ranks]
+            spans = [(r, group, lo, hi) for r, lo, hi in _cover(sizes, offset, numel)]
+        out, left = [], numel  # stage 3: the last rank's share ends in padding
+        for r, g, lo, hi in spans:
+            if left <= 0:
+                break
+            hi = min(hi, lo + left)
+            out.append((r, g, lo, hi))
+            left -= hi - lo
+        self._read_bytes += numel * 4
+        return out
+
+    def pieces(self, name: str) -> list[torch.Tensor | FileSlice]:
+        """What tensor `name` is made of, flattened, in order, for a writer that copies them one after another
+        without assembling the tensor: byte ranges of the checkpoint's files where the data lies there as is
+        (the kernel can copy those file to file), else fp32 views (memory-mapped where possible). Valid until
+        the next call."""
         name = self.shared.get(name, name)
+        if name in self.buffers or self.stage == 0:
+            return self._views(name)
+        return [self._ranks[r][g][lo:hi].detach() if self._file_offsets[r][g] is None else
+                FileSlice(self.optim_files[r], self._file_offsets[r][g] + 4 * lo, 4 * (hi - lo))
+                for r, g, lo, hi in self._spans(name)]
+
+    def _views(self, name: str) -> list[torch.Tensor]:
+        """Flat fp32 views whose concatenation is tensor `name`."""
         if name in self.buffers:
             return [self.buffers[name].detach().float().reshape(-1)]
         if self.stage == 0:
             return [self.module[name].detach().float().reshape(-1)]
-        if self._ranks is None or self._read_bytes > WINDOW_BYTES:
-            self._ranks, self._read_bytes = None, 0
-            self._ranks = self._open()
-        group, offset, share, numel = self._plan[name]
-        if self.stage == 3:
-            pieces = [p for flat in self._ranks for p in _slices(flat, offset, share)]
-        else:
-            pieces = self._stage12_pieces(group, offset, numel)
-        out, left = [], numel  # stage 3: the last rank's share ends in padding
-        for p in pieces:
-            if left <= 0:
-                break
-            out.append(p[:left].detach())
-            left -= out[-1].numel()
-        self._read_bytes += numel * 4
-        return out
+        return [self._ranks[r][g][lo:hi].detach() for r, g, lo, hi in self._spans(name)]
 
     def tensor(self, name: str) -> torch.Tensor:
         """The full fp32 tensor `name` (a fresh copy, owning its memory)."""
-        shape = self.shapes[self.shared.get(name, name)]
-        pieces = self.pieces(name)
+        name = self.shared.get(name, name)
+        shape = self.shapes[name]
+        pieces = self._views(name)
         return (torch.cat(pieces) if len(pieces) > 1 else pieces[0].clone()).view(shape)
 
-    def _stage12_pieces(self, group: int, offset: int, numel: int) -> list[torch.Tensor]:
-        pieces, pos, end = [], offset, offset + numel
-        start = 0
-        for flats in self._ranks:
-            part = flats[group]
-            lo, hi = start, start + part.numel()
-            if hi > pos and lo < end:
-                pieces.append(part[max(pos, lo) - lo:min(end, hi) - lo])
-            start = hi
-        return pieces
 
-
-def _slices(flats: list[torch.Tensor], offset: int, length: int) -> list[torch.Tensor]:
-    """Views covering [offset, offset + length) of the concatenation of `flats`."""
-    pieces, start = [], 0
-    for flat in flats:
-        lo, hi = start, start + flat.numel()
+def _cover(sizes: list[int], offset: int, length: int) -> list[tuple[int, int, int]]:
+    """(index, start, stop) within consecutive arrays of `sizes` covering [offset, offset + length) of their
+    concatenation."""
+    out, start = [], 0
+    for i, size in enumerate(sizes):
+        lo, hi = start, start + size
         if hi > offset and lo < offset + length:
-            pieces.append(flat[max(offset, lo) - lo:min(offset + length, hi) - lo])
+            out.append((i, max(offset, lo) - lo, min(offset + length, hi) - lo))
         start = hi
-    return pieces
+    return out
+
+
+def _file_offsets(path: Path, flats: list[torch.Tensor]) -> list[int | None]:
+    """Where in `path` each of `flats` (loaded from it with mmap=True) starts, read from the process's memory
+    map (/proc/self/maps): the mapping of `path` that holds the tensor gives its file offset. None where that
+    is unknown (no /proc, data not mapped, or not fp32): the pieces are then memory views instead."""
+    try:
+        lines = Path("/proc/self/maps").read_text().splitlines()
+    except OSError:
+        return [None] * len(flats)
+    target, maps = os.path.realpath(path), []
+    for line in lines:
+        fields = line.split(maxsplit=5)
+        if len(fields) == 6 and fields[5] == target:
+            lo, hi = (int(x, 16) for x in fields[0].split("-"))
+            maps.append((lo, hi, int(fields[2], 16)))
+    offsets = []
+    for flat in flats:
+        ptr, end = flat.data_ptr(), flat.data_ptr() + flat.numel() * flat.element_size()
+        where = [off + ptr - lo for lo, hi, off in maps if lo <= ptr and end <= hi]
+        offsets.append(where[0] if where and flat.dtype == torch.float32 and flat.is_contiguous() else None)
+    return offsets
