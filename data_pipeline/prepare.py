@@ -86,9 +86,7 @@ def prepare(inputs: list[Path | str], out: Path, vocab_size: int = 8192, tokeniz
         if next(iter_documents(paths, options), None) is None:
             raise UserError(f"the input ({', '.join(map(str, paths))}) holds no non-empty document")
         if tokenizer is None:
-            docs = iter_documents(paths, options)
-            tok = train_tokenizer(tqdm(docs, desc="training tokenizer", unit=" docs", disable=not progress),
-                                  tokenizer_kind, vocab_size)
+            tok = train_tokenizer(_Passes(paths, options, progress), tokenizer_kind, vocab_size)
             text = tok.to_str()
         else:
             text, tok = read_tokenizer(tokenizer)  # kept as it is: datasets sharing a tokenizer share its hash
@@ -99,7 +97,7 @@ def prepare(inputs: list[Path | str], out: Path, vocab_size: int = 8192, tokeniz
         _save_state(out, state)
         resumed = False
     else:
-        # The tokenizer of the interrupted run, not a retrained one: training is not deterministic.
+        # The tokenizer of the interrupted run, kept as written: retraining it would cost a pass over the input.
         text, tok = read_tokenizer(out / TOKENIZER_FILE)
         if tokenizer_hash(text) != state["tokenizer_sha256"]:
             raise UserError(f"{out / TOKENIZER_FILE} changed since the interrupted prepare; delete {out} and "
@@ -107,6 +105,18 @@ def prepare(inputs: list[Path | str], out: Path, vocab_size: int = 8192, tokeniz
         print(f"resuming the interrupted prepare of {out} after {len(state['shards'])} shard(s)")
         resumed = True
     return _encode(paths, options, out, tok, state, shard_tokens, resumed, progress)
+
+
+class _Passes:
+    """The input's documents, read afresh on every iteration (tokenizer training may read them twice)."""
+
+    def __init__(self, paths: list[Path], options: ReadOptions, progress: bool):
+        self.paths, self.options, self.progress, self.count = paths, options, progress, 0
+
+    def __iter__(self):
+        self.count += 1
+        return iter(tqdm(iter_documents(self.paths, self.options), desc=f"training tokenizer (pass {self.count})",
+                         unit=" docs", disable=not self.progress))
 
 
 def _encode(paths, options, out: Path, tok, state: dict, shard_tokens: int, resumed: bool,

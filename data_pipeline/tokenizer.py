@@ -5,11 +5,16 @@ Three kinds, each with its family's conventions:
 - bytelevel_bpe (RoBERTa, BART): GPT-2 style byte-level BPE, <s> <pad> </s> <unk> <mask> at ids 0-4;
 - unigram (T5): SentencePiece-style Unigram with <pad> </s> <unk> at ids 0-2 and the 100 sentinels at the
   end of the vocabulary in T5's order (<extra_id_0> is the last id).
+
+Training is reproducible: the same texts give the same tokenizer.json in every process. `tokenizers`' own
+trainers do not promise that (they iterate Rust hash maps seeded per process); see train_wordpiece and
+train_unigram for what each kind needs.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 from typing import Iterable
 
@@ -22,26 +27,44 @@ BERT_SPECIAL_TOKENS = {"pad": "[PAD]", "unk": "[UNK]", "cls": "[CLS]", "sep": "[
 
 
 def train_tokenizer(texts: Iterable[str], kind: str = "wordpiece", vocab_size: int = 8192) -> Tokenizer:
-    """Train a tokenizer of `kind` (one of TOKENIZER_KINDS) on `texts`."""
+    """Train a tokenizer of `kind` (one of TOKENIZER_KINDS) on `texts`: a list, or an object whose `__iter__`
+    starts a new pass (WordPiece reads them twice), not a one-shot iterator."""
     if kind not in TOKENIZER_KINDS:
         raise UserError(f"unknown tokenizer kind {kind!r}; choose one of {', '.join(TOKENIZER_KINDS)}")
+    if iter(texts) is texts:
+        raise TypeError("train_tokenizer needs texts it can read more than once, not a one-shot iterator")
     return TOKENIZER_KINDS[kind](texts, vocab_size)
 
 
-def train_wordpiece(texts: Iterable[str], vocab_size: int, min_frequency: int = 2) -> Tokenizer:
-    """A lowercasing BERT WordPiece tokenizer trained on `texts`."""
-    tok = Tokenizer(models.WordPiece(unk_token=BERT_SPECIAL_TOKENS["unk"], max_input_chars_per_word=100))
+def _bert_wordpiece(vocab: dict[str, int] | None = None) -> Tokenizer:
+    tok = Tokenizer(models.WordPiece(vocab, unk_token=BERT_SPECIAL_TOKENS["unk"], max_input_chars_per_word=100))
     tok.normalizer = normalizers.BertNormalizer(lowercase=True, clean_text=True, handle_chinese_chars=True)
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     tok.decoder = decoders.WordPiece(prefix="##")
-    trainer = trainers.WordPieceTrainer(
-        vocab_size=vocab_size,
-        min_frequency=min_frequency,
-        special_tokens=list(BERT_SPECIAL_TOKENS.values()),
-        continuing_subword_prefix="##",
-        show_progress=False,
-    )
-    tok.train_from_iterator(texts, trainer=trainer)
+    return tok
+
+
+def train_wordpiece(texts: Iterable[str], vocab_size: int, min_frequency: int = 2) -> Tokenizer:
+    """A lowercasing BERT WordPiece tokenizer trained on `texts` (read twice).
+
+    `tokenizers`' trainer numbers each continuing piece ("##e") when it first meets it in its hash map of
+    words, whose order changes with every process, and breaks ties between equally frequent merges by those
+    numbers: two processes gave different vocabularies (ids and, at the cutoff, tokens). So a first pass
+    without merges collects the continuing pieces, and the real pass gets them first, in sorted order, as if
+    they were special tokens: every number, and so every tie, is then the same in every process. The
+    tokenizer is rebuilt from the trained vocabulary so that only the real special tokens are special.
+    """
+    def trained(size: int, reserved: list[str]) -> Tokenizer:
+        tok = _bert_wordpiece()
+        tok.train_from_iterator(texts, trainer=trainers.WordPieceTrainer(
+            vocab_size=size, min_frequency=min_frequency, special_tokens=[*BERT_SPECIAL_TOKENS.values(), *reserved],
+            continuing_subword_prefix="##", show_progress=False))
+        return tok
+
+    alphabet = trained(0, []).get_vocab(with_added_tokens=False)
+    continuing = sorted(t for t in alphabet if t.startswith("##") and len(t) == 3)
+    tok = _bert_wordpiece(trained(vocab_size, continuing).get_vocab(with_added_tokens=False))
+    tok.add_special_tokens(list(BERT_SPECIAL_TOKENS.values()))
     cls, sep = BERT_SPECIAL_TOKENS["cls"], BERT_SPECIAL_TOKENS["sep"]
     tok.post_processor = processors.TemplateProcessing(
         single=f"{cls} $A {sep}",
@@ -55,6 +78,7 @@ def train_wordpiece(texts: Iterable[str], vocab_size: int, min_frequency: int = 
 BYTELEVEL_SPECIAL_TOKENS = {"bos": "<s>", "pad": "<pad>", "eos": "</s>", "unk": "<unk>", "mask": "<mask>"}
 T5_SPECIAL_TOKENS = {"pad": "<pad>", "eos": "</s>", "unk": "<unk>"}
 T5_SENTINELS = 100
+COVERAGE_PENALTY = 0.0001  # tokenizers' Unigram trainer: score step between characters it adds back
 
 
 def sentinel(i: int) -> str:
@@ -89,12 +113,37 @@ def train_unigram(texts: Iterable[str], vocab_size: int) -> Tokenizer:
                                       special_tokens=list(T5_SPECIAL_TOKENS.values()),
                                       unk_token=T5_SPECIAL_TOKENS["unk"])
     tok.train_from_iterator(texts, trainer=trainer)
+    tok.model = _canonical_unigram(tok)
     # Added in reverse so <extra_id_0> gets the highest id, as in T5's vocabulary.
     tok.add_special_tokens([sentinel(i) for i in reversed(range(T5_SENTINELS))])
     eos = T5_SPECIAL_TOKENS["eos"]
     tok.post_processor = processors.TemplateProcessing(single=f"$A {eos}", pair=f"$A {eos} $B:1 {eos}:1",
                                                        special_tokens=[(eos, tok.token_to_id(eos))])
     return tok
+
+
+def _canonical_unigram(tok: Tokenizer) -> models.Unigram:
+    """The trained Unigram model made the same in every process. The trainer differs in two ways:
+    - it sums in parallel, so scores differ in the last digits (4e-14 apart), and pieces of near-equal score
+      come out in another order, that is with other ids: scores are rounded to 1e-6 and pieces ordered by
+      (score, piece) after the special tokens;
+    - every character must stay a piece, and those that training dropped come back with the lowest score
+      plus 0.0001 per character already added, in a hash set's order: the lowest-scored single characters
+      get those scores back in the order of the characters.
+    """
+    model = json.loads(tok.to_str())["model"]
+    special = len(T5_SPECIAL_TOKENS)
+    vocab = model["vocab"]
+    assert [piece for piece, _ in vocab[:special]] == list(T5_SPECIAL_TOKENS.values()), vocab[:special]
+    pieces = dict(vocab[special:])
+    floor = min(pieces.values())
+    chars = [p for p in pieces if len(p) == 1]
+    added = sorted(p for p in chars if pieces[p] <= floor + COVERAGE_PENALTY * len(chars) + 1e-9)
+    for piece, score in zip(added, sorted((pieces[p] for p in added), reverse=True)):
+        pieces[piece] = score
+    rest = sorted(((p, round(score, 6)) for p, score in pieces.items()), key=lambda entry: (-entry[1], entry[0]))
+    return models.Unigram([tuple(v) for v in vocab[:special]] + rest, unk_id=model["unk_id"],
+                          byte_fallback=model.get("byte_fallback", False))
 
 
 TOKENIZER_KINDS = {"wordpiece": train_wordpiece, "bytelevel_bpe": train_bytelevel_bpe, "unigram": train_unigram}
