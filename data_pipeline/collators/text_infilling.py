@@ -1,5 +1,9 @@
 """BART's text infilling: spans with Poisson(3) lengths cover 30% of the tokens; each span becomes one
 <mask> (a length-0 span inserts one). The decoder reconstructs the original <s> ... </s>.
+
+The encoder input is as wide as the batch's longest row, not seq_len: infilling shortens every row by about
+a fifth, which padding to seq_len would spend on pad positions (22% of the encoder's at 128 and 512 tokens on
+the sample corpus; 2-4% remain, the rows' differences).
 """
 
 from __future__ import annotations
@@ -42,14 +46,18 @@ class TextInfillingCollator:
     def __call__(self, batch: SegmentBatch) -> dict:
         samples = batch.segments()  # spans are drawn per sample
         n = len(samples)
-        inputs = np.full((n, self.seq_len), self.pad, dtype=np.int64)
-        attention = np.zeros((n, self.seq_len), dtype=np.int64)
         labels = np.empty((n, self.seq_len), dtype=np.int64)
+        encoded = []
         for row, sample in enumerate(samples):
             inner = sample.doc_starts[sample.doc_starts > 0]
             tokens = np.insert(sample.tokens, inner, self.eos)[: self.raw_length]  # </s> between documents
             labels[row] = np.concatenate([[self.bos], tokens, [self.eos]])
-            enc = np.concatenate([[self.bos], self._infill(tokens, seeded_rng(self.seed, sample.index)), [self.eos]])
+            encoded.append(np.concatenate([[self.bos], self._infill(tokens, seeded_rng(self.seed, sample.index)),
+                                           [self.eos]]))
+        width = max(len(enc) for enc in encoded)
+        inputs = np.full((n, width), self.pad, dtype=np.int64)
+        attention = np.zeros((n, width), dtype=np.int64)
+        for row, enc in enumerate(encoded):
             inputs[row, :len(enc)] = enc
             attention[row, :len(enc)] = 1
         # Teacher forcing: the decoder sees </s> (BART's decoder start) then the target shifted right.

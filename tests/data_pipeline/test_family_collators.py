@@ -55,7 +55,10 @@ def test_text_infilling_masks_about_30_percent_in_spans():
     c = TextInfillingCollator(InfillingConfig(), BART_IDS, seq_len=128, seed=0)
     batch = c(segments(c.raw_length))
     labels, inputs = batch["labels"], batch["input_ids"]
-    assert labels.shape == inputs.shape == (4, 128)
+    assert labels.shape == (4, 128)
+    # The encoder input is as wide as its longest row: infilling shortened every row, so no pad-only columns.
+    lengths = batch["attention_mask"].sum(1)
+    assert inputs.shape == batch["attention_mask"].shape == (4, lengths.max()) and lengths.max() < 128
     assert (labels[:, 0] == 0).all() and (labels[:, -1] == 2).all()
     np.testing.assert_array_equal(batch["decoder_input_ids"][:, 1:], labels[:, :-1])
     assert (batch["decoder_input_ids"][:, 0] == 2).all()  # BART's decoder start is </s>
