@@ -79,7 +79,7 @@ def storage_bytes(tensors) -> int:
 def worker(stage: int, precision: str) -> None:
     import torch
 
-    from pretrain.engine import Engine, EngineConfig, init_distributed, model_construction
+    from pretrain.engine import Engine, EngineConfig, exit_process, init_distributed, model_construction
     from pretrain.models import build_model
     from pretrain.models.bert import BertConfig
     from pretrain.optim import OptimConfig, build_optimizer
@@ -106,7 +106,8 @@ def worker(stage: int, precision: str) -> None:
     if rank == 0:
         print(json.dumps({"stage": stage, "params": psi, "bytes": measured,
                           "bytes_per_param": measured / psi}))
-    engine.close()  # without it a rank can abort at exit (gloo's threads), failing the stage after its work
+    engine.close()
+    exit_process(0)  # as graft's workers do: finalizing the interpreter can abort a rank (gloo's threads)
 
 
 def main() -> None:

@@ -11,7 +11,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, for family_models
 from family_models import graft_configs  # noqa: E402
-from pretrain.engine import EngineConfig, init_distributed, model_construction  # noqa: E402
+from pretrain.engine import EngineConfig, exit_process, init_distributed, model_construction  # noqa: E402
 from pretrain.models import build_model  # noqa: E402
 from pretrain.models.config import ModelConfig  # noqa: E402
 
@@ -64,9 +64,11 @@ def main(out: Path) -> None:
     plain_growth, _ = construction_growth(0, world)
     report["memory"] = {"zero3_growth": growth, "plain_growth": plain_growth, "full": full}
     (out / f"rank{rank}.json").write_text(json.dumps(report))
-    # Leave the process group cleanly: exiting with gloo's threads running can abort a rank.
+    # Leave the process group cleanly, and the process as graft's workers do: finalizing the interpreter while
+    # gloo's threads release finished work can abort a rank.
     torch.distributed.barrier()
     torch.distributed.destroy_process_group()
+    exit_process(0)
 
 
 if __name__ == "__main__":
