@@ -48,7 +48,7 @@ def mlm_batches(data: Path, seq_len: int, batch: int, count: int, seed: int = 0,
 def run_worker(script: Path, *args: str) -> dict:
     """Run `script --worker ...` in a fresh process; its last stdout line is a JSON result."""
     out = subprocess.run([sys.executable, str(script), "--worker", *args], capture_output=True, text=True,
-                         cwd=REPO_ROOT, env={**__import__("os").environ, "PYTHONPATH": str(REPO_ROOT)})
+                         cwd=REPO_ROOT, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
     if out.returncode != 0:
         raise SystemExit(f"{script.name} worker {args} failed:\n{out.stdout[-2000:]}\n{out.stderr[-4000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])

@@ -3,8 +3,8 @@
 Nothing is consolidated up front: each tensor is assembled on request from the ranks' fp32 partitions, read
 through memory maps, so optimizer moments are never read and memory holds one tensor at a time. The maps
 are reopened every WINDOW_BYTES so the pages read so far leave the resident set. For a writer, `pieces`
-gives a tensor as byte ranges of the checkpoint files, which the kernel copies file to file without mapping
-them into the process at all.
+gives a tensor as byte ranges of the checkpoint files, which it copies with pread, never mapping them into
+the process (faster on this path, see pretrain.hf.writer.FileSlice).
 
 Layout (written by DeepSpeed; see deepspeed/utils/zero_to_fp32.py):
 - model states (`mp_rank_00_model_states.pt`, or one `zero_pp_rank_R_mp_rank_00_model_states.pt` per rank
@@ -150,8 +150,8 @@ class ZeroCheckpoint:
     def pieces(self, name: str) -> list[torch.Tensor | FileSlice]:
         """What tensor `name` is made of, flattened, in order, for a writer that copies them one after another
         without assembling the tensor: byte ranges of the checkpoint's files where the data lies there as is
-        (the kernel can copy those file to file), else fp32 views (memory-mapped where possible). Valid until
-        the next call."""
+        (the writer reads those with pread), else fp32 views (memory-mapped where possible). Views are valid
+        until the next call."""
         name = self.shared.get(name, name)
         if name in self.buffers or self.stage == 0:
             return self._views(name)
