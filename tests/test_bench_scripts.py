@@ -33,3 +33,23 @@ def test_gpu_benchmark_runs_end_to_end_on_tiny_models():
     figures = json.loads(out.stdout.strip().splitlines()[-1])
     assert set(figures) == {"mfu_bert_base", "mfu_t5_base", "peak_memory_gb_bert_base", "peak_memory_gb_t5_base"}
     assert all(math.isfinite(v) and v > 0 for v in figures.values()), figures
+
+
+def test_page_reporting_is_paused_while_timing_and_restored(tmp_path, monkeypatch):
+    """bench.common.host_backed_memory, on a stand-in for the kernel's knob (a test must not change the VM)."""
+    from bench import common
+
+    orders = len(open("/proc/buddyinfo").readline().split()) - 4
+    knob = tmp_path / "page_reporting_order"
+    knob.write_text("9\n")
+    monkeypatch.setattr(common, "PAGE_REPORTING_ORDER", knob)
+    with common.host_backed_memory(1 << 20) as note:
+        assert knob.read_text() == str(orders) and "paused" in note
+    assert knob.read_text() == "9"
+    with pytest.raises(RuntimeError), common.host_backed_memory(1 << 20):
+        raise RuntimeError("a failed benchmark")
+    assert knob.read_text() == "9"
+
+    monkeypatch.setattr(common, "PAGE_REPORTING_ORDER", tmp_path / "absent")
+    with common.host_backed_memory(1 << 20) as note:
+        assert note == "no free page reporting on this machine"
