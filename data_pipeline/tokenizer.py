@@ -128,8 +128,9 @@ def _canonical_unigram(tok: Tokenizer) -> models.Unigram:
       come out in another order, that is with other ids: scores are rounded to 1e-6 and pieces ordered by
       (score, piece) after the special tokens;
     - every character must stay a piece, and those that training dropped come back with the lowest score
-      plus 0.0001 per character already added, in a hash set's order: the lowest-scored single characters
-      get those scores back in the order of the characters.
+      plus 0.0001 per character already added, in a hash set's order: the single characters whose scores
+      lie on that ladder (with those that trained to the lowest score) get those scores back in the order of
+      the characters.
     """
     model = json.loads(tok.to_str())["model"]
     special = len(T5_SPECIAL_TOKENS)
@@ -137,8 +138,12 @@ def _canonical_unigram(tok: Tokenizer) -> models.Unigram:
     assert [piece for piece, _ in vocab[:special]] == list(T5_SPECIAL_TOKENS.values()), vocab[:special]
     pieces = dict(vocab[special:])
     floor = min(pieces.values())
-    chars = [p for p in pieces if len(p) == 1]
-    added = sorted(p for p in chars if pieces[p] <= floor + COVERAGE_PENALTY * len(chars) + 1e-9)
+    rungs = {p: (pieces[p] - floor) / COVERAGE_PENALTY for p in pieces if len(p) == 1}
+    rungs = {p: round(rung) for p, rung in rungs.items() if abs(rung - round(rung)) < 1e-6}
+    top = 0  # the ladder is rungs 0, 1, 2, ... without a gap (a rare character's own score can sit higher on it)
+    while top in rungs.values():
+        top += 1
+    added = sorted(p for p, rung in rungs.items() if rung < top)
     for piece, score in zip(added, sorted((pieces[p] for p in added), reverse=True)):
         pieces[piece] = score
     rest = sorted(((p, round(score, 6)) for p, score in pieces.items()), key=lambda entry: (-entry[1], entry[0]))
