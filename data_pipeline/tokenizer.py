@@ -138,8 +138,8 @@ def _canonical_unigram(tok: Tokenizer) -> models.Unigram:
     assert [piece for piece, _ in vocab[:special]] == list(T5_SPECIAL_TOKENS.values()), vocab[:special]
     pieces = dict(vocab[special:])
     floor = min(pieces.values())
-    rungs = {p: (pieces[p] - floor) / COVERAGE_PENALTY for p in pieces if len(p) == 1}
-    rungs = {p: round(rung) for p, rung in rungs.items() if abs(rung - round(rung)) < 1e-6}
+    heights = {p: (pieces[p] - floor) / COVERAGE_PENALTY for p in pieces if len(p) == 1}
+    rungs = {p: round(h) for p, h in heights.items() if abs(h - round(h)) < 1e-6}
     top = 0  # the ladder is rungs 0, 1, 2, ... without a gap (a rare character's own score can sit higher on it)
     while top in rungs.values():
         top += 1

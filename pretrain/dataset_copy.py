@@ -13,16 +13,18 @@ from pathlib import Path
 
 from data_pipeline.errors import UserError
 from data_pipeline.prepare import TOKENIZER_FILE
-from data_pipeline.shards import MANIFEST, read_dataset_text, write_atomic
+from data_pipeline.shards import MANIFEST, Manifest, dataset_file, read_dataset_text, write_atomic
 
 DATASET_DIR = "dataset"
 FILES = (MANIFEST, TOKENIZER_FILE)
 
 
-def keep_dataset_files(run_dir: Path, data_path: str, copy: bool) -> None:
+def keep_dataset_files(run_dir: Path, data_path: str, copy: bool) -> Manifest:
     """Check the dataset's files against the copy in `run_dir/dataset`, or, where there is none yet and `copy`
-    (rank 0), make it (all or none). Every rank checks, so that all of them stop at once on another dataset."""
+    (rank 0), make it (all or none). Every rank checks, so that all of them stop at once on another dataset.
+    Returns the dataset's manifest, parsed from the text just read (no second fetch for a URL dataset)."""
     texts = {name: read_dataset_text(data_path, name) for name in FILES}
+    manifest = Manifest.parse(texts[MANIFEST], dataset_file(data_path, MANIFEST))
     kept = run_dir / DATASET_DIR
     if kept.is_dir():
         changed = [name for name in FILES if (kept / name).read_bytes() != texts[name].encode()]
@@ -31,15 +33,16 @@ def keep_dataset_files(run_dir: Path, data_path: str, copy: bool) -> None:
                             f"{' and '.join(changed)}; resume with the data.path the run trained on "
                             "(moved is fine, re-prepared is not), or start a new run (train.run_dir=NEW_DIR; "
                             "`graft export` and `graft import` carry the weights over)")
-        return
+        return manifest
     if not copy:
-        return
+        return manifest
     staging = run_dir / (DATASET_DIR + ".tmp")
     shutil.rmtree(staging, ignore_errors=True)  # left by a process killed while copying
     staging.mkdir()
     for name, text in texts.items():
         write_atomic(staging / name, text.encode())
     staging.rename(kept)
+    return manifest
 
 
 def dataset_source(run_dir: Path, data_path: str) -> str:

@@ -46,8 +46,7 @@ def train(run_dir: Path, resume: bool = False) -> Outcome:
 def _train(run_dir: Path, resume: bool, stop_request: StopRequest) -> Outcome:
     rank, world = init_distributed()
     cfg = load_config(run_dir / CONFIG_FILE)
-    keep_dataset_files(run_dir, cfg.data.path, copy=rank == 0)  # so that export needs no dataset
-    manifest = Manifest.load(cfg.data.path)
+    manifest = keep_dataset_files(run_dir, cfg.data.path, copy=rank == 0)  # so that export needs no dataset
     collate, loss_fn = build_objective(cfg.objective, manifest, cfg.data.seq_len, cfg.seed)
     start = _resume_point(run_dir) if resume else None
 
@@ -68,7 +67,7 @@ def _train(run_dir: Path, resume: bool, stop_request: StopRequest) -> Outcome:
     if start is not None:
         state, loader_state = checkpoint.load(engine, start, rank)
         loader.load_state_dict(loader_state)
-    eval_batches = _eval_batches(cfg, collate, rank, world, engine.micro_batch) if cfg.train.eval_data else None
+    eval_batches = _eval_batches(cfg, manifest, collate, rank, world, engine.micro_batch) if cfg.train.eval_data else None
 
     stop = min(cfg.train.exit_at_step or cfg.train.max_steps, cfg.train.max_steps)
     metrics = MetricsLog(run_dir, enabled=rank == 0)
@@ -143,9 +142,11 @@ def _resume_point(run_dir: Path) -> Path:
     return start
 
 
-def _eval_batches(cfg: RunConfig, collate, rank: int, world: int, micro_batch: int) -> list[dict]:
-    """This rank's share of the first `eval_batches` held-out micro-batch groups: the same at every evaluation."""
-    if Manifest.load(cfg.train.eval_data).tokenizer_sha256 != Manifest.load(cfg.data.path).tokenizer_sha256:
+def _eval_batches(cfg: RunConfig, manifest: Manifest, collate, rank: int, world: int,
+                  micro_batch: int) -> list[dict]:
+    """This rank's share of the first `eval_batches` held-out micro-batch groups: the same at every evaluation.
+    `manifest` is the training dataset's."""
+    if Manifest.load(cfg.train.eval_data).tokenizer_sha256 != manifest.tokenizer_sha256:
         raise UserError(f"train.eval_data ({cfg.train.eval_data}) was tokenized with another tokenizer than "
                         f"data.path; prepare it with --tokenizer {cfg.data.path}/tokenizer.json")
     data = dataclasses.replace(cfg.data, path=cfg.train.eval_data, num_workers=0)
