@@ -66,7 +66,8 @@ def import_transformers_classes(run_dir: Path):
     cfg = load_config(run_dir / "config.yaml").model
     for part in parts(cfg):
         getattr(transformers, part.architecture)
-    transformers.AutoTokenizer, transformers.PreTrainedTokenizerFast, transformers.BertTokenizerFast
+    for name in ("AutoTokenizer", "PreTrainedTokenizerFast", "BertTokenizerFast"):
+        getattr(transformers, name)
     return cfg
 
 

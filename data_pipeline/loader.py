@@ -151,7 +151,7 @@ class _RankStream(IterableDataset):
             groups = group + workers * np.arange(LOOKUP_GROUPS)
             indices = (self.base + (groups[:, None] * self.world + self.rank) * self.micro_batch) + offsets
             chosen = self.order.segments_at(indices)
-            for row_indices, row_segments in zip(indices, chosen):
+            for row_indices, row_segments in zip(indices, chosen, strict=True):
                 batch = self.collate(self.segments.read_batch(row_segments, row_indices))
                 yield ring.pack(batch) if ring else batch
 

@@ -207,7 +207,7 @@ class Engine:
                 engine.step()  # not a boundary: DeepSpeed only counts the micro-step
         names = sorted(sums)
         totals = self.all_reduce_sum(torch.stack([sums[n] for n in names]))  # NaN anywhere -> NaN everywhere
-        means = {n: float(v) / (self.accumulation * self.world) for n, v in zip(names, totals)}
+        means = {n: float(v) / (self.accumulation * self.world) for n, v in zip(names, totals, strict=True)}
         nonfinite = not math.isfinite(means["loss"])
         # DeepSpeed reports no norm for plain fp32 at stage 0; its gradients are all-reduced by now.
         own_norm = _grad_norm(engine.module) if self._fp32_stage0 else None
@@ -282,7 +282,7 @@ class Engine:
         # DeepSpeed's ZeRO-3 universal load (0.19) copies group 0's hyperparameters into every group, which
         # would put weight decay on biases and norms; the config's values win in any case (also if changed).
         assert len(self._optimizer.param_groups) == len(self._group_hyper)
-        for group, hyper in zip(self._optimizer.param_groups, self._group_hyper):
+        for group, hyper in zip(self._optimizer.param_groups, self._group_hyper, strict=True):
             group.update(hyper)
         # It also gives every group the same `step` tensor, which AdamW increments in place once per group:
         # the second group's bias correction would then run ahead. One tensor each.

@@ -67,7 +67,8 @@ def _train(run_dir: Path, resume: bool, stop_request: StopRequest) -> Outcome:
     if start is not None:
         state, loader_state = checkpoint.load(engine, start, rank)
         loader.load_state_dict(loader_state)
-    eval_batches = _eval_batches(cfg, manifest, collate, rank, world, engine.micro_batch) if cfg.train.eval_data else None
+    eval_batches = (_eval_batches(cfg, manifest, collate, rank, world, engine.micro_batch)
+                    if cfg.train.eval_data else None)
 
     stop = min(cfg.train.exit_at_step or cfg.train.max_steps, cfg.train.max_steps)
     metrics = MetricsLog(run_dir, enabled=rank == 0)
