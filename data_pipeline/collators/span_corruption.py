@@ -18,8 +18,8 @@ from data_pipeline.packing import Segment, SegmentBatch
 
 @dataclass
 class SpanCorruptionConfig:
-    noise_density: float = 0.15
-    mean_span_length: float = 3.0
+    noise_density: float = 0.15  # share of tokens replaced by sentinels (T5's 15%)
+    mean_span_length: float = 3.0  # mean length of a corrupted span, in tokens
 
     def __post_init__(self):
         if not 0 < self.noise_density < 1:

@@ -20,8 +20,8 @@ from data_pipeline.packing import SegmentBatch
 
 @dataclass
 class InfillingConfig:
-    mask_ratio: float = 0.3
-    poisson_lambda: float = 3.0
+    mask_ratio: float = 0.3  # share of tokens inside masked spans (BART's 30%)
+    poisson_lambda: float = 3.0  # mean span length; each span becomes one <mask>
 
     def __post_init__(self):
         if not 0 < self.mask_ratio < 1:
