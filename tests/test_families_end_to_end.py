@@ -204,9 +204,11 @@ def test_exported_seq2seq_generates(family, family_run):
     model.load_state_dict(checkpoint.read_model_weights(checkpoint.latest_checkpoint(result["run"])))
     ours = torch.full((2, 1), cfg.model.decoder_start_token_id)
     done = torch.zeros(2, dtype=torch.bool)
-    for _ in range(new_tokens):
+    forced_eos = hf.generation_config.forced_eos_token_id  # BART's: </s> is forced at the length limit
+    for i in range(new_tokens):
         logits = graft_outputs(model, {**source, "decoder_input_ids": ours}, 0)["logits"][:, -1]
-        step = torch.where(done, cfg.model.pad_token_id, logits.argmax(-1))
+        best = logits.argmax(-1) if forced_eos is None or i < new_tokens - 1 else torch.full((2,), forced_eos)
+        step = torch.where(done, cfg.model.pad_token_id, best)
         ours = torch.cat([ours, step[:, None]], dim=1)
         done |= step == cfg.model.eos_token_id
         if done.all():
