@@ -93,17 +93,6 @@ def test_rank_raising_while_its_peer_waits_in_all_reduce(small_dataset, tmp_path
     assert "rank 0: a collective failed, another rank is gone or stuck" in log
 
 
-@pytest.mark.slow
-def test_hung_rank_ends_its_peer_within_the_collective_timeout(small_dataset, tmp_path):
-    """Rank 1 stops responding at step 3: rank 0 gives up after engine.collective_timeout_s, not 30 minutes
-    (torchrun then kills the hung rank 30 s after its SIGTERM, which the trainer blocks)."""
-    code, last, elapsed = train(small_dataset, tmp_path / "run", 2, "train.debug_fail=hang:3:1",
-                                "engine.collective_timeout_s=10")
-    assert code == CRASH_EXIT_CODE
-    assert "rank 1 ended without an error of its own" in last or "waited in a collective" in last, last
-    assert "a collective failed" in (tmp_path / "run.log").read_text()
-
-
 def wait_for_step(run_dir: Path, step: int, proc: subprocess.Popen) -> None:
     deadline = time.monotonic() + BOUND_S
     while time.monotonic() < deadline and proc.poll() is None:
