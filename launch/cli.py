@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from data_pipeline.errors import UserError
+from pretrain.failures import CRASH_EXIT_CODE, USER_ERROR_EXIT_CODE, RunFailed, crash_message, report
 
 
 
@@ -210,7 +211,14 @@ def main(argv: list[str] | None = None) -> int:
         args.run(args)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return USER_ERROR_EXIT_CODE
+    except RunFailed as exc:  # the ranks under torchrun failed; what they printed is above
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except Exception as exc:  # a crash in this process: the traceback, then one line saying what it was
+        report(exc)
+        print(f"error: {crash_message(exc)}", file=sys.stderr)
+        return CRASH_EXIT_CODE
     return 0
 
 
