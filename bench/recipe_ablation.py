@@ -23,13 +23,14 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.common import REPO_ROOT, prepared_corpus  # noqa: E402
+from bench.common import REPO_ROOT, prepared_corpus, run_flops  # noqa: E402
 
 WORK = Path(tempfile.gettempdir()) / "graft-bench" / "recipe"
 QUICKSTART = REPO_ROOT / "configs" / "quickstart.yaml"
 # The quickstart's optimisation before the recipe (what issue 19 started from); each variant changes that.
 BEFORE = ["optim.lr=1e-3", "optim.warmup_steps=30", "optim.schedule=linear", "model.hidden_dropout=0",
           "model.attention_dropout=0", "engine.global_batch_size=64", "engine.micro_batch_size=32"]
+B32 = ["engine.global_batch_size=32", "train.max_steps=800"]
 VARIANTS: dict[str, list[str]] = {
     "before": [],
     "lr2e-3": ["optim.lr=2e-3"],
@@ -49,24 +50,21 @@ VARIANTS: dict[str, list[str]] = {
     "ramp": ["curriculum.batch_start=16", "curriculum.batch_ramp_steps=200", "engine.micro_batch_size=8",
              "train.max_steps=475"],
     "seq32": ["curriculum.seq_len_start=32", "curriculum.seq_len_steps=200"],  # rows of 32 tokens, then 64
+    # Round 2, on top of the best of round 1 (batch 32: the same samples in 800 steps).
+    "b16": ["engine.global_batch_size=16", "engine.micro_batch_size=8", "train.max_steps=1600"],
+    "b32_lr2e-3": [*B32, "optim.lr=2e-3"],
+    "b32_lr5e-4": [*B32, "optim.lr=5e-4"],
+    "b32_mask30": [*B32, "objective.mlm.mask_prob=0.3"],
+    "b32_warmup80": [*B32, "optim.warmup_steps=80"],
+    "b32_wd0.1": [*B32, "optim.weight_decay=0.1"],
+    "b32_init0.01": [*B32, "model.initializer_range=0.01"],
+    "b32_dropout0.1": [*B32, "model.hidden_dropout=0.1", "model.attention_dropout=0.1"],
+    # batch 16 for 100 steps, then 32: 850 steps hold the same 25,600 samples
+    "b32_ramp": [*B32, "curriculum.batch_start=16", "curriculum.batch_ramp_steps=200", "engine.micro_batch_size=8",
+                 "train.max_steps=850"],
+    "b32_seq32": [*B32, "curriculum.seq_len_start=32", "curriculum.seq_len_steps=400"],
     "recipe": ["recipe=fast"],
 }
-
-
-def total_flops(cfg) -> float:
-    """Graft's FLOP count of the whole run (pretrain/flops.py) with the ramp, curriculum and masking rate."""
-    from pretrain.curriculum import batch_size_at, seq_len_at
-    from pretrain.flops import flops_per_sample
-
-    seq = cfg.data.seq_len
-    labelled = max(1, round(cfg.objective.mlm.mask_prob * (seq - 2)))  # per row of seq tokens: [CLS] .. [SEP]
-    total = 0.0
-    for step in range(cfg.train.max_steps):
-        length = seq_len_at(step, cfg.curriculum, seq)
-        pieces = seq // length
-        per_row = pieces * flops_per_sample(cfg.model, length, labelled / pieces)
-        total += batch_size_at(step, cfg.curriculum, cfg.engine.global_batch_size) * per_row
-    return total
 
 
 def run_variant(name: str, extra: list[str], steps: int, train_data: Path, heldout: Path) -> dict:
@@ -88,7 +86,7 @@ def run_variant(name: str, extra: list[str], steps: int, train_data: Path, heldo
     summary = json.loads((run / "summary.json").read_text())
     return {"variant": name, "eval_loss": evals[max(evals)], "eval_curve": evals,
             "train_loss": round(summary["final_loss"], 4), "tokens": summary["tokens"],
-            "gflops": round(total_flops(cfg) / 1e9, 1), "seconds": round(seconds, 1), "overrides": extra}
+            "gflops": round(run_flops(cfg) / 1e9, 1), "seconds": round(seconds, 1), "overrides": extra}
 
 
 def main() -> None:
