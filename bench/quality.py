@@ -33,6 +33,10 @@ from bench.common import REPO_ROOT, mlm_batches, prepared_corpus  # noqa: E402
 
 WORK = Path(tempfile.gettempdir()) / "graft-bench" / "quality"
 SEQ, BATCH, WARMUP, LR = 64, 32, 15, 1e-3
+TINY = REPO_ROOT / "configs" / "tiny.yaml"
+# The recipe arm starts from the quickstart's config, which leaves optimisation to its recipe (tiny.yaml sets
+# a learning rate, warmup and batch of its own, which would win over the recipe's).
+RECIPE_BASE = REPO_ROOT / "configs" / "quickstart.yaml"
 MODEL = dict(hidden_size=128, num_layers=2, num_heads=2, intermediate_size=512, max_position_embeddings=SEQ)
 
 
@@ -74,12 +78,12 @@ def recipe_overrides(train_data: Path, hf_steps: int) -> tuple[list[str], dict]:
     from pretrain.config import load_config
 
     base = ["recipe=fast", "engine.micro_batch_size=16"]
-    hf_cfg = load_config(REPO_ROOT / "configs" / "tiny.yaml",
+    hf_cfg = load_config(TINY,
                          [*common_overrides(train_data), *matching_overrides(hf_steps)])
     samples, flops = run_samples(hf_cfg), run_flops(hf_cfg)  # HF masks 15%, as this config does
     steps = hf_steps * 4
     while True:
-        cfg = load_config(REPO_ROOT / "configs" / "tiny.yaml",
+        cfg = load_config(RECIPE_BASE,
                           [*common_overrides(train_data), *base, f"train.max_steps={steps}"])
         if run_samples(cfg) <= samples and run_flops(cfg) <= flops:
             break
@@ -89,7 +93,7 @@ def recipe_overrides(train_data: Path, hf_steps: int) -> tuple[list[str], dict]:
     return [*base, f"train.max_steps={steps}"], budget
 
 
-def graft_run(train_data: Path, seed: int, heldout, arm: list[str], name: str) -> float:
+def graft_run(train_data: Path, seed: int, heldout, arm: list[str], name: str, config: Path = None) -> float:
     from pretrain.checkpoint import latest_checkpoint, read_model_weights
     from pretrain.models import build_model
 
@@ -97,7 +101,7 @@ def graft_run(train_data: Path, seed: int, heldout, arm: list[str], name: str) -
     subprocess.run(["rm", "-rf", str(run)], check=True)
     overrides = [*common_overrides(train_data), f"train.run_dir={run}", f"seed={seed}", *arm,
                  "train.save_every=100000", "train.log_every=50"]
-    subprocess.run([sys.executable, "-m", "launch.cli", "train", "configs/tiny.yaml", *overrides, "--nproc", "2"],
+    subprocess.run([sys.executable, "-m", "launch.cli", "train", str(config or TINY), *overrides, "--nproc", "2"],
                    check=True, cwd=REPO_ROOT, capture_output=True)
     from pretrain.config import load_config
 
@@ -160,7 +164,7 @@ def main() -> None:
     if not args.skip_recipe:
         recipe, budget = recipe_overrides(train_data, args.steps)
         print(f"budget: {json.dumps(budget)}", flush=True)
-        arms["graft_recipe"] = lambda seed: graft_run(train_data, seed, heldout, recipe, "recipe")
+        arms["graft_recipe"] = lambda seed: graft_run(train_data, seed, heldout, recipe, "recipe", RECIPE_BASE)
         arms["hf_run_mlm"] = lambda seed: hf_run(train_data, args.steps, seed, heldout, "run_mlm")
     results = {name: [] for name in arms}
     for seed in args.seeds:
