@@ -212,7 +212,7 @@ class Engine:
                 engine.step()  # not a boundary: DeepSpeed only counts the micro-step
         names = sorted(sums)
         totals = self.all_reduce_sum(torch.stack([sums[n] for n in names]))  # NaN anywhere -> NaN everywhere
-        means = {n: float(v) / (self.accumulation * self.world) for n, v in zip(names, totals)}
+        means = {n: float(v) / (self.accumulation * self.world) for n, v in zip(names, totals, strict=True)}
         nonfinite = not math.isfinite(means["loss"])
         # DeepSpeed reports no norm for plain fp32 at stage 0; its gradients are all-reduced by now.
         own_norm = _grad_norm(engine.module) if self._fp32_stage0 else None
@@ -287,7 +287,7 @@ class Engine:
         # DeepSpeed's ZeRO-3 universal load (0.19) copies group 0's hyperparameters into every group, which
         # would put weight decay on biases and norms; the config's values win in any case (also if changed).
         assert len(self._optimizer.param_groups) == len(self._group_hyper)
-        for group, hyper in zip(self._optimizer.param_groups, self._group_hyper):
+        for group, hyper in zip(self._optimizer.param_groups, self._group_hyper, strict=True):
             group.update(hyper)
         # It also gives every group the same `step` tensor, which AdamW increments in place once per group:
         # the second group's bias correction would then run ahead. One tensor each.
@@ -308,9 +308,9 @@ class Engine:
 def exit_process(code: int) -> None:
     """Exit without finalizing the interpreter. Gloo's worker threads may still be releasing the tensors of
     finished collectives (a barrier keeps earlier work alive, ZeRO-3's all-gathers among it); one that needs the
-    GIL once finalization has begun aborts the process ("terminate called without an active exception",
-    SIGABRT) after all its work is done: 1 run in 7 with the CPU busy. Every file the run writes is closed by
-    the time train() returns (callers must close theirs first); what is left to flush is flushed here."""
+    GIL once finalization has begun aborts the process with SIGABRT after all its work is done. Every file the
+    run writes is closed by the time train() returns (callers must close theirs first); what is left to flush
+    is flushed here."""
     sys.stdout.flush()
     sys.stderr.flush()
     logging.shutdown()
