@@ -11,6 +11,7 @@ from omegaconf.errors import OmegaConfBaseException
 from data_pipeline.errors import UserError
 from data_pipeline.loader import DataConfig
 from data_pipeline.shards import Manifest
+from pretrain.curriculum import CurriculumConfig
 from pretrain.engine import EngineConfig
 from pretrain.failures import Fault
 from pretrain.models.config import ModelConfig
@@ -20,6 +21,13 @@ from pretrain.optim import OptimConfig
 # The presets: inside the installed package (pyproject.toml ships configs/ as pretrain/configs), or in a checkout.
 _HERE = Path(__file__).resolve().parent
 CONFIGS_DIR = _HERE / "configs" if (_HERE / "configs").is_dir() else _HERE.parent / "configs"
+RECIPES_DIR = CONFIGS_DIR / "recipes"
+# What a recipe may set: how the model trains, never what it computes, so the export stays an ordinary
+# transformers class of its family.
+RECIPE_SECTIONS = ("optim", "curriculum")
+RECIPE_KEYS = ("objective.mlm.mask_prob", "objective.mlm.replace_with_mask", "objective.mlm.replace_with_random",
+               "model.hidden_dropout", "model.attention_dropout", "model.initializer_range", "engine.grad_clip",
+               "engine.global_batch_size")
 
 
 @dataclass
@@ -58,17 +66,20 @@ class TrainConfig:
 @dataclass
 class RunConfig:
     seed: int = 0  # model init, data order and masking noise all derive from it
+    recipe: str | None = None  # a training recipe, configs/recipes/NAME.yaml; this config's own keys win over it
     data: DataConfig = field(default_factory=DataConfig)
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     engine: EngineConfig = field(default_factory=EngineConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    curriculum: CurriculumConfig = field(default_factory=CurriculumConfig)
 
     def __post_init__(self):
         from pretrain.objectives import check_fits
 
         check_fits(self.objective, self.model)  # e.g. span corruption cannot train a BERT
+        self.curriculum.check(self.engine.global_batch_size, self.data.seq_len, self.objective.name)
 
 
 def load_config(path: str | Path | None, overrides: list[str] = ()) -> RunConfig:
@@ -98,6 +109,9 @@ def _resolve(path, overrides):
         if bad:
             raise UserError(f"override {bad[0]!r} is not of the form key=value (e.g. train.max_steps=100)")
         user = OmegaConf.merge(user, OmegaConf.from_dotlist(list(overrides)))
+        recipe = OmegaConf.select(user, "recipe")
+        if recipe:
+            user = OmegaConf.merge(load_recipe(recipe), user)
         merged = OmegaConf.merge(OmegaConf.structured(RunConfig), user)
         if OmegaConf.select(user, "model.vocab_size") is None and not OmegaConf.is_missing(merged.data, "path"):
             merged.model.vocab_size = Manifest.load(merged.data.path).vocab_size
@@ -125,6 +139,20 @@ def resolve_config_path(path: str | Path) -> Path:
             return candidate
     raise UserError(f"config file {path} does not exist (presets live in {CONFIGS_DIR}, e.g. "
                     "configs/quickstart.yaml or configs/models/bert-base.yaml)")
+
+
+def load_recipe(name: str):
+    """configs/recipes/NAME.yaml, refused if it sets anything beyond RECIPE_SECTIONS and RECIPE_KEYS."""
+    path = RECIPES_DIR / f"{name}.yaml"
+    if not path.is_file():
+        known = ", ".join(sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))) or "none"
+        raise UserError(f"recipe={name}: there is no {path}; the recipes are: {known}")
+    recipe = OmegaConf.load(path)
+    for key in _flatten(OmegaConf.to_container(recipe)):
+        if key.split(".")[0] not in RECIPE_SECTIONS and key not in RECIPE_KEYS:
+            raise UserError(f"{path}: a recipe may not set {key} (only {', '.join(RECIPE_SECTIONS)}.* and "
+                            f"{', '.join(RECIPE_KEYS)}): the exported model must stay a standard one")
+    return recipe
 
 
 def check_special_ids(cfg: RunConfig) -> None:

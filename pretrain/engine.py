@@ -194,7 +194,8 @@ class Engine:
 
     def step(self, micro_batches: list[dict], loss_fn: Callable[[torch.nn.Module, dict], Any],
              lr: float) -> StepResult:
-        """One optimizer step at learning rate `lr` over `accumulation` micro-batches.
+        """One optimizer step at learning rate `lr` over the micro-batches given (`accumulation` of them, or as
+        many as a batch-size ramp asks for this step).
 
         `loss_fn` returns a scalar loss or a dict of scalar terms whose "loss" entry is minimised. The caller
         derives `lr` from the step number, so the schedule has no state to checkpoint (and Accelerate's
@@ -202,14 +203,18 @@ class Engine:
         are called directly so that the ranks can agree, before the update, to skip a step whose loss is not
         finite: the update is then never applied, and weights and optimizer state stay as they were.
         """
-        assert len(micro_batches) == self.accumulation
         engine = self.model
+        if len(micro_batches) != self.accumulation:  # a batch-size ramp: DeepSpeed divides each loss by this count
+            engine.set_train_batch_size(len(micro_batches) * self.micro_batch * self.world)
+            self.accumulation = len(micro_batches)
         for group in engine.optimizer.param_groups:
             group["lr"] = lr
         engine.train()
         sums: dict[str, torch.Tensor] = {}
         for i, batch in enumerate(micro_batches):
             batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+            # Said explicitly: DeepSpeed's own count of micro-steps loses step alignment when the ramp changes it.
+            engine.set_gradient_accumulation_boundary(i == len(micro_batches) - 1)
             terms = loss_terms(loss_fn(engine, batch))
             engine.backward(terms["loss"])
             for name, value in terms.items():
