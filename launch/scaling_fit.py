@@ -35,25 +35,32 @@ class FitError(ValueError):
     """The data cannot support this fit (too few sizes, budgets or runs); the message says which."""
 
 
-def _power_law(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-    """(exponent p, coefficient k) of y = k x^p by least squares in log-log."""
+def _power_law(x: np.ndarray, y: np.ndarray, copies: np.ndarray | None = None) -> tuple[float, float]:
+    """(exponent p, coefficient k) of y = k x^p by least squares in log-log, each point counted `copies` times."""
     if len(np.unique(x)) < 2:
         raise FitError("needs at least 2 distinct values")
-    p, log_k = np.polyfit(np.log(x), np.log(y), 1)
-    return float(p), float(np.exp(log_k))
+    weights = None if copies is None else np.sqrt(copies)  # polyfit weights residuals, not squared residuals
+    with np.errstate(over="ignore"):
+        p, log_k = np.polyfit(np.log(x), np.log(y), 1, w=weights)
+        return float(p), float(np.exp(log_k))
 
 
-def _best_per(key: np.ndarray, loss: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _best_per(key: np.ndarray, loss: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per distinct key: the lowest loss and how many copies of that run there are. A bootstrap resample
+    repeats runs; keeping their count keeps it a bootstrap (dropping repeats would make it a subsample, whose
+    spread is too narrow)."""
     keys = np.unique(key)
-    return keys, np.array([loss[key == k].min() for k in keys])
+    best = np.array([loss[key == k].min() for k in keys])
+    copies = np.array([np.sum((key == k) & (loss == b)) for k, b in zip(keys, best, strict=True)])
+    return keys, best, copies
 
 
 def kaplan(x, L, name: str) -> dict:
     """Kaplan's L = (x_c / x)^alpha_x over the best run of each x (N: sizes, D: token counts)."""
-    values, best = _best_per(x, L)
+    values, best, copies = _best_per(x, L)
     if len(values) < 2:
         raise FitError(f"Kaplan L({name}) needs runs of at least 2 distinct {name}")
-    p, k = _power_law(values, best)
+    p, k = _power_law(values, best, copies)
     return {f"alpha_{name}": -p, f"{name}_c": float(np.exp(-np.log(k) / p))}
 
 
@@ -63,8 +70,9 @@ def approach1(N, D, C, L, group) -> dict:
     if len(groups) < 2:
         raise FitError("approach 1 needs at least 2 budgets")
     best = np.array([np.flatnonzero(group == g)[np.argmin(L[group == g])] for g in groups])
-    a, k_n = _power_law(C[best], N[best])
-    b, k_d = _power_law(C[best], D[best])
+    copies = np.array([np.sum((group == group[i]) & (L == L[i])) for i in best])  # see _best_per
+    a, k_n = _power_law(C[best], N[best], copies)
+    b, k_d = _power_law(C[best], D[best], copies)
     return {"a": a, "k_N": k_n, "b": b, "k_D": k_d}
 
 
@@ -151,6 +159,11 @@ def parametric_loss(fit: dict, N, D) -> np.ndarray:
 def optimal_at(approach: str, fit: dict, budget) -> tuple:
     """(N_opt, D_opt) at FLOPs `budget` (scalar or array) from an approach's fit."""
     budget = np.asarray(budget, dtype=float)
+    with np.errstate(over="ignore", invalid="ignore"):  # a wild bootstrap draw gives inf: a failed draw
+        return _optimal_at(approach, fit, budget)
+
+
+def _optimal_at(approach: str, fit: dict, budget: np.ndarray) -> tuple:
     if approach == "approach3":
         n = fit["G"] * (budget / fit["k"]) ** fit["a"]
         return n, budget / fit["k"] / n

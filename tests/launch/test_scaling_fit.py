@@ -37,7 +37,7 @@ def kaplan_runs(seed: int, noise: float = 0.01, law: str = "N") -> list[Run]:
     size unlimited (one large N); his published constants."""
     rng = np.random.default_rng(seed)
     runs = []
-    for x in np.logspace(6, 10, 8):
+    for x in np.logspace(6, 10, 16):
         n, d, loss = (x, 1e15, (8.8e13 / x) ** 0.076) if law == "N" else (1e15, x, (5.4e13 / x) ** 0.095)
         runs.append(Run(f"{law}{x:.0f}", n, n, d, 6 * n * d, loss * np.exp(rng.normal(0, noise))))
     return runs
