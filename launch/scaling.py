@@ -11,6 +11,7 @@ from data_pipeline.errors import UserError
 from launch import scaling_plots
 from launch.scaling_analysis import arrays, bootstrap, fit_all, held_out_check, intervals
 from launch.scaling_data import collect, write_csv
+from launch.scaling_fit import isoflop_parabolas
 
 TITLES = {"kaplan_N": "Kaplan power law L(N) = (N_c/N)^alpha_N (best run per size)",
           "kaplan_D": "Kaplan power law L(D) = (D_c/D)^alpha_D (best run per token count)",
@@ -45,6 +46,9 @@ def scaling(inputs: list[str], out: Path, budget: float | None = None, draws: in
                                     for k, v in fit.items() if not k.startswith("_")}
         report["fits"][approach]["failed_draws"] = bounds[approach]["failed_draws"]
     report["one_size_budgets"] = _one_size_budgets(runs, data)
+    report["off_grid_minima"] = _off_grid_minima(data)
+    for note in report["off_grid_minima"]:
+        print(f"warning: {note}")
     out.mkdir(parents=True, exist_ok=True)
     write_csv(runs, out / "runs.csv")
     (out / "fits.json").write_text(json.dumps(report, indent=1) + "\n")
@@ -70,6 +74,20 @@ def _one_size_budgets(runs, data) -> list[str]:
     return notes
 
 
+def _off_grid_minima(data) -> list[str]:
+    """IsoFLOP minima that lie outside their budget's sizes: extrapolated, so biased; the grid needs sizes there."""
+    notes = []
+    for f in isoflop_parabolas(data["N"], data["D"], data["C"], data["L"], data["group"]):
+        low, high = f["N_range"]
+        if not f["convex"]:
+            notes.append(f"budget {f['C']:.3g}: the IsoFLOP curve is not convex (no minimum inside the grid); "
+                         "left out of approach 2")
+        elif not low <= f["N_opt"] <= high:
+            notes.append(f"budget {f['C']:.3g}: the fitted minimum N = {f['N_opt']:.3g} lies outside the sizes "
+                         f"trained ({low:.3g} to {high:.3g}); add sizes on that side")
+    return notes
+
+
 def markdown(report: dict) -> str:
     pct = f"{report['level']:.0%}"
     lines = [f"# Scaling fits ({report['runs']} runs, N = {report['params'].replace('_', '-')} parameters, "
@@ -88,6 +106,8 @@ def markdown(report: dict) -> str:
         lines.append("")
     if report["not_fitted"]:
         lines += ["## Not fitted", ""] + [f"- {a}: {w}" for a, w in report["not_fitted"].items()] + [""]
+    if report["off_grid_minima"]:
+        lines += ["## IsoFLOP warnings", ""] + [f"- {x}" for x in report["off_grid_minima"]] + [""]
     if report["left_out"] or report["one_size_budgets"]:
         lines += ["## Left out", ""] + [f"- {x['name']}: {x['reason']}" for x in report["left_out"]] \
             + [f"- {x}" for x in report["one_size_budgets"]] + [""]

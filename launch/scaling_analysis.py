@@ -67,10 +67,16 @@ def bootstrap(data: dict[str, np.ndarray], budget: float, fits: dict, draws: int
     """{approach: {parameter: array of its value in each draw (NaN where that draw could not fit it)}}."""
     rng = np.random.default_rng(seed)
     n = len(data["L"])
+    strata = [np.flatnonzero(data["group"] == g) for g in np.unique(data["group"])]
+    # An IsoFLOP design (every budget with 3+ runs) is resampled within each budget, keeping its design: plain
+    # resampling leaves some budgets with too few sizes for a parabola and made approach 2's 80% intervals
+    # cover 97% of the time (synthetic test).
+    stratified = len(strata) >= 2 and min(map(len, strata)) >= 3
     starts = fits["approach3"]["_solutions"][:1] if "approach3" in fits else None
     samples = {a: {k: np.full(draws, np.nan) for k in f if not k.startswith("_")} for a, f in fits.items()}
     for i in tqdm(range(draws), desc="bootstrap", unit=" draws", leave=False):
-        pick = rng.integers(0, n, n)
+        pick = np.concatenate([rng.choice(rows, len(rows)) for rows in strata]) if stratified \
+            else rng.integers(0, n, n)
         refit, _ = fit_all({k: v[pick] for k, v in data.items()}, budget, starts, tuple(fits))
         for approach, values in samples.items():
             for key in values:
