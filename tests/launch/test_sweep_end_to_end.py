@@ -9,6 +9,7 @@ import pytest
 
 from tests.conftest import REPO_ROOT, run_graft
 
+SWEEP_TIMEOUT_S = 2400  # six trainings, each mostly start-up: ~3 min on 2 idle cores, far longer on a busy one
 TINY = [str(REPO_ROOT / "configs" / "tiny.yaml"), "train.save_every=100", "engine.zero_stage=0"]
 
 
@@ -17,7 +18,7 @@ def test_grid_sweep_then_scaling(small_dataset, heldout_dataset, tmp_path):
     data = [f"data.path={small_dataset}", f"train.eval_data={heldout_dataset}", "train.eval_batches=2"]
     sweep = tmp_path / "sweep"
     result = run_graft("sweep", *TINY, *data, "--grid", "model.hidden_size=16,32,48", "train.max_steps=3,6",
-                       "--out", sweep)
+                       "--out", sweep, timeout=SWEEP_TIMEOUT_S)
     assert "6 trained, 0 resumed, 0 already finished" in result.stdout, result.stdout
     record = json.loads((sweep / "sweep.json").read_text())
     assert len(record["points"]) == 6 and all(p["flops_per_sample"] > 0 for p in record["points"])
