@@ -5,6 +5,7 @@ data sets is close to their level. Bad runs in a results CSV are named and left 
 import json
 
 import numpy as np
+import pytest
 
 from launch.scaling import scaling
 from launch.scaling_analysis import arrays, bootstrap, fit_all, intervals
@@ -47,6 +48,7 @@ def _inside(interval, value) -> bool:
     return interval[0] <= value <= interval[1]
 
 
+@pytest.mark.slow
 def test_every_approach_recovers_the_known_law_within_its_interval():
     data = arrays(isoflop_runs(seed=1), "total")
     fits, failed = fit_all(data, 1e21)
@@ -88,12 +90,13 @@ def test_interval_coverage_is_close_to_its_level():
         assert 25 / 40 <= coverage <= 38 / 40, (approach, key, coverage)
 
 
+@pytest.mark.slow
 def test_parametric_interval_coverage():
-    """Approach 3 (L-BFGS per draw, slower): 80% intervals of alpha over 15 data sets; Binomial(15, 0.8) puts
-    the hits in [8, 15] with probability 99.6%."""
-    coverage = _coverage(lambda s: isoflop_runs(s, sizes=5), "approach3", "alpha", TRUE["alpha"], datasets=15,
-                         draws=25, level=0.8)
-    assert 8 / 15 <= coverage, coverage
+    """Approach 3 (L-BFGS per draw, slower): 80% intervals of alpha over 10 data sets; Binomial(10, 0.8) puts
+    the hits at 5 or more with probability 99.4%."""
+    coverage = _coverage(lambda s: isoflop_runs(s, sizes=5), "approach3", "alpha", TRUE["alpha"], datasets=10,
+                         draws=20, level=0.8)
+    assert 5 / 10 <= coverage, coverage
 
 
 def test_bad_rows_of_a_results_csv_are_named_and_left_out(tmp_path):
