@@ -41,7 +41,7 @@ class DataConfig:
     path: str = "???"  # a directory written by `graft prepare`, or its URL (http(s)://, s3://, gs://)
     seq_len: int = 128  # tokens per sample the model sees; the objective decides how many raw tokens it uses
     num_workers: int = 1  # DataLoader worker processes per rank
-    prefetch_factor: int = 4
+    prefetch_factor: int = 4  # batches each worker prepares ahead
     lanes: bool = False  # recurrence mode: row j of each batch continues row j of the previous batch
     cache_dir: str | None = None  # local cache for a remote dataset's shards (default: ~/.cache/graft)
     cache_bytes: int = DEFAULT_CACHE_BYTES  # the cache's size bound
@@ -151,7 +151,7 @@ class _RankStream(IterableDataset):
             groups = group + workers * np.arange(LOOKUP_GROUPS)
             indices = (self.base + (groups[:, None] * self.world + self.rank) * self.micro_batch) + offsets
             chosen = self.order.segments_at(indices)
-            for row_indices, row_segments in zip(indices, chosen):
+            for row_indices, row_segments in zip(indices, chosen, strict=True):
                 batch = self.collate(self.segments.read_batch(row_segments, row_indices))
                 yield ring.pack(batch) if ring else batch
 

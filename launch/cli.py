@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from data_pipeline.errors import UserError
+from pretrain.failures import CRASH_EXIT_CODE, USER_ERROR_EXIT_CODE, RunFailed, crash_message, report
 
 
 
@@ -55,6 +56,25 @@ def _import(args) -> None:
               + ", ".join(result.fresh))
     print(f"next: graft prepare INPUT --tokenizer {args.hf_dir} --out DATA, then graft train {result.config_path} "
           "data.path=DATA train.run_dir=RUN")
+
+
+def _config_keys(args) -> None:
+    from pretrain.config_reference import config_keys, keys_markdown, keys_text
+
+    keys = config_keys(args.prefix)
+    if not keys:
+        raise UserError(f"no config key starts with {args.prefix!r}; `graft config keys` lists them all")
+    print(keys_markdown(keys) if args.markdown else keys_text(keys), end="")
+
+
+def _config_show(args) -> None:
+    from pretrain.config import show_config
+
+    text, missing = show_config(args.config, args.overrides)
+    print(text, end="")
+    if missing:
+        print(f"note: required keys not set yet: {', '.join(missing)} (graft train needs them, e.g. "
+              f"{missing[0]}=VALUE)", file=sys.stderr)
 
 
 def _quickstart(args) -> None:
@@ -174,6 +194,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", required=True, help="the run config YAML to write, e.g. configs/continued.yaml")
     p.set_defaults(run=_import)
 
+    p = commands.add_parser("config", help="the config reference, and a config as it resolves",
+                            description="Inspect configs without starting anything.")
+    config_commands = p.add_subparsers(dest="config_command", required=True, metavar="SUBCOMMAND")
+    q = config_commands.add_parser(
+        "keys", help="every config key with its type, default and meaning",
+        description="List every config key (type, default, meaning), read from the config dataclasses.",
+        epilog="example: graft config keys engine.   |   regenerate the docs: graft config keys --markdown > "
+               "docs/config.md")
+    q.add_argument("prefix", nargs="?", default="", metavar="PREFIX", help="only keys starting with this, e.g. train.")
+    q.add_argument("--markdown", action="store_true", help="print docs/config.md (tables per section) instead")
+    q.set_defaults(run=_config_keys)
+    q = config_commands.add_parser(
+        "show", help="print a config resolved with its overrides",
+        description="Print CONFIG (a YAML file, or a preset name such as quickstart or models/t5-base) merged over "
+                    "the defaults with the overrides, as graft train would run it; unknown keys and bad values "
+                    "are errors. Starts nothing, writes nothing.",
+        epilog="example: graft config show configs/quickstart.yaml engine.zero_stage=3")
+    q.add_argument("config", metavar="CONFIG")
+    q.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides in dotted form")
+    q.set_defaults(run=_config_show)
+
     p = commands.add_parser("quickstart", help="the whole pipeline on the bundled sample corpus",
                             description="prepare the bundled Python-docs corpus, train a small BERT with dynamic "
                                         "MLM on 2 CPU processes under ZeRO-2, export it, and fill in masked "
@@ -250,7 +291,14 @@ def main(argv: list[str] | None = None) -> int:
         args.run(args)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return USER_ERROR_EXIT_CODE
+    except RunFailed as exc:  # the ranks under torchrun failed; what they printed is above
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except Exception as exc:  # a crash in this process: the traceback, then one line saying what it was
+        report(exc)
+        print(f"error: {crash_message(exc)}", file=sys.stderr)
+        return CRASH_EXIT_CODE
     return 0
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import datetime
 import json
 import logging
 import math
@@ -38,6 +39,7 @@ class EngineConfig:
     offload_optimizer: bool = False  # keep optimizer state (and the fp32 master weights) in CPU memory
     offload_params: bool = False  # ZeRO-3 only: keep parameters in CPU memory between uses
     deepspeed: dict[str, Any] = field(default_factory=dict)  # extra DeepSpeed keys, merged over the generated ones
+    collective_timeout_s: float = 600.0  # how long a rank waits in a collective for its peers before the run fails
 
     def __post_init__(self):
         if self.zero_stage not in (0, 1, 2, 3):
@@ -52,6 +54,8 @@ class EngineConfig:
             raise UserError("engine.offload_params needs engine.zero_stage=3")
         if self.grad_clip < 0:
             raise UserError(f"engine.grad_clip must be >= 0, got {self.grad_clip}")
+        if self.collective_timeout_s <= 0:
+            raise UserError(f"engine.collective_timeout_s must be positive, got {self.collective_timeout_s}")
 
     def micro_batch(self, world: int) -> int:
         """Samples per rank per forward pass: the largest divisor of the per-rank batch up to micro_batch_size."""
@@ -137,8 +141,13 @@ def model_construction(cfg: EngineConfig, world: int) -> contextlib.AbstractCont
 
     # zero.Init partitions over the process group, so it must exist now; Accelerate then adopts it.
     deepspeed.init_distributed(dist_backend="nccl" if torch.cuda.is_available() else "gloo",
-                               auto_mpi_discovery=False, verbose=False)
+                               auto_mpi_discovery=False, verbose=False, timeout=collective_timeout(cfg))
     return deepspeed.zero.Init(config_dict_or_path=deepspeed_config(cfg, world))
+
+
+def collective_timeout(cfg: EngineConfig) -> datetime.timedelta:
+    """A peer that died or hangs fails the others' collectives after this, not torch's 30 minutes."""
+    return datetime.timedelta(seconds=cfg.collective_timeout_s)
 
 
 @dataclass
@@ -164,10 +173,12 @@ class Engine:
         check_precision(cfg)
         num_params = sum(getattr(p, "ds_numel", p.numel()) for p in model.parameters())  # ZeRO-3 Init: full size
         self.ds_config = deepspeed_config(cfg, world, load_universal, num_params)
+        self.num_params = num_params
         self.accumulation = self.ds_config["gradient_accumulation_steps"]
         self.micro_batch = self.ds_config["train_micro_batch_size_per_gpu"]
         # On CPU, Accelerate only treats the run as distributed when told the backend (gloo).
-        handlers = [] if torch.cuda.is_available() else [InitProcessGroupKwargs(backend="gloo")]
+        handlers = [InitProcessGroupKwargs(backend="nccl" if torch.cuda.is_available() else "gloo",
+                                           timeout=collective_timeout(cfg))]
         self.accelerator = Accelerator(deepspeed_plugin=DeepSpeedPlugin(hf_ds_config=self.ds_config),
                                        gradient_accumulation_steps=self.accumulation, kwargs_handlers=handlers)
         if self.accelerator.is_main_process:
@@ -207,7 +218,7 @@ class Engine:
                 engine.step()  # not a boundary: DeepSpeed only counts the micro-step
         names = sorted(sums)
         totals = self.all_reduce_sum(torch.stack([sums[n] for n in names]))  # NaN anywhere -> NaN everywhere
-        means = {n: float(v) / (self.accumulation * self.world) for n, v in zip(names, totals)}
+        means = {n: float(v) / (self.accumulation * self.world) for n, v in zip(names, totals, strict=True)}
         nonfinite = not math.isfinite(means["loss"])
         # DeepSpeed reports no norm for plain fp32 at stage 0; its gradients are all-reduced by now.
         own_norm = _grad_norm(engine.module) if self._fp32_stage0 else None
@@ -282,7 +293,7 @@ class Engine:
         # DeepSpeed's ZeRO-3 universal load (0.19) copies group 0's hyperparameters into every group, which
         # would put weight decay on biases and norms; the config's values win in any case (also if changed).
         assert len(self._optimizer.param_groups) == len(self._group_hyper)
-        for group, hyper in zip(self._optimizer.param_groups, self._group_hyper):
+        for group, hyper in zip(self._optimizer.param_groups, self._group_hyper, strict=True):
             group.update(hyper)
         # It also gives every group the same `step` tensor, which AdamW increments in place once per group:
         # the second group's bias correction would then run ahead. One tensor each.
@@ -303,9 +314,9 @@ class Engine:
 def exit_process(code: int) -> None:
     """Exit without finalizing the interpreter. Gloo's worker threads may still be releasing the tensors of
     finished collectives (a barrier keeps earlier work alive, ZeRO-3's all-gathers among it); one that needs the
-    GIL once finalization has begun aborts the process ("terminate called without an active exception",
-    SIGABRT) after all its work is done: 1 run in 7 with the CPU busy. Every file the run writes is closed by
-    the time train() returns (callers must close theirs first); what is left to flush is flushed here."""
+    GIL once finalization has begun aborts the process with SIGABRT after all its work is done. Every file the
+    run writes is closed by the time train() returns (callers must close theirs first); what is left to flush
+    is flushed here."""
     sys.stdout.flush()
     sys.stderr.flush()
     logging.shutdown()

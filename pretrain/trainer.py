@@ -17,6 +17,7 @@ from pretrain import checkpoint
 from pretrain.config import RunConfig, load_config
 from pretrain.dataset_copy import keep_dataset_files
 from pretrain.engine import Engine, init_distributed, loss_terms, model_construction
+from pretrain.failures import Fault, end_data_workers, strike_in_main, with_collate_fault
 from pretrain.flops import batch_flops, peak_flops
 from pretrain.metrics import MetricsLog, WindowMeter, console_line, write_summary
 from pretrain.models import build_model
@@ -39,6 +40,9 @@ def train(run_dir: Path, resume: bool = False) -> Outcome:
     stop_request = StopRequest()  # first: a preemption signal during start-up still ends in a checkpoint
     try:
         return _train(run_dir, resume, stop_request)
+    except BaseException:
+        end_data_workers()  # else the interpreter's exit would wait for them forever (pretrain/failures.py)
+        raise
     finally:
         stop_request.close()
 
@@ -59,7 +63,9 @@ def _train(run_dir: Path, resume: bool, stop_request: StopRequest) -> Outcome:
     engine = Engine(cfg.engine, world, run_dir, model, build_optimizer(model, cfg.optim), load_universal=universal,
                     unused_params=cfg.model.layerdrop > 0)
     torch.manual_seed(cfg.seed * 100_003 + rank + 1)  # dropout noise differs between ranks
-    loader = Loader(cfg.data, collate.raw_length, collate, cfg.seed, rank, world, engine.micro_batch)
+    fault = Fault.parse(cfg.train.debug_fail) if cfg.train.debug_fail else None
+    train_collate = with_collate_fault(collate, fault, rank, cfg.engine.global_batch_size)
+    loader = Loader(cfg.data, collate.raw_length, train_collate, cfg.seed, rank, world, engine.micro_batch)
 
     state = checkpoint.TrainState()
     if rank == 0:
@@ -67,7 +73,8 @@ def _train(run_dir: Path, resume: bool, stop_request: StopRequest) -> Outcome:
     if start is not None:
         state, loader_state = checkpoint.load(engine, start, rank)
         loader.load_state_dict(loader_state)
-    eval_batches = _eval_batches(cfg, manifest, collate, rank, world, engine.micro_batch) if cfg.train.eval_data else None
+    eval_batches = (_eval_batches(cfg, manifest, collate, rank, world, engine.micro_batch)
+                    if cfg.train.eval_data else None)
 
     stop = min(cfg.train.exit_at_step or cfg.train.max_steps, cfg.train.max_steps)
     metrics = MetricsLog(run_dir, enabled=rank == 0)
@@ -79,6 +86,7 @@ def _train(run_dir: Path, resume: bool, stop_request: StopRequest) -> Outcome:
     last, stopped_by = {}, "end" if stop == cfg.train.max_steps else "exit_at_step"
     batches = iter(loader)
     while state.step < stop:
+        strike_in_main(fault, rank, state.step + 1)
         wait_start = time.perf_counter()
         micro_batches = [next(batches) for _ in range(engine.accumulation)]
         data_wait = time.perf_counter() - wait_start

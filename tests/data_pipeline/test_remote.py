@@ -57,7 +57,7 @@ def test_remote_reads_equal_local_reads(tmp_path, http_root, workers):
         remote = make_remote_loader(f"{url}/ds", cache, cache_bytes=budget, workers=workers, rank=rank, world=2)
         got = take(remote, 20)
         assert [b["index"].tolist() for b in got] == [b["index"].tolist() for b in expected]
-        assert all(torch.equal(a["tokens"], b["tokens"]) for a, b in zip(got, expected))
+        assert all(torch.equal(a["tokens"], b["tokens"]) for a, b in zip(got, expected, strict=True))
         cached = [p for p in cache.rglob("*") if p.is_file()]
         assert cached and sum(p.stat().st_size for p in cached) <= budget
 
@@ -145,7 +145,7 @@ def test_object_store_reads_equal_local_reads(tmp_path, memory_root):
     expected = take(make_remote_loader(local, cache), 15)
     got = take(make_remote_loader(f"{url}/ds", cache, cache_bytes=budget), 15)
     assert [b["index"].tolist() for b in got] == [b["index"].tolist() for b in expected]
-    assert all(torch.equal(a["tokens"], b["tokens"]) for a, b in zip(got, expected))
+    assert all(torch.equal(a["tokens"], b["tokens"]) for a, b in zip(got, expected, strict=True))
 
 
 def test_corrupt_object_store_shard_is_named(tmp_path, memory_root):
