@@ -20,11 +20,11 @@ from data_pipeline.errors import UserError
 from data_pipeline.loader import Loader
 from data_pipeline.shards import Manifest
 from launch.model_size import count_parameters
-from pretrain.config import RunConfig, load_config
+from pretrain.config import CONFIGS_DIR, RunConfig, load_config
 from pretrain.flops import batch_flops
 from pretrain.objectives import build_objective
 
-LADDER_DIR = Path(__file__).resolve().parent.parent / "configs" / "scaling"
+LADDER_DIR = CONFIGS_DIR / "scaling"
 FLOPS_SAMPLE_BATCHES = 4  # micro-batches drawn to measure the head's share (masked positions vary by batch)
 TOKENS_PER_PARAM = 20  # Chinchilla's compute-optimal ratio: the prior behind the edge-of-grid warning
 
