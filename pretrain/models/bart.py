@@ -11,7 +11,9 @@ from torch import nn
 
 from pretrain.models.config import ModelConfig
 from pretrain.models.encoder import init_weights
-from pretrain.models.layers import LayerStack, TransformerLayer, causal_mask, padding_mask
+from pretrain.models.attention import causal_mask, padding_mask
+from pretrain.models.layers import LayerStack, TransformerLayer
+from pretrain.models.positions import AbsolutePositions
 
 POSITION_OFFSET = 2  # fairseq's learned positions start at index 2; transformers keeps the offset
 
@@ -19,7 +21,8 @@ POSITION_OFFSET = 2  # fairseq's learned positions start at index 2; transformer
 class BartStack(nn.Module):
     def __init__(self, cfg: ModelConfig, depth: int, decoder: bool):
         super().__init__()
-        self.positions = nn.Embedding(cfg.max_position_embeddings + POSITION_OFFSET, cfg.hidden_size)
+        self.positions = AbsolutePositions(cfg.max_position_embeddings + POSITION_OFFSET, cfg.hidden_size,
+                                           start=POSITION_OFFSET)
         self.embed_norm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
         self.stack = LayerStack(
             lambda: TransformerLayer(cfg.hidden_size, cfg.num_heads, cfg.intermediate_size, cfg.hidden_dropout,
@@ -31,15 +34,12 @@ class BartStack(nn.Module):
 
     def forward(self, tokens: torch.Tensor, attention_mask: torch.Tensor | None, context: torch.Tensor | None = None,
                 context_mask: torch.Tensor | None = None) -> torch.Tensor:
-        t = tokens.shape[1]
-        if t > self.positions.num_embeddings - POSITION_OFFSET:
-            raise ValueError(f"sequence length {t} exceeds model.max_position_embeddings "
-                             f"({self.positions.num_embeddings - POSITION_OFFSET})")
-        x = tokens + self.positions(torch.arange(t, device=tokens.device) + POSITION_OFFSET)
-        x = self.dropout(self.embed_norm(x))
+        positions = self.positions.embedding(tokens[..., 0])  # [B, T]: BART's positions read only its shape
+        x = self.dropout(self.embed_norm(tokens + positions))
         if self.decoder:
-            return self.stack(x, causal_mask(t, attention_mask, x.device), context, padding_mask(context_mask))
-        return self.stack(x, padding_mask(attention_mask))
+            mask = causal_mask(tokens.shape[1], attention_mask, x.device)
+            return self.stack(x, mask=mask, context=context, context_mask=padding_mask(context_mask)).hidden
+        return self.stack(x, mask=padding_mask(attention_mask)).hidden
 
 
 class BartForConditionalGeneration(nn.Module):
