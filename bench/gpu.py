@@ -76,7 +76,7 @@ def bert_base(steps: int, batch: int, peak: float, smoke: bool) -> dict:
 
     def loss_fn(model, b):
         positions = b["labels"] != -100
-        logits = model(b["input_ids"], positions=positions)
+        logits = model({"input_ids": b["input_ids"], "positions": positions}).logits
         return F.cross_entropy(logits.float(), b["labels"][positions])
 
     flops = batch * flops_per_sample(cfg, seq, 0.15 * seq)

@@ -184,15 +184,8 @@ def verify(out: Path, cfg: ModelConfig, model: torch.nn.Module | None = None) ->
         keep = torch.ones_like(batch["decoder_input_ids"], dtype=torch.bool)
     worst = 0.0
     with torch.no_grad():
-        for i, (part, hf) in enumerate(zip(parts(cfg), hf_models)):
-            if cfg.family == "electra":
-                ours = {"logits": model(**batch, task=("discriminator", "generator")[i])}
-            elif cfg.head == "pretraining":
-                mlm, pair = model(**batch, pair_logits=True)
-                ours = {"prediction_logits": mlm,
-                        ("seq_relationship_logits" if cfg.family == "bert" else "sop_logits"): pair}
-            else:
-                ours = {"logits": model(**batch)}
+        for part, hf in zip(parts(cfg), hf_models, strict=True):
+            ours = part_outputs(model, batch, part)
             theirs = hf(**batch)
             for name, value in ours.items():
                 expected = theirs[name]
@@ -205,6 +198,12 @@ def verify(out: Path, cfg: ModelConfig, model: torch.nn.Module | None = None) ->
                                        f"{out} is kept for inspection")
                 worst = max(worst, diff)
     return worst
+
+
+def part_outputs(model: torch.nn.Module, batch: dict, part: HFPart) -> dict[str, torch.Tensor]:
+    """Graft's outputs for one exported part, named as transformers names them in that part's output."""
+    out = model({**batch, **part.inputs})
+    return {hf_name: getattr(out, name) for name, hf_name in part.outputs.items()}
 
 
 def _write_model_card(cfg: RunConfig, manifest: Manifest, run_dir: Path, ckpt: Path, out: Path, name: str,

@@ -3,6 +3,7 @@
 from torch import nn
 
 from pretrain.models.config import FAMILIES, ModelConfig
+from pretrain.models.output import ModelOutput  # noqa: F401  (the one output of every family)
 
 
 def build_model(cfg: ModelConfig, pretrained: bool = True) -> nn.Module:

@@ -4,6 +4,7 @@ Architecturally `transformers.BartForConditionalGeneration`: LM head tied to the
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 import math
 
 import torch
@@ -12,6 +13,7 @@ from torch import nn
 from pretrain.models.config import ModelConfig
 from pretrain.models.encoder import init_weights
 from pretrain.models.attention import causal_mask, padding_mask
+from pretrain.models.output import ModelOutput
 from pretrain.models.layers import LayerStack, TransformerLayer
 from pretrain.models.positions import AbsolutePositions
 
@@ -58,12 +60,11 @@ class BartForConditionalGeneration(nn.Module):
     def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         return self.encoder(self.shared(input_ids) * self.embed_scale, attention_mask)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                decoder_input_ids: torch.Tensor | None = None, decoder_attention_mask: torch.Tensor | None = None,
-                positions: torch.Tensor | None = None) -> torch.Tensor:
-        """Decoder logits [B, T_dec, V], or [N, V] at the True entries of the bool mask `positions` [B, T_dec]."""
-        encoded = self.encode(input_ids, attention_mask)
-        hidden = self.decoder(self.shared(decoder_input_ids) * self.embed_scale, decoder_attention_mask,
-                              encoded, attention_mask)
-        hidden = hidden if positions is None else hidden[positions]
-        return self.lm_head(hidden) + self.final_logits_bias.squeeze(0)
+    def forward(self, batch: Mapping) -> ModelOutput:
+        """Decoder logits [B, T_dec, V], or [N, V] at the True entries of `batch["positions"]` [B, T_dec]."""
+        encoded = self.encode(batch["input_ids"], batch.get("attention_mask"))
+        hidden = self.decoder(self.shared(batch["decoder_input_ids"]) * self.embed_scale,
+                              batch.get("decoder_attention_mask"), encoded, batch.get("attention_mask"))
+        positions = batch.get("positions")
+        logits = self.lm_head(hidden if positions is None else hidden[positions]) + self.final_logits_bias.squeeze(0)
+        return ModelOutput(logits, hidden=hidden)

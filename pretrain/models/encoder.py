@@ -8,11 +8,14 @@ the padding index), factorized embeddings and layer sharing (ALBERT), and the he
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 from torch import nn
 
 from pretrain.models.config import ModelConfig
 from pretrain.models.attention import padding_mask
+from pretrain.models.output import ModelOutput
 from pretrain.models.layers import ACTIVATIONS, LayerStack, TransformerLayer, make_norm
 from pretrain.models.positions import AbsolutePositions
 
@@ -139,18 +142,11 @@ class EncoderForMaskedLM(nn.Module):
         """hidden [..., H] -> logits [..., V]; pass only the masked positions to skip full-vocab work elsewhere."""
         return self.head(hidden)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                token_type_ids: torch.Tensor | None = None, positions: torch.Tensor | None = None,
-                pair_logits: bool = False):
-        """MLM logits [B, T, V], or [N, V] at the N True entries of the bool mask `positions` [B, T];
-        with `pair_logits`, (MLM logits, NSP/SOP logits [B, 2]).
-
-        Losses go through here (not `mlm_logits` directly) so ZeRO-3's module hooks gather every weight.
-        """
-        hidden = self.encode(input_ids, attention_mask, token_type_ids)
+    def forward(self, batch: Mapping[str, torch.Tensor]) -> ModelOutput:
+        """MLM logits at `batch["positions"]` (or everywhere), plus NSP/SOP logits when the model has the pair
+        head. The batch keys are listed in `pretrain.models.output`."""
+        hidden = self.encode(batch["input_ids"], batch.get("attention_mask"), batch.get("token_type_ids"))
+        positions = batch.get("positions")
         logits = self.mlm_logits(hidden if positions is None else hidden[positions])
-        if not pair_logits:
-            return logits
-        if self.pair_head is None:
-            raise ValueError("this model has no NSP/SOP head; set model.head=pretraining")
-        return logits, self.pair_head(hidden)
+        pair = self.pair_head(hidden) if self.pair_head is not None else None
+        return ModelOutput(logits=logits, pair_logits=pair, hidden=hidden)

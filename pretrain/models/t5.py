@@ -6,11 +6,13 @@ the decoder output). The RMSNorm variance is computed in fp32, so bf16 training 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 import torch
 from torch import nn
 
 from pretrain.models.config import ModelConfig
 from pretrain.models.attention import additive, causal_mask, padding_mask, with_bias
+from pretrain.models.output import ModelOutput
 from pretrain.models.layers import LayerStack, RMSNorm, TransformerLayer
 from pretrain.models.positions import T5Buckets
 
@@ -78,10 +80,10 @@ class T5ForConditionalGeneration(nn.Module):
     def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         return self.encoder(self.shared(input_ids), attention_mask)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                decoder_input_ids: torch.Tensor | None = None, decoder_attention_mask: torch.Tensor | None = None,
-                positions: torch.Tensor | None = None) -> torch.Tensor:
-        """Decoder logits [B, T_dec, V], or [N, V] at the True entries of the bool mask `positions` [B, T_dec]."""
-        encoded = self.encode(input_ids, attention_mask)
-        hidden = self.decoder(self.shared(decoder_input_ids), decoder_attention_mask, encoded, attention_mask)
-        return self.lm_head(hidden if positions is None else hidden[positions])
+    def forward(self, batch: Mapping) -> ModelOutput:
+        """Decoder logits [B, T_dec, V], or [N, V] at the True entries of `batch["positions"]` [B, T_dec]."""
+        encoded = self.encode(batch["input_ids"], batch.get("attention_mask"))
+        hidden = self.decoder(self.shared(batch["decoder_input_ids"]), batch.get("decoder_attention_mask"),
+                              encoded, batch.get("attention_mask"))
+        positions = batch.get("positions")
+        return ModelOutput(self.lm_head(hidden if positions is None else hidden[positions]), hidden=hidden)

@@ -21,7 +21,7 @@ def _grads(cfg: ModelConfig) -> dict:
     model = build_model(cfg).train()
     ids = torch.randint(5, 99, (2, 10), generator=torch.Generator().manual_seed(0))
     kwargs = {"decoder_input_ids": ids[:, :6]} if cfg.is_encoder_decoder else {}
-    model(ids, **kwargs).float().pow(2).mean().backward()
+    model({"input_ids": ids, **kwargs}).logits.float().pow(2).mean().backward()
     return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
 
 
@@ -46,24 +46,24 @@ def test_layerdrop_skips_layers_in_training_only():
     ran = {}
     for step in range(8):
         set_layerdrop_step(model, 0, step)
-        model(ids)
+        model({"input_ids": ids})
         ran[step], calls[:] = list(calls), []
     assert 0 < sum(map(len, ran.values())) < 8 * 3  # some layers dropped, not all
     assert len({tuple(r) for r in ran.values()}) > 1  # a new draw each step
     for step in (5, 2):  # the draw is a function of the step: the same again, in any order
         set_layerdrop_step(model, 0, step)
-        model(ids)
+        model({"input_ids": ids})
         assert calls == ran[step]
         calls.clear()
     other_seed = []
     for step in range(8):
         set_layerdrop_step(model, 1, step)
-        model(ids)
+        model({"input_ids": ids})
         other_seed.append(list(calls))
         calls.clear()
     assert other_seed != [ran[step] for step in range(8)]  # the run's seed: other draws
     model.eval()
-    model(ids)
+    model({"input_ids": ids})
     assert len(calls) == 3
 
 
@@ -84,7 +84,7 @@ def test_pre_ln_adds_a_final_norm_and_trains():
     torch.manual_seed(0)
     model = build_model(ModelConfig(family="bert", **SIZES, pre_ln=True))
     assert model.encoder.final_norm is not None and model.encoder.stack.layers[0].pre_ln
-    loss = model(torch.randint(5, 99, (2, 10))).logsumexp(-1).mean()
+    loss = model({"input_ids": torch.randint(5, 99, (2, 10))}).logits.logsumexp(-1).mean()
     loss.backward()
     assert all(p.grad is not None for p in model.parameters())
 
@@ -107,4 +107,4 @@ def test_sharded_safetensors_load_in_transformers(tmp_path):
     hf = transformers.BertForMaskedLM.from_pretrained(tmp_path).eval()
     ids = torch.randint(5, 99, (2, 10))
     with torch.no_grad():
-        torch.testing.assert_close(hf(input_ids=ids).logits, model(ids))
+        torch.testing.assert_close(hf(input_ids=ids).logits, model({"input_ids": ids}).logits)
