@@ -1,14 +1,6 @@
 """Checkpoint directories: atomic writes, a `latest` pointer, keep-last-K, and reading weights back.
 
-    checkpoints/
-      latest                 names the newest complete checkpoint, e.g. "step_00000500"
-      step_00000500/
-        engine/              DeepSpeed's files: model and optimizer shards of every rank
-        universal/           (made on demand) the same, in DeepSpeed's universal format, to resume at
-                             another world size
-        train_state.json     TrainState, loader state, why and at what world size it was written
-        rng/rank_00000.pt    each rank's RNG states (dropout)
-
+The layout of `checkpoints/` is `pretrain.run_dir`'s.
 A checkpoint is written as `step_XXXXXXXX.tmp`, `train_state.json` last, and renamed once every rank has
 finished; only then does `latest` (replaced atomically) name it. So `latest` only ever names complete
 checkpoints, and a kill at any moment leaves the previous one intact.
