@@ -32,7 +32,9 @@ WARMUP = 5
 def measure(model, batch_fn, loss_fn, flops_per_step: float, steps: int, batch: int, peak: float) -> dict:
     import torch
 
-    from pretrain.engine import Engine, EngineConfig, init_distributed
+    from pretrain.distributed import init_distributed
+    from pretrain.engine import Engine
+    from pretrain.engine_config import EngineConfig
     from pretrain.optim import OptimConfig, build_optimizer
 
     init_distributed()
@@ -77,7 +79,7 @@ def bert_base(steps: int, batch: int, peak: float, smoke: bool) -> dict:
 
     def loss_fn(model, b):
         positions = b["labels"] != -100
-        logits = model(b["input_ids"], positions=positions)
+        logits = model({"input_ids": b["input_ids"], "positions": positions}).logits
         return F.cross_entropy(logits.float(), b["labels"][positions])
 
     flops = batch * flops_per_sample(cfg, seq, 0.15 * seq)

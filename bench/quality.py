@@ -108,7 +108,8 @@ def graft_run(train_data: Path, seed: int, heldout, arm: list[str], name: str, c
     model = build_model(load_config(run / "config.yaml").model)
     model.load_state_dict(read_model_weights(latest_checkpoint(run)))
     model.eval()
-    return score(lambda b: model(b["input_ids"], attention_mask=b.get("attention_mask")), heldout)
+    return score(lambda b: model({"input_ids": b["input_ids"], "attention_mask": b.get("attention_mask")}).logits,
+                 heldout)
 
 
 def hf_run(train_data: Path, steps: int, seed: int, heldout, recipe: str = "matching") -> float:

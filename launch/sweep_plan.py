@@ -23,6 +23,7 @@ from launch.model_size import count_parameters
 from pretrain.config import CONFIGS_DIR, RunConfig, load_config
 from pretrain.flops import batch_flops
 from pretrain.objectives import build_objective
+from pretrain.objectives.base import CollatorContext
 
 LADDER_DIR = CONFIGS_DIR / "scaling"
 FLOPS_SAMPLE_BATCHES = 4  # micro-batches drawn to measure the head's share (masked positions vary by batch)
@@ -122,8 +123,8 @@ def measure(config: str, base: list[str], points: list[Point]) -> None:
 
 def sample_batches(cfg: RunConfig) -> list[dict]:
     """A few micro-batches of the run's own collator on its own data (what the trainer would see first)."""
-    manifest = Manifest.load(cfg.data.path)
-    collate, _ = build_objective(cfg.objective, manifest, cfg.data.seq_len, cfg.seed)
+    context = CollatorContext(Manifest.load(cfg.data.path), cfg.data.seq_len, cfg.seed, cfg.data.path)
+    collate, _ = build_objective(cfg.objective, context)
     data = dataclasses.replace(cfg.data, num_workers=0)
     batches = iter(Loader(data, collate.raw_length, collate, cfg.seed, 0, 1, cfg.engine.micro_batch_size))
     return [next(batches) for _ in range(FLOPS_SAMPLE_BATCHES)]

@@ -12,10 +12,10 @@ from data_pipeline.errors import UserError
 from data_pipeline.loader import DataConfig
 from data_pipeline.shards import Manifest
 from pretrain.curriculum import CurriculumConfig
-from pretrain.engine import EngineConfig
+from pretrain.engine_config import EngineConfig
 from pretrain.failures import Fault
 from pretrain.models.config import ModelConfig
-from pretrain.objectives import ObjectiveConfig
+from pretrain.objectives import ObjectiveConfig, check_fits
 from pretrain.optim import OptimConfig
 
 # The presets: inside the installed package (pyproject.toml ships configs/ as pretrain/configs), or in a checkout.
@@ -76,8 +76,6 @@ class RunConfig:
     curriculum: CurriculumConfig = field(default_factory=CurriculumConfig)
 
     def __post_init__(self):
-        from pretrain.objectives import check_fits
-
         check_fits(self.objective, self.model)  # e.g. span corruption cannot train a BERT
         self.curriculum.check(self.engine.global_batch_size, self.data.seq_len, self.objective.name)
 

@@ -18,12 +18,10 @@ import torch
 from omegaconf import OmegaConf
 
 from data_pipeline.errors import UserError
-from data_pipeline.prepare import TOKENIZER_FILE
-from data_pipeline.shards import Manifest, dataset_file, read_dataset_text
-from data_pipeline.tokenizer import parse_tokenizer, tokenizer_hash
+from data_pipeline.shards import Manifest
 from pretrain import checkpoint
 from pretrain.config import RunConfig, load_config
-from pretrain.dataset_copy import dataset_source
+from pretrain.dataset_copy import dataset_source, dataset_tokenizer
 from pretrain.hf.common import HFPart, NotExportable
 from pretrain.hf.convert import from_hf, graft_keys, graft_tied, parts
 from pretrain.hf.tokenizer import save_tokenizer
@@ -31,7 +29,7 @@ from pretrain.hf.writer import write_safetensors
 from pretrain.metrics import read_metrics
 from pretrain.models import build_model
 from pretrain.models.config import ModelConfig, architecture_changes
-from pretrain.trainer import CONFIG_FILE
+from pretrain.run_dir import CONFIG_FILE, ENGINE_DIR, METRICS_FILE
 from pretrain.zero_checkpoint import ZeroCheckpoint
 
 MAX_ABS_DIFF = 1e-4  # fp32 logits of the export vs Graft's model
@@ -63,9 +61,9 @@ def export(run_dir: Path, out_dir: Path, max_shard_bytes: int | None = None, ste
         the_parts = parts(cfg.model)
     except NotExportable as exc:
         raise UserError(f"{run_dir}/{CONFIG_FILE}: {exc}") from None
-    reader = ZeroCheckpoint(ckpt / "engine")
+    reader = ZeroCheckpoint(ckpt / ENGINE_DIR)
     with torch.device("meta"):  # shapes only: no memory, no initialization work; verify fills it in
-        skeleton = build_model(cfg.model, pretrained=False)
+        skeleton = build_model(cfg.model)
     _check_matches(reader, skeleton, cfg.model, ckpt)
     _check_same_model(cfg.model, checkpoint.read_meta(ckpt).get("model"), run_dir, ckpt)
 
@@ -93,18 +91,6 @@ def export(run_dir: Path, out_dir: Path, max_shard_bytes: int | None = None, ste
     staging.rename(out_dir)
     return ExportResult(out_dir=out_dir, checkpoint=ckpt, max_abs_diff=diff,
                         architectures=[p.architecture for p in the_parts])
-
-
-def dataset_tokenizer(root: str, manifest: Manifest):
-    """The tokenizer the run trained with: `tokenizer.json` of its dataset (the run directory's copy, or for a
-    run made before training kept one, data.path, local or remote), checked against `manifest`'s hash."""
-    where = dataset_file(root, TOKENIZER_FILE)
-    text = read_dataset_text(root, TOKENIZER_FILE)
-    tokenizer = parse_tokenizer(text, where, "; re-run `graft prepare`")
-    if tokenizer_hash(text) != manifest.tokenizer_sha256:
-        raise UserError(f"{where} is not the tokenizer the dataset's manifest names (sha256 differs); the "
-                        "dataset was changed after `graft prepare` wrote it")
-    return tokenizer
 
 
 def _check_matches(reader: ZeroCheckpoint, skeleton: torch.nn.Module, cfg: ModelConfig, ckpt: Path) -> None:
@@ -145,21 +131,6 @@ def _write_configs(cfg: ModelConfig, part: HFPart, out: Path) -> None:
         (out / "generation_config.json").write_text(json.dumps(generation, indent=2))
 
 
-def load_hf_state(directory: Path) -> dict[str, torch.Tensor]:
-    """The tensors of a Hugging Face model directory (safetensors, sharded or not, or pytorch_model.bin)."""
-    from safetensors.torch import load_file
-
-    files = sorted(directory.glob("model*.safetensors"))
-    if files:
-        state = {}
-        for f in files:
-            state.update(load_file(str(f)))
-        return state
-    if (directory / "pytorch_model.bin").is_file():
-        return torch.load(directory / "pytorch_model.bin", map_location="cpu", weights_only=True)
-    raise UserError(f"{directory} holds no model.safetensors, model-*.safetensors or pytorch_model.bin")
-
-
 def verify(out: Path, cfg: ModelConfig, model: torch.nn.Module | None = None) -> float:
     """Load the export with `transformers`, run Graft's model (`model`, built on the meta device, or a new
     one) on the same tensors, compare every part's logits; raise above MAX_ABS_DIFF. Returns the largest
@@ -172,7 +143,7 @@ def verify(out: Path, cfg: ModelConfig, model: torch.nn.Module | None = None) ->
     assert not fresh, fresh
     if model is None:
         with torch.device("meta"):
-            model = build_model(cfg, pretrained=False)
+            model = build_model(cfg)
     model.load_state_dict(state, strict=True, assign=True)  # the HF tensors themselves, no copy
     model.eval()
     tokenizer = transformers.AutoTokenizer.from_pretrained(str(out))
@@ -184,15 +155,8 @@ def verify(out: Path, cfg: ModelConfig, model: torch.nn.Module | None = None) ->
         keep = torch.ones_like(batch["decoder_input_ids"], dtype=torch.bool)
     worst = 0.0
     with torch.no_grad():
-        for i, (part, hf) in enumerate(zip(parts(cfg), hf_models, strict=True)):
-            if cfg.family == "electra":
-                ours = {"logits": model(**batch, task=("discriminator", "generator")[i])}
-            elif cfg.head == "pretraining":
-                mlm, pair = model(**batch, pair_logits=True)
-                ours = {"prediction_logits": mlm,
-                        ("seq_relationship_logits" if cfg.family == "bert" else "sop_logits"): pair}
-            else:
-                ours = {"logits": model(**batch)}
+        for part, hf in zip(parts(cfg), hf_models, strict=True):
+            ours = part_outputs(model, batch, part)
             theirs = hf(**batch)
             for name, value in ours.items():
                 expected = theirs[name]
@@ -207,9 +171,15 @@ def verify(out: Path, cfg: ModelConfig, model: torch.nn.Module | None = None) ->
     return worst
 
 
+def part_outputs(model: torch.nn.Module, batch: dict, part: HFPart) -> dict[str, torch.Tensor]:
+    """Graft's outputs for one exported part, named as transformers names them in that part's output."""
+    out = model({**batch, **part.inputs})
+    return {hf_name: getattr(out, name) for name, hf_name in part.outputs.items()}
+
+
 def _write_model_card(cfg: RunConfig, manifest: Manifest, run_dir: Path, ckpt: Path, out: Path, name: str,
                       the_parts) -> None:
-    metrics = read_metrics(run_dir) if (run_dir / "metrics.jsonl").is_file() else {}
+    metrics = read_metrics(run_dir) if (run_dir / METRICS_FILE).is_file() else {}
     last = metrics[max(metrics)] if metrics else {}
     family = cfg.model.family
     if cfg.model.is_encoder_decoder:

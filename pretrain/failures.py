@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from data_pipeline.errors import UserError
-from pretrain.engine import exit_process
+from pretrain.distributed import exit_process
 
 USER_ERROR_EXIT_CODE = 2  # a problem the user can fix; the message says what to do
 CRASH_EXIT_CODE = 70  # EX_SOFTWARE from sysexits.h: an internal error (a bug, a killed rank, a lost peer)
@@ -236,6 +236,6 @@ def with_collate_fault(collate, fault: Fault | None, rank: int, global_batch: in
 
 
 def exit_now(code: int) -> None:
-    """For a rank under torchrun: end the workers, then leave without finalizing (see engine.exit_process)."""
+    """For a rank under torchrun: end the workers, then leave without finalizing (see distributed.exit_process)."""
     end_data_workers()
     exit_process(code)

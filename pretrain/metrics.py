@@ -9,8 +9,8 @@ import time
 from pathlib import Path
 
 from pretrain.failures import write_error
+from pretrain.run_dir import METRICS_FILE, SUMMARY_FILE, TENSORBOARD_DIR
 
-SUMMARY_FILE = "summary.json"
 
 
 class MetricsLog:
@@ -18,7 +18,7 @@ class MetricsLog:
 
     def __init__(self, run_dir: Path, enabled: bool):
         self.enabled = enabled
-        self.tensorboard_dir, self.jsonl_path = run_dir / "tensorboard", run_dir / "metrics.jsonl"
+        self.tensorboard_dir, self.jsonl_path = run_dir / TENSORBOARD_DIR, run_dir / METRICS_FILE
         if enabled:
             from torch.utils.tensorboard import SummaryWriter
 
@@ -104,7 +104,7 @@ def _writing(path: Path):
 def read_metrics(run_dir: Path) -> dict[int, dict]:
     """step -> its logged values, the latest of each (a resumed run re-logs the steps after its checkpoint)."""
     records = {}
-    with open(run_dir / "metrics.jsonl") as f:
+    with open(run_dir / METRICS_FILE) as f:
         for line in f:
             record = json.loads(line)
             records[record["step"]] = {**records.get(record["step"], {}), **record}

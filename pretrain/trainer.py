@@ -16,19 +16,21 @@ from data_pipeline.loader import Loader
 from data_pipeline.shards import Manifest
 from pretrain import checkpoint
 from pretrain.config import RunConfig, load_config
+from pretrain.construction import construct_model
 from pretrain.curriculum import batch_size_at, seq_len_at, shorten
-from pretrain.dataset_copy import keep_dataset_files
-from pretrain.engine import Engine, init_distributed, loss_terms, model_construction
+from pretrain.dataset_copy import dataset_source, keep_dataset_files
+from pretrain.distributed import init_distributed
+from pretrain.engine import Engine, loss_terms
 from pretrain.failures import Fault, end_data_workers, strike_in_main, with_collate_fault
 from pretrain.flops import batch_flops, peak_flops
 from pretrain.metrics import MetricsLog, WindowMeter, console_line, write_summary
-from pretrain.models import build_model
 from pretrain.models.layers import set_layerdrop_step
 from pretrain.objectives import build_objective
+from pretrain.objectives.base import CollatorContext
 from pretrain.optim import build_optimizer, learning_rate
+from pretrain.run_dir import CONFIG_FILE
 from pretrain.signals import StopRequest
 
-CONFIG_FILE = "config.yaml"
 
 
 @dataclass
@@ -53,12 +55,12 @@ def _train(run_dir: Path, resume: bool, stop_request: StopRequest) -> Outcome:
     rank, world = init_distributed()
     cfg = load_config(run_dir / CONFIG_FILE)
     manifest = keep_dataset_files(run_dir, cfg.data.path, copy=rank == 0)  # so that export needs no dataset
-    collate, loss_fn = build_objective(cfg.objective, manifest, cfg.data.seq_len, cfg.seed)
+    context = CollatorContext(manifest, cfg.data.seq_len, cfg.seed, dataset_source(run_dir, cfg.data.path))
+    collate, loss_fn = build_objective(cfg.objective, context)
     start = _resume_point(run_dir) if resume else None
 
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank and at every world size
-    with model_construction(cfg.engine, world):  # ZeRO-3: partitioned as it is built
-        model = build_model(cfg.model)
+    model = construct_model(cfg.model, cfg.engine, world)  # ZeRO-3: partitioned as it is built (and loaded)
     # A ZeRO 1-3 checkpoint holds one shard per saving rank: at another world size, read the universal form.
     saved_world = checkpoint.read_meta(start).get("world_size", world) if start is not None else world
     universal = cfg.engine.zero_stage > 0 and saved_world != world
@@ -76,7 +78,7 @@ def _train(run_dir: Path, resume: bool, stop_request: StopRequest) -> Outcome:
     if start is not None:
         state, loader_state = checkpoint.load(engine, start, rank)
         loader.load_state_dict(loader_state)
-    eval_batches = _eval_batches(cfg, manifest, rank, world, engine.micro_batch) if cfg.train.eval_data else None
+    eval_batches = _eval_batches(cfg, context, rank, world, engine.micro_batch) if cfg.train.eval_data else None
 
     stop = min(cfg.train.exit_at_step or cfg.train.max_steps, cfg.train.max_steps)
     metrics = MetricsLog(run_dir, enabled=rank == 0)
@@ -163,15 +165,15 @@ def _check_ramp(cfg: RunConfig, world: int, micro_batch: int) -> None:
                         f"{max(1, cfg.curriculum.batch_start // world)}")
 
 
-def _eval_batches(cfg: RunConfig, manifest: Manifest, rank: int, world: int, micro_batch: int) -> list[dict]:
+def _eval_batches(cfg: RunConfig, context: CollatorContext, rank: int, world: int, micro_batch: int) -> list[dict]:
     """This rank's share of the first `eval_batches` held-out micro-batch groups: the same at every evaluation.
-    `manifest` is the training dataset's. MLM objectives are scored at BERT's 15% masking with 80/10/10,
+    `context` is the training dataset's. MLM objectives are scored at BERT's 15% masking with 80/10/10,
     whatever rate training uses, so that runs with different rates compare."""
-    if Manifest.load(cfg.train.eval_data).tokenizer_sha256 != manifest.tokenizer_sha256:
+    if Manifest.load(cfg.train.eval_data).tokenizer_sha256 != context.manifest.tokenizer_sha256:
         raise UserError(f"train.eval_data ({cfg.train.eval_data}) was tokenized with another tokenizer than "
                         f"data.path; prepare it with --tokenizer {cfg.data.path}/tokenizer.json")
     objective = dataclasses.replace(cfg.objective, mlm=MLMConfig())
-    collate, _ = build_objective(objective, manifest, cfg.data.seq_len, cfg.seed)
+    collate, _ = build_objective(objective, context)
     data = dataclasses.replace(cfg.data, path=cfg.train.eval_data, num_workers=0)
     loader = Loader(data, collate.raw_length, collate, cfg.seed, rank, world, micro_batch)
     batches = iter(loader)

@@ -3,6 +3,8 @@
 import torch
 import transformers as T
 
+from pretrain.export import part_outputs
+from pretrain.hf.convert import parts
 from pretrain.models.config import ModelConfig
 
 VOCAB = 99
@@ -78,17 +80,8 @@ def inputs(pad_token_id: int, encoder_decoder: bool):
 
 def graft_outputs(model, batch: dict, part_index: int) -> dict:
     """Graft's logits named as transformers names them, for the part `part_index` of the family."""
-    cfg = model.config
     with torch.no_grad():
-        if cfg.is_encoder_decoder:
-            return {"logits": model(**batch)}
-        if cfg.family == "electra":
-            return {"logits": model(**batch, task=("discriminator", "generator")[part_index])}
-        if cfg.head == "pretraining":
-            mlm, pair = model(**batch, pair_logits=True)
-            pair_name = "seq_relationship_logits" if cfg.family == "bert" else "sop_logits"
-            return {"prediction_logits": mlm, pair_name: pair}
-        return {"logits": model(**batch)}
+        return part_outputs(model, batch, parts(model.config)[part_index])
 
 
 def compare(model, hf_model, batch: dict, part_index: int = 0, dtype=torch.float32) -> None:

@@ -23,6 +23,7 @@ from family_models import compare, graft_outputs, perturb
 from pretrain import checkpoint
 from pretrain.config import load_config
 from pretrain.metrics import read_metrics
+from pretrain.import_hf import load_pretrained
 from pretrain.models import build_model
 
 pytestmark = pytest.mark.slow
@@ -126,7 +127,9 @@ def _import_train_export(family: str, root: Path, data: Path) -> dict:
 
     # Import direction: Graft's model built from the config (it loads model.init_from) equals transformers'.
     torch.manual_seed(0)
-    model = build_model(cfg.model).eval()
+    model = build_model(cfg.model)
+    load_pretrained(model, cfg.model)
+    model.eval()
     batch = batch_for(cfg.model)
     if family == "bert":
         assert "start fresh" in imported.stdout and "head.dense.weight" in imported.stdout
@@ -157,7 +160,7 @@ def test_family_import_train_export(family, family_run):
     # Export direction, independently of the export's own check: Graft's model from DeepSpeed's consolidation
     # of the ZeRO-3 shards against transformers loading the export. In float64: trained T5 logits grow large
     # enough that fp32 summation-order noise exceeds fp32's default atol; fp64's defaults are far stricter.
-    model = build_model(cfg.model, pretrained=False).eval()
+    model = build_model(cfg.model).eval()
     model.load_state_dict(checkpoint.read_model_weights(checkpoint.latest_checkpoint(run)))
     config = json.loads((out / "config.json").read_text())
     parts = [getattr(T, config["architectures"][0]).from_pretrained(out).eval()]
@@ -200,7 +203,7 @@ def test_exported_seq2seq_generates(family, family_run):
     new_tokens = 12
     generated = hf.generate(**source, max_new_tokens=new_tokens, do_sample=False, num_beams=1)
 
-    model = build_model(cfg.model, pretrained=False).eval()
+    model = build_model(cfg.model).eval()
     model.load_state_dict(checkpoint.read_model_weights(checkpoint.latest_checkpoint(result["run"])))
     ours = torch.full((2, 1), cfg.model.decoder_start_token_id)
     done = torch.zeros(2, dtype=torch.bool)

@@ -39,6 +39,7 @@ def parts(cfg: ModelConfig) -> list[HFPart]:
                  "predictions.decoder.bias": "predictions.bias"},
         hf_ignored=r"albert\.embeddings\.(position_ids|token_type_ids)" +
                    ("" if pretraining else r"|albert\.pooler\..+|sop_classifier\..+"),
+        outputs={"logits": "prediction_logits", "pair_logits": "sop_logits"} if pretraining else {"logits": "logits"},
     )]
 
 

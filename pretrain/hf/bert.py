@@ -44,6 +44,8 @@ def parts(cfg: ModelConfig) -> list[HFPart]:
                  "cls.predictions.decoder.bias": "cls.predictions.bias"},
         hf_ignored=r"bert\.embeddings\.(position_ids|token_type_ids)" +
                    ("" if pretraining else r"|bert\.pooler\..+|cls\.seq_relationship\..+"),
+        outputs={"logits": "prediction_logits", "pair_logits": "seq_relationship_logits"} if pretraining
+        else {"logits": "logits"},
     )]
 
 

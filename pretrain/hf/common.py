@@ -22,6 +22,9 @@ class HFPart:
     head: tuple[str, ...] = ()  # HF key prefixes of the pretraining head, which base-model checkpoints lack
     hf_tied: dict[str, str] = field(default_factory=dict)  # HF alias -> source: not written, re-tied on load
     hf_ignored: str = r"$^"  # regex of HF keys dropped on import (old buffers, heads Graft does not build)
+    inputs: dict = field(default_factory=dict)  # extra batch entries that make Graft's model compute this part
+    # ModelOutput field -> the name of the same output in transformers' output of this part
+    outputs: dict[str, str] = field(default_factory=lambda: {"logits": "logits"})
 
 
 class NotExportable(ValueError):

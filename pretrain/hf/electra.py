@@ -37,11 +37,12 @@ def parts(cfg: ModelConfig) -> list[HFPart]:
                               "generator_lm_head.bias").items()})
     return [
         HFPart(subdir="", architecture="ElectraForPreTraining", config=_config(cfg), keys=disc_keys,
-               base_prefix="electra.", head=("discriminator_predictions.",), hf_ignored=IGNORED),
+               base_prefix="electra.", head=("discriminator_predictions.",), hf_ignored=IGNORED,
+               inputs={"task": "discriminator"}),
         HFPart(subdir=GENERATOR_DIR, architecture="ElectraForMaskedLM", config=_config(gen), keys=gen_keys,
                base_prefix="electra.", head=("generator_predictions.", "generator_lm_head."),
                hf_tied={"generator_lm_head.weight": "electra.embeddings.word_embeddings.weight"},
-               hf_ignored=IGNORED),
+               hf_ignored=IGNORED, inputs={"task": "generator"}),
     ]
 
 

@@ -4,6 +4,7 @@ Architecturally `transformers.BartForConditionalGeneration`: LM head tied to the
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 import math
 
 import torch
@@ -11,7 +12,10 @@ from torch import nn
 
 from pretrain.models.config import ModelConfig
 from pretrain.models.encoder import init_weights
-from pretrain.models.layers import LayerStack, TransformerLayer, causal_mask, padding_mask
+from pretrain.models.attention import causal_mask, padding_mask
+from pretrain.models.output import ModelOutput
+from pretrain.models.layers import LayerStack, TransformerLayer
+from pretrain.models.positions import AbsolutePositions
 
 POSITION_OFFSET = 2  # fairseq's learned positions start at index 2; transformers keeps the offset
 
@@ -19,7 +23,8 @@ POSITION_OFFSET = 2  # fairseq's learned positions start at index 2; transformer
 class BartStack(nn.Module):
     def __init__(self, cfg: ModelConfig, depth: int, decoder: bool):
         super().__init__()
-        self.positions = nn.Embedding(cfg.max_position_embeddings + POSITION_OFFSET, cfg.hidden_size)
+        self.positions = AbsolutePositions(cfg.max_position_embeddings + POSITION_OFFSET, cfg.hidden_size,
+                                           start=POSITION_OFFSET)
         self.embed_norm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
         self.stack = LayerStack(
             lambda: TransformerLayer(cfg.hidden_size, cfg.num_heads, cfg.intermediate_size, cfg.hidden_dropout,
@@ -31,15 +36,12 @@ class BartStack(nn.Module):
 
     def forward(self, tokens: torch.Tensor, attention_mask: torch.Tensor | None, context: torch.Tensor | None = None,
                 context_mask: torch.Tensor | None = None) -> torch.Tensor:
-        t = tokens.shape[1]
-        if t > self.positions.num_embeddings - POSITION_OFFSET:
-            raise ValueError(f"sequence length {t} exceeds model.max_position_embeddings "
-                             f"({self.positions.num_embeddings - POSITION_OFFSET})")
-        x = tokens + self.positions(torch.arange(t, device=tokens.device) + POSITION_OFFSET)
-        x = self.dropout(self.embed_norm(x))
+        positions = self.positions.embedding(tokens[..., 0])  # [B, T]: BART's positions read only its shape
+        x = self.dropout(self.embed_norm(tokens + positions))
         if self.decoder:
-            return self.stack(x, causal_mask(t, attention_mask, x.device), context, padding_mask(context_mask))
-        return self.stack(x, padding_mask(attention_mask))
+            mask = causal_mask(tokens.shape[1], attention_mask, x.device)
+            return self.stack(x, mask=mask, context=context, context_mask=padding_mask(context_mask)).hidden
+        return self.stack(x, mask=padding_mask(attention_mask)).hidden
 
 
 class BartForConditionalGeneration(nn.Module):
@@ -58,12 +60,11 @@ class BartForConditionalGeneration(nn.Module):
     def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         return self.encoder(self.shared(input_ids) * self.embed_scale, attention_mask)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                decoder_input_ids: torch.Tensor | None = None, decoder_attention_mask: torch.Tensor | None = None,
-                positions: torch.Tensor | None = None) -> torch.Tensor:
-        """Decoder logits [B, T_dec, V], or [N, V] at the True entries of the bool mask `positions` [B, T_dec]."""
-        encoded = self.encode(input_ids, attention_mask)
-        hidden = self.decoder(self.shared(decoder_input_ids) * self.embed_scale, decoder_attention_mask,
-                              encoded, attention_mask)
-        hidden = hidden if positions is None else hidden[positions]
-        return self.lm_head(hidden) + self.final_logits_bias.squeeze(0)
+    def forward(self, batch: Mapping) -> ModelOutput:
+        """Decoder logits [B, T_dec, V], or [N, V] at the True entries of `batch["positions"]` [B, T_dec]."""
+        encoded = self.encode(batch["input_ids"], batch.get("attention_mask"))
+        hidden = self.decoder(self.shared(batch["decoder_input_ids"]) * self.embed_scale,
+                              batch.get("decoder_attention_mask"), encoded, batch.get("attention_mask"))
+        positions = batch.get("positions")
+        logits = self.lm_head(hidden if positions is None else hidden[positions]) + self.final_logits_bias.squeeze(0)
+        return ModelOutput(logits, hidden=hidden)

@@ -2,16 +2,19 @@
 
 The discriminator is architecturally `transformers.ElectraForPreTraining`, the generator (with the shared
 embeddings) `transformers.ElectraForMaskedLM`; export writes both. The replaced-token-detection objective
-asks the model twice through `forward`: once for generator logits, once for discriminator logits on the
+asks the model twice through `forward` (batch["task"]): once for generator logits, once for discriminator logits on the
 corrupted input, so the sampling in between stays in the objective.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 from torch import nn
 
 from pretrain.models.config import ModelConfig
+from pretrain.models.output import ModelOutput
 from pretrain.models.encoder import ACTIVATIONS, Embeddings, Encoder, MLMHead, init_weights
 
 TASKS = ("generator", "discriminator")
@@ -42,15 +45,16 @@ class ElectraForPreTraining(nn.Module):
         self.discriminator_head = DiscriminatorHead(cfg)
         init_weights(self, cfg.initializer_range, skip=(self.generator_head.decoder,))
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                token_type_ids: torch.Tensor | None = None, positions: torch.Tensor | None = None,
-                task: str = "discriminator") -> torch.Tensor:
-        """task "generator": MLM logits [B, T, V] (or [N, V] at the bool mask `positions`);
-        task "discriminator": replaced-token logits [B, T]."""
-        x = self.embeddings(input_ids, token_type_ids)
+    def forward(self, batch: Mapping) -> ModelOutput:
+        """batch["task"] "generator": MLM logits [B, T, V] (or [N, V] at `positions`); "discriminator" (the
+        default): replaced-token logits [B, T]."""
+        task = batch.get("task", "discriminator")
+        if task not in TASKS:
+            raise ValueError(f"task must be one of {TASKS}, got {task!r}")
+        x = self.embeddings(batch["input_ids"], batch.get("token_type_ids"))
         if task == "generator":
-            hidden = self.generator(x, attention_mask)
-            return self.generator_head(hidden if positions is None else hidden[positions])
-        if task == "discriminator":
-            return self.discriminator_head(self.discriminator(x, attention_mask))
-        raise ValueError(f"task must be one of {TASKS}, got {task!r}")
+            hidden = self.generator(x, batch.get("attention_mask"))
+            positions = batch.get("positions")
+            return ModelOutput(self.generator_head(hidden if positions is None else hidden[positions]), hidden=hidden)
+        hidden = self.discriminator(x, batch.get("attention_mask"))
+        return ModelOutput(self.discriminator_head(hidden), hidden=hidden)

@@ -8,11 +8,16 @@ the padding index), factorized embeddings and layer sharing (ALBERT), and the he
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 from torch import nn
 
 from pretrain.models.config import ModelConfig
-from pretrain.models.layers import ACTIVATIONS, LayerStack, TransformerLayer, make_norm, padding_mask
+from pretrain.models.attention import padding_mask
+from pretrain.models.output import ModelOutput
+from pretrain.models.layers import ACTIVATIONS, LayerStack, TransformerLayer, make_norm
+from pretrain.models.positions import AbsolutePositions
 
 
 class Embeddings(nn.Module):
@@ -21,30 +26,21 @@ class Embeddings(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         size = cfg.embed_size
-        self.roberta_positions = cfg.family == "roberta"
-        self.pad_token_id = cfg.pad_token_id
         # padding_idx as in transformers: the pad row starts at zero and gets no gradient from the lookup
         self.word = nn.Embedding(cfg.vocab_size, size, padding_idx=cfg.pad_token_id)
-        self.position = nn.Embedding(cfg.max_position_embeddings, size,
-                                     padding_idx=cfg.pad_token_id if self.roberta_positions else None)
+        roberta = cfg.family == "roberta"  # RoBERTa: positions count from after the padding index
+        self.position = AbsolutePositions(cfg.max_position_embeddings, size,
+                                          padding_idx=cfg.pad_token_id if roberta else None, after_padding=roberta)
         self.token_type = nn.Embedding(cfg.type_vocab_size, size)
         self.norm = nn.LayerNorm(size, eps=cfg.layer_norm_eps)
         self.dropout = nn.Dropout(cfg.hidden_dropout)
 
-    def position_ids(self, input_ids: torch.Tensor) -> torch.Tensor:
-        if self.roberta_positions:  # RoBERTa: pad positions get the pad index, tokens count up after it
-            not_pad = (input_ids != self.pad_token_id).long()
-            return torch.cumsum(not_pad, dim=1) * not_pad + self.pad_token_id
-        return torch.arange(input_ids.shape[1], device=input_ids.device)
-
-    def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None) -> torch.Tensor:
-        positions = self.position_ids(input_ids)
-        if int(positions.max()) >= self.position.num_embeddings:
-            raise ValueError(f"sequence length {input_ids.shape[1]} exceeds model.max_position_embeddings "
-                             f"({self.position.num_embeddings})")
+    def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None, offset: int = 0) -> torch.Tensor:
+        """`offset`: the absolute position of the first token (a later segment of a longer text)."""
+        positions = self.position.embedding(input_ids, offset)
         # token type 0 everywhere when not given, as transformers does; sums in transformers' order
         token_type = self.token_type(token_type_ids) if token_type_ids is not None else self.token_type.weight[0]
-        x = self.word(input_ids) + token_type + self.position(positions)
+        x = self.word(input_ids) + token_type + positions
         return self.dropout(self.norm(x))
 
 
@@ -65,7 +61,7 @@ class Encoder(nn.Module):
     def forward(self, x: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
         if self.project is not None:
             x = self.project(x)
-        x = self.stack(x, padding_mask(attention_mask))
+        x = self.stack(x, mask=padding_mask(attention_mask)).hidden
         return self.final_norm(x) if self.final_norm is not None else x
 
 
@@ -146,18 +142,11 @@ class EncoderForMaskedLM(nn.Module):
         """hidden [..., H] -> logits [..., V]; pass only the masked positions to skip full-vocab work elsewhere."""
         return self.head(hidden)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                token_type_ids: torch.Tensor | None = None, positions: torch.Tensor | None = None,
-                pair_logits: bool = False):
-        """MLM logits [B, T, V], or [N, V] at the N True entries of the bool mask `positions` [B, T];
-        with `pair_logits`, (MLM logits, NSP/SOP logits [B, 2]).
-
-        Losses go through here (not `mlm_logits` directly) so ZeRO-3's module hooks gather every weight.
-        """
-        hidden = self.encode(input_ids, attention_mask, token_type_ids)
+    def forward(self, batch: Mapping[str, torch.Tensor]) -> ModelOutput:
+        """MLM logits at `batch["positions"]` (or everywhere), plus NSP/SOP logits when the model has the pair
+        head. The batch keys are listed in `pretrain.models.output`."""
+        hidden = self.encode(batch["input_ids"], batch.get("attention_mask"), batch.get("token_type_ids"))
+        positions = batch.get("positions")
         logits = self.mlm_logits(hidden if positions is None else hidden[positions])
-        if not pair_logits:
-            return logits
-        if self.pair_head is None:
-            raise ValueError("this model has no NSP/SOP head; set model.head=pretraining")
-        return logits, self.pair_head(hidden)
+        pair = self.pair_head(hidden) if self.pair_head is not None else None
+        return ModelOutput(logits=logits, pair_logits=pair, hidden=hidden)

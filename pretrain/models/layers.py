@@ -7,12 +7,15 @@ activation, biases, position scheme), so one attention and one feed-forward serv
 from __future__ import annotations
 
 import hashlib
-import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
+
+from pretrain.models.attention import Attention
+from pretrain.models.positions import ScoreTerm
 
 ACTIVATIONS = {
     "gelu": F.gelu,  # exact (erf), as BERT and BART
@@ -37,38 +40,6 @@ class RMSNorm(nn.Module):
 
 def make_norm(kind: str, size: int, eps: float) -> nn.Module:
     return RMSNorm(size, eps) if kind == "rms" else nn.LayerNorm(size, eps=eps)
-
-
-class Attention(nn.Module):
-    """Multi-head attention over SDPA with separate q/k/v/output projections (one key per HF weight).
-
-    Self-attention when `context` is None, cross-attention over `context` otherwise.
-    """
-
-    def __init__(self, hidden_size: int, num_heads: int, dropout: float, head_dim: int | None = None,
-                 bias: bool = True, scale: float | None = None):
-        super().__init__()
-        head_dim = head_dim or hidden_size // num_heads
-        inner = num_heads * head_dim
-        self.num_heads, self.head_dim, self.dropout, self.scale = num_heads, head_dim, dropout, scale
-        self.query = nn.Linear(hidden_size, inner, bias=bias)
-        self.key = nn.Linear(hidden_size, inner, bias=bias)
-        self.value = nn.Linear(hidden_size, inner, bias=bias)
-        self.output = nn.Linear(inner, hidden_size, bias=bias)
-
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None,
-                context: torch.Tensor | None = None) -> torch.Tensor:
-        """x: [B, T, H]; mask broadcastable to [B, heads, T, S]: bool (True = attend) or additive float."""
-        kv = x if context is None else context
-
-        def heads(proj: nn.Linear, src: torch.Tensor) -> torch.Tensor:
-            return proj(src).view(src.shape[0], src.shape[1], self.num_heads, self.head_dim).transpose(1, 2)
-
-        out = F.scaled_dot_product_attention(
-            heads(self.query, x), heads(self.key, kv), heads(self.value, kv), attn_mask=mask,
-            dropout_p=self.dropout if self.training else 0.0, scale=self.scale,
-        )
-        return self.output(out.transpose(1, 2).reshape(x.shape[0], x.shape[1], -1))
 
 
 class FeedForward(nn.Module):
@@ -115,15 +86,28 @@ class TransformerLayer(nn.Module):
         return norm(x + self.dropout(fn(x)))
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, context: torch.Tensor | None = None,
-                context_mask: torch.Tensor | None = None) -> torch.Tensor:
-        x = self._residual(x, self.attn_norm, lambda h: self.attn(h, mask))
+                context_mask: torch.Tensor | None = None, state: torch.Tensor | None = None,
+                score: ScoreTerm | None = None) -> torch.Tensor:
+        """`state`: this layer's memory [B, M, H] (hidden states of earlier segments at this depth), attended
+        to with x and normalized as x is (pre-LN); `score`: a position scheme's per-layer term."""
+        memory = self.attn_norm(state) if state is not None and self.pre_ln else state
+        x = self._residual(x, self.attn_norm, lambda h: self.attn(h, mask, memory=memory, score=score))
         if self.cross_attn is not None:
             x = self._residual(x, self.cross_norm, lambda h: self.cross_attn(h, context_mask, context))
         return self._residual(x, self.ffn_norm, self.ffn)
 
 
+@dataclass
+class StackOutput:
+    hidden: torch.Tensor  # the last layer's output [B, T, H]
+    # With keep_states: one entry per layer application (depth of them, also when layers are shared or
+    # dropped): the hidden states that entered it, from which a recurrent model makes that layer's next memory.
+    states: list[torch.Tensor] | None = None
+
+
 class LayerStack(nn.Module):
-    """Runs `depth` layers: distinct ones, or ALBERT-style one shared layer applied `depth` times.
+    """Runs `depth` layers: distinct ones, or ALBERT-style one shared layer applied `depth` times, with
+    per-layer state in (`states`) and out (`StackOutput.states`).
 
     LayerDrop skips whole layers in training. Which ones is a pure function of the run's seed and the optimizer
     step being trained, which the trainer sets through `set_layerdrop_step`: every micro-batch of a step, on
@@ -140,17 +124,26 @@ class LayerStack(nn.Module):
         # (an encoder and a decoder of the same depth draw differently), set by `set_layerdrop_step`.
         self.seed, self.step, self.stack = 0, 0, 0
 
-    def forward(self, x: torch.Tensor, *args) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, states: list | None = None, keep_states: bool = False,
+                **inputs) -> StackOutput:
+        """Each layer gets `inputs` (keywords: mask, context, score, ...) and its own entry of `states` (one
+        per layer application, e.g. a memory; None: no state). `x` may be a tuple of tensors that layers
+        carry together (a second attention stream); the stack only passes it on."""
+        assert states is None or len(states) == self.depth
         keep = self._kept_layers() if self.training and self.layerdrop > 0 else None
+        entered = [] if keep_states else None
         for i in range(self.depth):
+            if keep_states:
+                entered.append(x)  # a dropped layer's input is also its output: the same state either way
             if keep is not None and not keep[i]:
                 continue
             layer = self.layers[i % len(self.layers)]
+            kwargs = inputs if states is None or states[i] is None else {**inputs, "state": states[i]}
             if self.checkpointing and self.training:
-                x = checkpoint(layer, x, *args, use_reentrant=False)
+                x = checkpoint(layer, x, use_reentrant=False, **kwargs)
             else:
-                x = layer(x, *args)
-        return x
+                x = layer(x, **kwargs)
+        return StackOutput(x, entered)
 
     def _kept_layers(self) -> torch.Tensor:
         # A generator of its own, seeded from (seed, step, stack) alone: no state to carry, and the global torch
@@ -167,56 +160,3 @@ def set_layerdrop_step(model: nn.Module, seed: int, step: int) -> None:
     stacks = [module for module in model.modules() if isinstance(module, LayerStack)]
     for index, stack in enumerate(stacks):
         stack.seed, stack.step, stack.stack = seed, step, index
-
-
-def padding_mask(attention_mask: torch.Tensor | None) -> torch.Tensor | None:
-    """[B, S] (1 = token, 0 = padding) -> bool [B, 1, 1, S], or None when nothing is padded.
-
-    No mask lets SDPA pick its fastest kernel; the all() check costs one host sync.
-    """
-    if attention_mask is None or bool(attention_mask.all()):
-        return None
-    return attention_mask[:, None, None, :].bool()
-
-
-def causal_mask(length: int, attention_mask: torch.Tensor | None, device) -> torch.Tensor:
-    """bool [B or 1, 1, T, T]: each position sees itself and earlier non-padded positions."""
-    mask = torch.ones(length, length, dtype=torch.bool, device=device).tril()[None, None]
-    if attention_mask is not None:
-        mask = mask & attention_mask[:, None, None, :].bool()
-    return mask
-
-
-def additive(mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
-    """bool mask -> additive float mask (0 where attended, the dtype's minimum elsewhere), as transformers."""
-    if mask is None:
-        return None
-    return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(~mask, torch.finfo(dtype).min)
-
-
-class RelativePositionBias(nn.Module):
-    """T5's bucketed relative position bias: [1, heads, T, S] added to the attention scores."""
-
-    def __init__(self, num_buckets: int, max_distance: int, num_heads: int, bidirectional: bool):
-        super().__init__()
-        self.num_buckets, self.max_distance, self.bidirectional = num_buckets, max_distance, bidirectional
-        self.bias = nn.Embedding(num_buckets, num_heads)
-
-    def bucket(self, relative: torch.Tensor) -> torch.Tensor:
-        num_buckets, buckets = self.num_buckets, 0
-        if self.bidirectional:
-            num_buckets //= 2
-            buckets = (relative > 0).long() * num_buckets
-            relative = relative.abs()
-        else:
-            relative = -torch.clamp(relative, max=0)
-        exact = num_buckets // 2  # half the buckets are single offsets, the rest grow logarithmically
-        large = exact + (torch.log(relative.float() / exact) / math.log(self.max_distance / exact)
-                         * (num_buckets - exact)).long()
-        large = torch.clamp(large, max=num_buckets - 1)
-        return buckets + torch.where(relative < exact, relative, large)
-
-    def forward(self, query_len: int, key_len: int) -> torch.Tensor:
-        device = self.bias.weight.device
-        relative = torch.arange(key_len, device=device)[None, :] - torch.arange(query_len, device=device)[:, None]
-        return self.bias(self.bucket(relative)).permute(2, 0, 1)[None]

@@ -6,20 +6,22 @@ the decoder output). The RMSNorm variance is computed in fp32, so bf16 training 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 import torch
 from torch import nn
 
 from pretrain.models.config import ModelConfig
-from pretrain.models.layers import (LayerStack, RelativePositionBias, RMSNorm, TransformerLayer, additive,
-                                    causal_mask, padding_mask)
+from pretrain.models.attention import additive, causal_mask, padding_mask, with_bias
+from pretrain.models.output import ModelOutput
+from pretrain.models.layers import LayerStack, RMSNorm, TransformerLayer
+from pretrain.models.positions import T5Buckets
 
 
 class T5Stack(nn.Module):
     def __init__(self, cfg: ModelConfig, depth: int, decoder: bool):
         super().__init__()
-        self.position_bias = RelativePositionBias(cfg.relative_attention_num_buckets,
-                                                  cfg.relative_attention_max_distance, cfg.num_heads,
-                                                  bidirectional=not decoder)
+        self.position_bias = T5Buckets(cfg.relative_attention_num_buckets, cfg.relative_attention_max_distance,
+                                       cfg.num_heads, bidirectional=not decoder)
         self.stack = LayerStack(
             lambda: TransformerLayer(cfg.hidden_size, cfg.num_heads, cfg.intermediate_size, cfg.hidden_dropout,
                                      cfg.attention_dropout, cfg.layer_norm_eps, pre_ln=True, norm="rms",
@@ -35,11 +37,9 @@ class T5Stack(nn.Module):
         t = x.shape[1]
         mask = causal_mask(t, attention_mask, x.device) if self.decoder else padding_mask(attention_mask)
         # The bias is computed once (HF: in the first layer) and added to every layer's scores with the mask.
-        bias = self.position_bias(t, t).to(x.dtype)
-        if mask is not None:
-            bias = bias + additive(mask, x.dtype)
-        args = (bias, context, additive(padding_mask(context_mask), x.dtype)) if self.decoder else (bias,)
-        x = self.stack(self.dropout(x), *args)
+        mask = with_bias(mask, self.position_bias.attention_bias(t, t), x.dtype)
+        cross = {"context": context, "context_mask": additive(padding_mask(context_mask), x.dtype)}
+        x = self.stack(self.dropout(x), mask=mask, **(cross if self.decoder else {})).hidden
         return self.dropout(self.final_norm(x))
 
 
@@ -64,7 +64,7 @@ class T5ForConditionalGeneration(nn.Module):
                       "gate": d ** -0.5, "up": d ** -0.5, "down": d_ff ** -0.5}
         stds = {self.shared: 1.0}
         for name, m in self.named_modules():
-            if isinstance(m, RelativePositionBias):
+            if isinstance(m, T5Buckets):
                 stds[m.bias] = d ** -0.5
             elif isinstance(m, nn.Linear) and m is not self.lm_head:
                 stds[m] = linear_std[name.rsplit(".", 1)[-1]]
@@ -80,10 +80,10 @@ class T5ForConditionalGeneration(nn.Module):
     def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         return self.encoder(self.shared(input_ids), attention_mask)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                decoder_input_ids: torch.Tensor | None = None, decoder_attention_mask: torch.Tensor | None = None,
-                positions: torch.Tensor | None = None) -> torch.Tensor:
-        """Decoder logits [B, T_dec, V], or [N, V] at the True entries of the bool mask `positions` [B, T_dec]."""
-        encoded = self.encode(input_ids, attention_mask)
-        hidden = self.decoder(self.shared(decoder_input_ids), decoder_attention_mask, encoded, attention_mask)
-        return self.lm_head(hidden if positions is None else hidden[positions])
+    def forward(self, batch: Mapping) -> ModelOutput:
+        """Decoder logits [B, T_dec, V], or [N, V] at the True entries of `batch["positions"]` [B, T_dec]."""
+        encoded = self.encode(batch["input_ids"], batch.get("attention_mask"))
+        hidden = self.decoder(self.shared(batch["decoder_input_ids"]), batch.get("decoder_attention_mask"),
+                              encoded, batch.get("attention_mask"))
+        positions = batch.get("positions")
+        return ModelOutput(self.lm_head(hidden if positions is None else hidden[positions]), hidden=hidden)

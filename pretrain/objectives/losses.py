@@ -11,8 +11,7 @@ def mlm_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Te
     """Cross-entropy over the labelled positions only (the vocabulary projection runs only there)."""
     labels = batch["labels"]
     positions = labels != IGNORE
-    logits = model(batch["input_ids"], attention_mask=batch.get("attention_mask"),
-                   token_type_ids=batch.get("token_type_ids"), positions=positions)
+    logits = model({**batch, "positions": positions}).logits
     return F.cross_entropy(logits.float(), labels[positions])
 
 
@@ -20,9 +19,9 @@ def mlm_pair_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tor
     """MLM plus NSP/SOP, summed as in BERT's and ALBERT's pretraining."""
     labels = batch["labels"]
     positions = labels != IGNORE
-    logits, pair = model(batch["input_ids"], attention_mask=batch.get("attention_mask"),
-                         token_type_ids=batch["token_type_ids"], positions=positions, pair_logits=True)
-    return F.cross_entropy(logits.float(), labels[positions]) + F.cross_entropy(pair.float(), batch["pair_labels"])
+    out = model({**batch, "positions": positions})
+    return (F.cross_entropy(out.logits.float(), labels[positions])
+            + F.cross_entropy(out.pair_logits.float(), batch["pair_labels"]))
 
 
 def replaced_token_detection_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor],
@@ -34,7 +33,7 @@ def replaced_token_detection_loss(model: torch.nn.Module, batch: dict[str, torch
     """
     input_ids, labels, attention_mask = batch["input_ids"], batch["labels"], batch.get("attention_mask")
     positions = labels != IGNORE
-    gen_logits = model(input_ids, attention_mask=attention_mask, positions=positions, task="generator")
+    gen_logits = model({**batch, "positions": positions, "task": "generator"}).logits
     gen_loss = F.cross_entropy(gen_logits.float(), labels[positions])
     with torch.no_grad():
         sampled = torch.multinomial(F.softmax(gen_logits.float(), dim=-1), 1).squeeze(-1)
@@ -42,7 +41,7 @@ def replaced_token_detection_loss(model: torch.nn.Module, batch: dict[str, torch
         corrupted[positions] = sampled
         original = torch.where(positions, labels, input_ids)
         replaced = (corrupted != original).float()
-    disc_logits = model(corrupted, attention_mask=attention_mask, task="discriminator")
+    disc_logits = model({**batch, "input_ids": corrupted, "task": "discriminator"}).logits
     real = attention_mask.bool() if attention_mask is not None else torch.ones_like(replaced, dtype=torch.bool)
     disc_loss = F.binary_cross_entropy_with_logits(disc_logits.float()[real], replaced[real])
     return gen_loss + discriminator_weight * disc_loss
@@ -52,8 +51,5 @@ def seq2seq_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torc
     """Encoder-decoder cross-entropy over the labelled decoder positions (T5 span corruption, BART infilling)."""
     labels = batch["labels"]
     positions = labels != IGNORE
-    logits = model(batch["input_ids"], attention_mask=batch.get("attention_mask"),
-                   decoder_input_ids=batch["decoder_input_ids"],
-                   decoder_attention_mask=batch.get("decoder_attention_mask"),
-                   positions=positions)
+    logits = model({**batch, "positions": positions}).logits
     return F.cross_entropy(logits.float(), labels[positions])

@@ -72,7 +72,8 @@ def test_hf_to_graft_logits_match(attn_implementation, with_token_types):
     token_type_ids = token_type_ids if with_token_types else None
     with torch.no_grad():
         expected = hf(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids).logits
-        actual = model(input_ids, attention_mask, token_type_ids)
+        actual = model({"input_ids": input_ids, "attention_mask": attention_mask,
+                        "token_type_ids": token_type_ids}).logits
     torch.testing.assert_close(actual, expected)
 
 
@@ -92,7 +93,7 @@ def test_mlm_logits_on_gathered_positions_match_full_logits():
     input_ids, attention_mask, _ = _inputs(101)
     positions = attention_mask.bool() & (torch.arange(16) % 3 == 0)
     with torch.no_grad():
-        full = model(input_ids, attention_mask)
+        full = model({"input_ids": input_ids, "attention_mask": attention_mask}).logits
         gathered = model.mlm_logits(model.encode(input_ids, attention_mask)[positions])
     assert gathered.shape == (int(positions.sum()), 101)
     torch.testing.assert_close(gathered, full[positions])
@@ -102,7 +103,8 @@ def test_all_ones_mask_equals_no_mask():
     model = _graft_model().eval()
     input_ids, _, _ = _inputs(101)
     with torch.no_grad():
-        torch.testing.assert_close(model(input_ids, torch.ones_like(input_ids)), model(input_ids))
+        torch.testing.assert_close(model({"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids)}).logits,
+                                   model({"input_ids": input_ids}).logits)
 
 
 def test_decoder_weight_is_tied_to_word_embedding():

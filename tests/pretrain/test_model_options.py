@@ -21,7 +21,7 @@ def _grads(cfg: ModelConfig) -> dict:
     model = build_model(cfg).train()
     ids = torch.randint(5, 99, (2, 10), generator=torch.Generator().manual_seed(0))
     kwargs = {"decoder_input_ids": ids[:, :6]} if cfg.is_encoder_decoder else {}
-    model(ids, **kwargs).float().pow(2).mean().backward()
+    model({"input_ids": ids, **kwargs}).logits.float().pow(2).mean().backward()
     return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
 
 
@@ -46,24 +46,24 @@ def test_layerdrop_skips_layers_in_training_only():
     ran = {}
     for step in range(8):
         set_layerdrop_step(model, 0, step)
-        model(ids)
+        model({"input_ids": ids})
         ran[step], calls[:] = list(calls), []
     assert 0 < sum(map(len, ran.values())) < 8 * 3  # some layers dropped, not all
     assert len({tuple(r) for r in ran.values()}) > 1  # a new draw each step
     for step in (5, 2):  # the draw is a function of the step: the same again, in any order
         set_layerdrop_step(model, 0, step)
-        model(ids)
+        model({"input_ids": ids})
         assert calls == ran[step]
         calls.clear()
     other_seed = []
     for step in range(8):
         set_layerdrop_step(model, 1, step)
-        model(ids)
+        model({"input_ids": ids})
         other_seed.append(list(calls))
         calls.clear()
     assert other_seed != [ran[step] for step in range(8)]  # the run's seed: other draws
     model.eval()
-    model(ids)
+    model({"input_ids": ids})
     assert len(calls) == 3
 
 
@@ -88,7 +88,7 @@ def test_pre_ln_adds_a_final_norm_and_trains():
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
     curve = []
     for _ in range(30):  # learn to reproduce a fixed batch: the loss must fall well below its start
-        logits = model(ids)
+        logits = model({"input_ids": ids}).logits
         loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), ids.reshape(-1))
         loss.backward()
         assert all(p.grad is not None for p in model.parameters())
@@ -116,4 +116,4 @@ def test_sharded_safetensors_load_in_transformers(tmp_path):
     hf = transformers.BertForMaskedLM.from_pretrained(tmp_path).eval()
     ids = torch.randint(5, 99, (2, 10))
     with torch.no_grad():
-        torch.testing.assert_close(hf(input_ids=ids).logits, model(ids))
+        torch.testing.assert_close(hf(input_ids=ids).logits, model({"input_ids": ids}).logits)

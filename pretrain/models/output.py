@@ -1,0 +1,28 @@
+"""The one model interface: every family's forward takes a batch mapping and returns a `ModelOutput`.
+
+Batch keys a model reads (others, such as the objective's labels, are ignored):
+    input_ids               [B, T] token ids (the encoder's, for T5/BART)
+    attention_mask          [B, T] 1 = token, 0 = padding (absent: nothing padded)
+    token_type_ids          [B, T] segment ids (BERT, ALBERT, ELECTRA; absent: all 0)
+    decoder_input_ids       [B, T_dec] (T5, BART)
+    decoder_attention_mask  [B, T_dec] (T5, BART; absent: nothing padded)
+    positions               bool [B, T] (decoder's [B, T_dec]): run the vocabulary head only where True, so
+                            `logits` is [N, V] for the N True entries (absent: everywhere, [B, T, V])
+    task                    ELECTRA only: "discriminator" (default) or "generator"
+Losses call the model through this forward (never its submodules) so that ZeRO-3's hooks gather every weight.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class ModelOutput:
+    # The main head: MLM / LM logits [B, T, V] (or [N, V] at `positions`); ELECTRA's discriminator: [B, T]
+    logits: torch.Tensor
+    pair_logits: torch.Tensor | None = None  # NSP/SOP logits [B, 2] (BERT/ALBERT with model.head=pretraining)
+    hidden: torch.Tensor | None = None  # the last hidden states [B, T, H] (the decoder's for T5/BART)
+    states: list | None = None  # new per-layer state (e.g. a recurrent model's next memories); None: stateless
