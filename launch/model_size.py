@@ -26,7 +26,7 @@ class ParamCount:
 
 def count_parameters(cfg: ModelConfig) -> ParamCount:
     with torch.device("meta"):
-        model = build_model(cfg, pretrained=False)
+        model = build_model(cfg)
     embedding = {id(p) for m in model.modules() if isinstance(m, nn.Embedding) for p in m.parameters()}
     total = non_embedding = 0
     for p in model.parameters():  # yields a tied parameter once

@@ -45,7 +45,7 @@ def test_count_matches_a_real_build():
     from pretrain.models import build_model
 
     cfg = _config(load_ladders()["bert-30k"], 500)
-    model = build_model(cfg, pretrained=False)
+    model = build_model(cfg)
     vocab_sized = {id(p) for m in model.modules() if isinstance(m, torch.nn.Embedding) for p in m.parameters()}
     expected = sum(p.numel() for p in model.parameters() if id(p) not in vocab_sized and p.shape[0] != 500)
     assert count_parameters(cfg).non_embedding == expected
