@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from data_pipeline.errors import UserError
-from data_pipeline.shards import write_atomic
+from data_pipeline.dataset_files import write_atomic
 from pretrain.engine import convert_to_universal
 
 LATEST = "latest"

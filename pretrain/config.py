@@ -77,7 +77,8 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> RunConfig
         user = OmegaConf.merge(user, OmegaConf.from_dotlist(list(overrides)))
         merged = OmegaConf.merge(OmegaConf.structured(RunConfig), user)
         if OmegaConf.select(user, "model.vocab_size") is None and not OmegaConf.is_missing(merged.data, "path"):
-            merged.model.vocab_size = Manifest.load(merged.data.path).vocab_size
+            remote = OmegaConf.to_object(merged.data.remote)  # its retries and timeouts, for a URL data.path
+            merged.model.vocab_size = Manifest.load(merged.data.path, remote).vocab_size
         missing = sorted(OmegaConf.missing_keys(merged))
         if missing:
             raise UserError(f"{where}: required key {missing[0]} is not set; add it to the YAML or pass "
@@ -94,7 +95,7 @@ def check_special_ids(cfg: RunConfig) -> None:
     """The model's special ids must be the dataset tokenizer's: a RoBERTa preset (pad 1) on WordPiece data
     (pad 0) would otherwise train with the wrong padding index and export a model that disagrees with its
     tokenizer."""
-    manifest = Manifest.load(cfg.data.path)
+    manifest = Manifest.load(cfg.data.path, cfg.data.remote)
     for role in ("pad", "bos", "eos"):
         want, have = manifest.special_tokens.get(role), getattr(cfg.model, f"{role}_token_id")
         if want is not None and have is not None and want != have:

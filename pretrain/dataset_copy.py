@@ -11,19 +11,22 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from data_pipeline.dataset_files import dataset_file, read_dataset_text, write_atomic
 from data_pipeline.errors import UserError
+from data_pipeline.fetch import RemoteConfig
 from data_pipeline.prepare import TOKENIZER_FILE
-from data_pipeline.shards import MANIFEST, Manifest, dataset_file, read_dataset_text, write_atomic
+from data_pipeline.shards import MANIFEST, Manifest
 
 DATASET_DIR = "dataset"
 FILES = (MANIFEST, TOKENIZER_FILE)
 
 
-def keep_dataset_files(run_dir: Path, data_path: str, copy: bool) -> Manifest:
+def keep_dataset_files(run_dir: Path, data_path: str, copy: bool, remote: RemoteConfig | None = None) -> Manifest:
     """Check the dataset's files against the copy in `run_dir/dataset`, or, where there is none yet and `copy`
     (rank 0), make it (all or none). Every rank checks, so that all of them stop at once on another dataset.
-    Returns the dataset's manifest, parsed from the text just read (no second fetch for a URL dataset)."""
-    texts = {name: read_dataset_text(data_path, name) for name in FILES}
+    Returns the dataset's manifest, parsed from the text just read (no second fetch for a URL dataset, whose
+    files are fetched with `remote`'s retries)."""
+    texts = {name: read_dataset_text(data_path, name, remote) for name in FILES}
     manifest = Manifest.parse(texts[MANIFEST], dataset_file(data_path, MANIFEST))
     kept = run_dir / DATASET_DIR
     if kept.is_dir():

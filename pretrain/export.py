@@ -17,9 +17,11 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
+from data_pipeline.dataset_files import dataset_file, read_dataset_text
 from data_pipeline.errors import UserError
+from data_pipeline.fetch import RemoteConfig
 from data_pipeline.prepare import TOKENIZER_FILE
-from data_pipeline.shards import Manifest, dataset_file, read_dataset_text
+from data_pipeline.shards import Manifest
 from data_pipeline.tokenizer import parse_tokenizer, tokenizer_hash
 from pretrain import checkpoint
 from pretrain.config import RunConfig, load_config
@@ -69,12 +71,12 @@ def export(run_dir: Path, out_dir: Path, max_shard_bytes: int | None = None, ste
     _check_matches(reader, skeleton, cfg.model, ckpt)
     _check_same_model(cfg.model, checkpoint.read_meta(ckpt).get("model"), run_dir, ckpt)
 
+    dataset = dataset_source(run_dir, cfg.data.path)  # read first: a dataset gone offline leaves nothing behind
+    manifest = Manifest.load(dataset, cfg.data.remote)
+    tokenizer = dataset_tokenizer(dataset, manifest, cfg.data.remote)
     staging = out_dir.with_name(out_dir.name + ".tmp")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
-    dataset = dataset_source(run_dir, cfg.data.path)
-    manifest = Manifest.load(dataset)
-    tokenizer = dataset_tokenizer(dataset, manifest)
     for part in the_parts:
         target = staging / part.subdir
         target.mkdir(exist_ok=True)
@@ -95,11 +97,11 @@ def export(run_dir: Path, out_dir: Path, max_shard_bytes: int | None = None, ste
                         architectures=[p.architecture for p in the_parts])
 
 
-def dataset_tokenizer(root: str, manifest: Manifest):
+def dataset_tokenizer(root: str, manifest: Manifest, remote: RemoteConfig | None = None):
     """The tokenizer the run trained with: `tokenizer.json` of its dataset (the run directory's copy, or for a
     run made before training kept one, data.path, local or remote), checked against `manifest`'s hash."""
     where = dataset_file(root, TOKENIZER_FILE)
-    text = read_dataset_text(root, TOKENIZER_FILE)
+    text = read_dataset_text(root, TOKENIZER_FILE, remote)
     tokenizer = parse_tokenizer(text, where, "; re-run `graft prepare`")
     if tokenizer_hash(text) != manifest.tokenizer_sha256:
         raise UserError(f"{where} is not the tokenizer the dataset's manifest names (sha256 differs); the "
