@@ -45,6 +45,29 @@ def mlm_batches(data: Path, seq_len: int, batch: int, count: int, seed: int = 0,
     return list(itertools.islice(iter(loader), count)), loss_fn
 
 
+def run_samples(cfg) -> int:
+    """Samples a run of `cfg` trains on (train.max_steps steps, the batch ramp counted)."""
+    from pretrain.curriculum import batch_size_at
+
+    return sum(batch_size_at(s, cfg.curriculum, cfg.engine.global_batch_size) for s in range(cfg.train.max_steps))
+
+
+def run_flops(cfg) -> float:
+    """Graft's FLOP count (pretrain/flops.py) of a whole MLM run of `cfg`: its masking rate, batch ramp and
+    sequence curriculum counted."""
+    from pretrain.curriculum import batch_size_at, seq_len_at
+    from pretrain.flops import flops_per_sample
+
+    seq = cfg.data.seq_len
+    labelled = max(1, round(cfg.objective.mlm.mask_prob * (seq - 2)))  # per row: [CLS] ... [SEP]
+    total = 0.0
+    for step in range(cfg.train.max_steps):
+        pieces = seq // seq_len_at(step, cfg.curriculum, seq)
+        per_row = pieces * flops_per_sample(cfg.model, seq // pieces, labelled / pieces)
+        total += batch_size_at(step, cfg.curriculum, cfg.engine.global_batch_size) * per_row
+    return total
+
+
 def run_worker(script: Path, *args: str) -> dict:
     """Run `script --worker ...` in a fresh process; its last stdout line is a JSON result."""
     out = subprocess.run([sys.executable, str(script), "--worker", *args], capture_output=True, text=True,

@@ -8,7 +8,8 @@ formulas in pretrain/flops.py (README, "Observability"): BERT's MLM head counts 
 counts encoder, decoder self-attention, cross-attention and the LM head over the 114 target positions.
 Both are Graft's own models (T5-base is v1.1: gated GELU, d_ff 2048, as configs/models/t5-base.yaml). The
 peak is looked up from the GPU's name (H100 SXM: 989 TFLOP/s bf16); `--peak-tflops` overrides it. Needs a CUDA
-GPU (`--smoke` runs tiny versions on CPU to check the script). Each model runs in a fresh process. Prints `mfu_bert_base` and `mfu_t5_base` last.
+GPU (`--smoke` runs tiny versions on CPU to check the script). Each model runs in a fresh process. Prints
+`mfu_bert_base` and `mfu_t5_base` last.
 """
 
 from __future__ import annotations
@@ -97,7 +98,8 @@ def t5_base(steps: int, batch: int, peak: float, smoke: bool) -> dict:
                       eos_token_id=1, decoder_start_token_id=0, initializer_range=1.0)
     enc, dec = 512, 114
     if smoke:
-        cfg = replace(cfg, vocab_size=2000, hidden_size=64, num_layers=2, num_heads=2, head_dim=32, intermediate_size=128)
+        cfg = replace(cfg, vocab_size=2000, hidden_size=64, num_layers=2, num_heads=2, head_dim=32,
+                      intermediate_size=128)
         enc, dec = 64, 16
     torch.manual_seed(0)
     model = build_model(cfg)
@@ -141,7 +143,8 @@ def main() -> None:
     print(f"{device}: peak {peak / 1e12:.0f} TFLOP/s bf16", flush=True)
     results = {}
     for name in MODELS:  # a fresh process each: Accelerate's state is per process
-        out = subprocess.run([sys.executable, __file__, *sys.argv[1:], "--worker", name], capture_output=True, text=True)
+        out = subprocess.run([sys.executable, __file__, *sys.argv[1:], "--worker", name], capture_output=True,
+                             text=True)
         if out.returncode != 0:
             raise SystemExit(f"{name} failed:\n{out.stdout[-2000:]}\n{out.stderr[-4000:]}")
         results[name] = json.loads(out.stdout.strip().splitlines()[-1])

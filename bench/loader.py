@@ -56,7 +56,7 @@ def make_corpus(work: Path, copies: int) -> list[Path]:
     half = len(lines) // 2
     paths = [work / "corpus" / f"part{i}.jsonl" for i in range(2)]
     paths[0].parent.mkdir(parents=True, exist_ok=True)
-    for path, chunk in zip(paths, (lines[:half], lines[half:])):
+    for path, chunk in zip(paths, (lines[:half], lines[half:]), strict=True):
         if not path.exists():
             path.write_text("".join(chunk))
     return paths

@@ -84,7 +84,7 @@ def graft(steps: int) -> float:
     engine = Engine(EngineConfig(zero_stage=2, global_batch_size=BATCH, micro_batch_size=BATCH), 1, WORK, model,
                     build_optimizer(model, OptimConfig()))
     ours, theirs = [], []
-    for i, (batch, plain_batch) in enumerate(zip(batches, plain_batches)):
+    for batch, plain_batch in zip(batches, plain_batches, strict=True):
         ours.append(timed(lambda b: engine.step([b], loss_fn, 5e-4), batch))
         theirs.append(timed(plain, plain_batch))
     return median(ours[WARMUP:]) / median(theirs[WARMUP:])

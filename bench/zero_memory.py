@@ -127,7 +127,7 @@ def main() -> None:
                               args.precision], capture_output=True, text=True, env=env, cwd=REPO_ROOT)
         if out.returncode != 0:
             raise SystemExit(f"stage {stage} failed:\n{out.stdout[-2000:]}\n{out.stderr[-4000:]}")
-        result = json.loads([l for l in out.stdout.splitlines() if l.startswith("{")][-1])
+        result = json.loads([line for line in out.stdout.splitlines() if line.startswith("{")][-1])
         expected = formula_bytes_per_param(stage, args.precision, WORLD)
         ratios[f"zero_mem_ratio_stage{stage}"] = round(result["bytes_per_param"] / expected, 4)
         print(f"stage {stage}: {result['bytes_per_param']:.2f} bytes/param on rank 0 "

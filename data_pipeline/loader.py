@@ -42,7 +42,7 @@ class DataConfig:
     path: str = "???"  # a directory written by `graft prepare`, or its URL (http(s)://, s3://, gs://)
     seq_len: int = 128  # tokens per sample the model sees; the objective decides how many raw tokens it uses
     num_workers: int = 1  # DataLoader worker processes per rank
-    prefetch_factor: int = 4
+    prefetch_factor: int = 4  # batches each worker prepares ahead
     lanes: bool = False  # recurrence mode: row j of each batch continues row j of the previous batch
     cache_dir: str | None = None  # local cache for a remote dataset's shards (default: ~/.cache/graft)
     cache_bytes: int = DEFAULT_CACHE_BYTES  # the cache's size bound

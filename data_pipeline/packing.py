@@ -45,7 +45,8 @@ class SegmentBatch:
 
     def segments(self) -> list[Segment]:
         """Row by row, for collators whose work is per sample anyway (span sampling)."""
-        return [Segment(int(i), t, np.flatnonzero(d)) for i, t, d in zip(self.indices, self.tokens, self.doc_start)]
+        return [Segment(int(i), t, np.flatnonzero(d))
+                for i, t, d in zip(self.indices, self.tokens, self.doc_start, strict=True)]
 
     @classmethod
     def of(cls, segments: list[Segment]) -> "SegmentBatch":

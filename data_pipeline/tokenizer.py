@@ -146,7 +146,7 @@ def _canonical_unigram(tok: Tokenizer) -> models.Unigram:
     while top in rungs.values():
         top += 1
     added = sorted(p for p, rung in rungs.items() if rung < top)
-    for piece, score in zip(added, sorted((pieces[p] for p in added), reverse=True)):
+    for piece, score in zip(added, sorted((pieces[p] for p in added), reverse=True), strict=True):
         pieces[piece] = score
     rest = sorted(((p, round(score, 6)) for p, score in pieces.items()), key=lambda entry: (-entry[1], entry[0]))
     return models.Unigram([tuple(v) for v in vocab[:special]] + rest, unk_id=model["unk_id"],

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from data_pipeline.errors import UserError
+from pretrain.failures import CRASH_EXIT_CODE, USER_ERROR_EXIT_CODE, RunFailed, crash_message, report
 
 
 
@@ -57,10 +58,56 @@ def _import(args) -> None:
           "data.path=DATA train.run_dir=RUN")
 
 
+def _config_keys(args) -> None:
+    from pretrain.config_reference import config_keys, keys_markdown, keys_text
+
+    keys = config_keys(args.prefix)
+    if not keys:
+        raise UserError(f"no config key starts with {args.prefix!r}; `graft config keys` lists them all")
+    print(keys_markdown(keys) if args.markdown else keys_text(keys), end="")
+
+
+def _config_show(args) -> None:
+    from pretrain.config import show_config
+
+    text, missing = show_config(args.config, args.overrides)
+    print(text, end="")
+    if missing:
+        print(f"note: required keys not set yet: {', '.join(missing)} (graft train needs them, e.g. "
+              f"{missing[0]}=VALUE)", file=sys.stderr)
+
+
 def _quickstart(args) -> None:
     from launch.quickstart import quickstart
 
     quickstart(Path(args.out), nproc=args.nproc, overrides=args.overrides)
+
+
+def _sweep(args) -> None:
+    from launch.sweep import run_sweep
+    from launch.sweep_plan import grid_points, isoflop_points, parse_budgets
+
+    if bool(args.isoflop) != bool(args.sizes):
+        raise UserError("--isoflop and --sizes go together: budgets x size presets (e.g. --isoflop 1e15,1e16 "
+                        "--sizes bert-1m,bert-3m,bert-10m)")
+    points = grid_points(args.grid) if args.grid else []
+    if args.isoflop:
+        if points:
+            raise UserError("give either --grid or --isoflop/--sizes, not both")
+        points = isoflop_points(parse_budgets(args.isoflop), args.sizes.split(","))
+    out = Path(args.out)
+    outcome = run_sweep(args.config, args.overrides, points, out, backend=args.backend, nproc=args.nproc)
+    if args.backend == "local":
+        counts = {k: sum(v == k for v in outcome.values()) for k in ("finished", "trained", "resumed")}
+        print(f"sweep done: {counts['trained']} trained, {counts['resumed']} resumed, {counts['finished']} already "
+              f"finished. Fit it with: graft scaling {out} --out {out / 'scaling'}")
+
+
+def _scaling(args) -> None:
+    from launch.scaling import scaling
+
+    scaling(args.inputs, Path(args.out), budget=args.budget, draws=args.draws, level=args.level,
+            params=args.params, seed=args.seed)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -148,6 +195,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", required=True, help="the run config YAML to write, e.g. configs/continued.yaml")
     p.set_defaults(run=_import)
 
+    p = commands.add_parser("config", help="the config reference, and a config as it resolves",
+                            description="Inspect configs without starting anything.")
+    config_commands = p.add_subparsers(dest="config_command", required=True, metavar="SUBCOMMAND")
+    q = config_commands.add_parser(
+        "keys", help="every config key with its type, default and meaning",
+        description="List every config key (type, default, meaning), read from the config dataclasses.",
+        epilog="example: graft config keys engine.   |   regenerate the docs: graft config keys --markdown > "
+               "docs/config.md")
+    q.add_argument("prefix", nargs="?", default="", metavar="PREFIX", help="only keys starting with this, e.g. train.")
+    q.add_argument("--markdown", action="store_true", help="print docs/config.md (tables per section) instead")
+    q.set_defaults(run=_config_keys)
+    q = config_commands.add_parser(
+        "show", help="print a config resolved with its overrides",
+        description="Print CONFIG (a YAML file, or a preset name such as quickstart or models/t5-base) merged over "
+                    "the defaults with the overrides, as graft train would run it; unknown keys and bad values "
+                    "are errors. Starts nothing, writes nothing.",
+        epilog="example: graft config show configs/quickstart.yaml engine.zero_stage=3")
+    q.add_argument("config", metavar="CONFIG")
+    q.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides in dotted form")
+    q.set_defaults(run=_config_show)
+
     p = commands.add_parser("quickstart", help="the whole pipeline on the bundled sample corpus",
                             description="prepare the bundled Python-docs corpus, train a small BERT with dynamic "
                                         "MLM on 2 CPU processes under ZeRO-2, export it, and fill in masked "
@@ -156,6 +224,59 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--nproc", type=int, default=2, help="training processes (default: 2)")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="overrides for configs/quickstart.yaml")
     p.set_defaults(run=_quickstart)
+
+    p = commands.add_parser(
+        "sweep", help="train a grid of runs, or IsoFLOP budgets x model sizes",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Train one run per point in SWEEP_DIR/runs/NAME, with SWEEP_DIR/sweep.json recording the "
+                    "points.\n--grid: the product of the values of each key. --isoflop/--sizes: every size preset "
+                    "(configs/scaling/) at\nevery budget, its train.max_steps chosen so that it spends the budget by "
+                    "Graft's FLOPs count\n(pretrain/flops.py, on the objective's real batches). CONFIG must set "
+                    "train.eval_data: the fits use\nthe final held-out loss.",
+        epilog="Re-running the same command skips finished points and resumes unfinished ones from their "
+               "checkpoints.\nOverrides go right after CONFIG (--grid takes every KEY=V1,V2 that follows it).\n\n"
+               "examples:\n  graft sweep configs/tiny.yaml data.path=D train.eval_data=H --grid "
+               "model.hidden_size=32,64 train.max_steps=50,100 --out sweeps/s1\n"
+               "  graft sweep configs/tiny.yaml data.path=D train.eval_data=H --isoflop 1e15,3e15,1e16 "
+               "--sizes bert-1m,bert-3m,bert-10m --out sweeps/iso\n"
+               "then: graft scaling sweeps/iso --out sweeps/iso/scaling")
+    p.add_argument("config", metavar="CONFIG", help="the YAML config every point starts from")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="overrides shared by every point")
+    p.add_argument("--grid", nargs="+", metavar="KEY=V1,V2", help="grid axes: a key and its values")
+    p.add_argument("--isoflop", metavar="C1,C2,...", help="FLOP budgets, e.g. 1e15,3e15,1e16")
+    p.add_argument("--sizes", metavar="PRESET,...", help="size presets from configs/scaling/*.yaml, e.g. "
+                                                          "bert-1m,bert-3m,bert-10m")
+    p.add_argument("--backend", choices=("local", "slurm"), default="local",
+                   help="local: one point after another on this machine; slurm: one job array (default: local)")
+    p.add_argument("--nproc", type=int, default=1, help="processes per run (default: 1)")
+    p.add_argument("--out", required=True, metavar="SWEEP_DIR", help="the sweep's directory (created, or continued)")
+    p.set_defaults(run=_sweep)
+
+    p = commands.add_parser(
+        "scaling", help="fit scaling laws to a sweep, run directories or a CSV of results",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Collect each finished run's parameters (total, non-embedding), tokens, FLOPs and final held-out "
+                    "loss, then fit:\nKaplan's power laws in N and in D; Chinchilla's approach 1 (lowest loss per "
+                    "budget), approach 2 (a parabola\nin log N per IsoFLOP budget) and approach 3 (L = E + A/N^alpha "
+                    "+ B/D^beta, Huber loss on log L, L-BFGS from a\ngrid of starts); bootstrap intervals (resampling "
+                    "runs) for every parameter, the compute-optimal exponents\nand N_opt, D_opt at --budget; and a "
+                    "held-out check (refit without the largest budget, predict it).",
+        epilog="Writes OUT/scaling.md (table), OUT/fits.json (every fit with its interval), OUT/runs.csv (the data) "
+               "and plots:\nloss_vs_compute.png, isoflop.png, optimal_allocation.png, residuals.png. Runs left out "
+               "(unfinished, diverged,\nno held-out loss) are listed by name.\n\n"
+               "A CSV needs the columns params, tokens, loss; flops, name, non_embedding_params and budget are "
+               "optional\n(flops default to 6 * params * tokens).\n\n"
+               "example: graft scaling sweeps/iso --out sweeps/iso/scaling --budget 1e18")
+    p.add_argument("inputs", nargs="+", metavar="SWEEP_DIR|RUN_DIR|RESULTS.csv")
+    p.add_argument("--out", required=True, help="directory for the table, JSON and plots")
+    p.add_argument("--budget", type=float, help="FLOP budget for N_opt and D_opt (default: the largest in the data)")
+    p.add_argument("--draws", type=int, default=1000, help="bootstrap draws (default: %(default)s)")
+    p.add_argument("--level", type=float, default=0.95, help="confidence level of the intervals (default: "
+                                                              "%(default)s)")
+    p.add_argument("--params", choices=("non_embedding", "total"), default="non_embedding",
+                   help="the N of every fit (default: %(default)s, as Kaplan et al.)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap resampling (default: 0)")
+    p.set_defaults(run=_scaling)
     return parser
 
 
@@ -171,7 +292,14 @@ def main(argv: list[str] | None = None) -> int:
         args.run(args)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return USER_ERROR_EXIT_CODE
+    except RunFailed as exc:  # the ranks under torchrun failed; what they printed is above
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except Exception as exc:  # a crash in this process: the traceback, then one line saying what it was
+        report(exc)
+        print(f"error: {crash_message(exc)}", file=sys.stderr)
+        return CRASH_EXIT_CODE
     return 0
 
 

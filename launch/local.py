@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from data_pipeline.errors import UserError
-from pretrain import checkpoint
+from pretrain import checkpoint, failures
 from pretrain.config import RunConfig, check_special_ids, config_changes, load_config, save_config
 from pretrain.dataset_copy import keep_dataset_files
 from pretrain.engine import check_precision
@@ -87,6 +87,7 @@ def _torchrun(run_dir: Path, nproc: int, resume: bool) -> str:
     env = dict(os.environ)
     if not torch.cuda.is_available():
         env.setdefault("DS_ACCELERATOR", "cpu")
+    failures.clear_records(run_dir)
     proc = subprocess.Popen(cmd, env=env)
     previous = {sig: signal.signal(sig, lambda signum, frame: proc.send_signal(signum)) for sig in PREEMPTION_SIGNALS}
     try:
@@ -98,6 +99,5 @@ def _torchrun(run_dir: Path, nproc: int, resume: bool) -> str:
     if latest is not None and latest != before and checkpoint.read_meta(latest)["reason"].startswith("signal"):
         return checkpoint.read_meta(latest)["reason"]  # a preemption checkpoint written by this session
     if returncode != 0:
-        raise UserError(f"training exited with code {returncode} (the error is printed above); "
-                        f"fix it and continue with --resume if {run_dir}/checkpoints has a checkpoint")
+        raise failures.run_failure(run_dir, nproc, returncode)
     return checkpoint.read_meta(latest)["reason"]

@@ -16,6 +16,7 @@ checkpoints, and a kill at any moment leaves the previous one intact.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -29,6 +30,7 @@ import torch
 from data_pipeline.errors import UserError
 from data_pipeline.dataset_files import write_atomic
 from pretrain.engine import convert_to_universal
+from pretrain.failures import is_collective_error, write_error
 
 LATEST = "latest"
 
@@ -90,13 +92,15 @@ def save(engine, run_dir: Path, state: TrainState, loader_state: dict, rank: int
         shutil.rmtree(tmp, ignore_errors=True)  # a leftover from a run killed mid-save
         (tmp / "rng").mkdir(parents=True)
     engine.barrier()
-    engine.save(tmp)
-    torch.save(_rng_state(), tmp / "rng" / f"rank_{rank:05d}.pt")
+    with _writing(tmp, engine, root):
+        engine.save(tmp)
+        torch.save(_rng_state(), tmp / "rng" / f"rank_{rank:05d}.pt")
     engine.barrier()
     if rank == 0:
-        write_atomic(tmp / "train_state.json",
-                     json.dumps({"train": asdict(state), "loader": loader_state, "reason": reason,
-                                 "world_size": engine.world, "model": model}, indent=1).encode())
+        with _writing(tmp, engine, root):
+            write_atomic(tmp / "train_state.json",
+                         json.dumps({"train": asdict(state), "loader": loader_state, "reason": reason,
+                                     "world_size": engine.world, "model": model}, indent=1).encode())
         if final.exists():  # complete but never `latest` (killed before the pointer moved): replace it whole
             shutil.rmtree(final)
         tmp.rename(final)
@@ -105,6 +109,27 @@ def save(engine, run_dir: Path, state: TrainState, loader_state: dict, rank: int
         _prune(root, keep_last)
     engine.barrier()
     return final
+
+
+@contextlib.contextmanager
+def _writing(tmp: Path, engine, root: Path):
+    """A failed write (full disk, quota, read-only) becomes a UserError naming `tmp`, which is deleted:
+    `latest` still names the last complete checkpoint. A failed collective stays what it is."""
+    try:
+        yield
+    except (OSError, RuntimeError) as exc:
+        if is_collective_error(exc):
+            raise
+        raise write_error(tmp, exc, needed=_checkpoint_bytes(engine, root), partial=tmp) from exc
+
+
+def _checkpoint_bytes(engine, root: Path) -> int:
+    """About what one checkpoint takes: the newest complete one's size, else fp32 weights, master copy and
+    Adam's two moments (16 bytes a parameter)."""
+    done = sorted(p for p in root.glob("step_*") if p.is_dir() and not p.name.endswith(".tmp"))
+    if done:
+        return sum(f.stat().st_size for f in done[-1].rglob("*") if f.is_file())
+    return 16 * engine.num_params
 
 
 def load(engine, path: Path, rank: int) -> tuple[TrainState, dict]:

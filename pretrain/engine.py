@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import datetime
 import json
 import logging
 import math
@@ -38,6 +39,7 @@ class EngineConfig:
     offload_optimizer: bool = False  # keep optimizer state (and the fp32 master weights) in CPU memory
     offload_params: bool = False  # ZeRO-3 only: keep parameters in CPU memory between uses
     deepspeed: dict[str, Any] = field(default_factory=dict)  # extra DeepSpeed keys, merged over the generated ones
+    collective_timeout_s: float = 600.0  # how long a rank waits in a collective for its peers before the run fails
 
     def __post_init__(self):
         if self.zero_stage not in (0, 1, 2, 3):
@@ -52,6 +54,8 @@ class EngineConfig:
             raise UserError("engine.offload_params needs engine.zero_stage=3")
         if self.grad_clip < 0:
             raise UserError(f"engine.grad_clip must be >= 0, got {self.grad_clip}")
+        if self.collective_timeout_s <= 0:
+            raise UserError(f"engine.collective_timeout_s must be positive, got {self.collective_timeout_s}")
 
     def micro_batch(self, world: int) -> int:
         """Samples per rank per forward pass: the largest divisor of the per-rank batch up to micro_batch_size."""
@@ -137,8 +141,13 @@ def model_construction(cfg: EngineConfig, world: int) -> contextlib.AbstractCont
 
     # zero.Init partitions over the process group, so it must exist now; Accelerate then adopts it.
     deepspeed.init_distributed(dist_backend="nccl" if torch.cuda.is_available() else "gloo",
-                               auto_mpi_discovery=False, verbose=False)
+                               auto_mpi_discovery=False, verbose=False, timeout=collective_timeout(cfg))
     return deepspeed.zero.Init(config_dict_or_path=deepspeed_config(cfg, world))
+
+
+def collective_timeout(cfg: EngineConfig) -> datetime.timedelta:
+    """A peer that died or hangs fails the others' collectives after this, not torch's 30 minutes."""
+    return datetime.timedelta(seconds=cfg.collective_timeout_s)
 
 
 @dataclass
@@ -164,10 +173,12 @@ class Engine:
         check_precision(cfg)
         num_params = sum(getattr(p, "ds_numel", p.numel()) for p in model.parameters())  # ZeRO-3 Init: full size
         self.ds_config = deepspeed_config(cfg, world, load_universal, num_params)
+        self.num_params = num_params
         self.accumulation = self.ds_config["gradient_accumulation_steps"]
         self.micro_batch = self.ds_config["train_micro_batch_size_per_gpu"]
         # On CPU, Accelerate only treats the run as distributed when told the backend (gloo).
-        handlers = [] if torch.cuda.is_available() else [InitProcessGroupKwargs(backend="gloo")]
+        handlers = [InitProcessGroupKwargs(backend="nccl" if torch.cuda.is_available() else "gloo",
+                                           timeout=collective_timeout(cfg))]
         self.accelerator = Accelerator(deepspeed_plugin=DeepSpeedPlugin(hf_ds_config=self.ds_config),
                                        gradient_accumulation_steps=self.accumulation, kwargs_handlers=handlers)
         if self.accelerator.is_main_process:
@@ -183,7 +194,8 @@ class Engine:
 
     def step(self, micro_batches: list[dict], loss_fn: Callable[[torch.nn.Module, dict], Any],
              lr: float) -> StepResult:
-        """One optimizer step at learning rate `lr` over `accumulation` micro-batches.
+        """One optimizer step at learning rate `lr` over the micro-batches given (`accumulation` of them, or as
+        many as a batch-size ramp asks for this step).
 
         `loss_fn` returns a scalar loss or a dict of scalar terms whose "loss" entry is minimised. The caller
         derives `lr` from the step number, so the schedule has no state to checkpoint (and Accelerate's
@@ -191,14 +203,18 @@ class Engine:
         are called directly so that the ranks can agree, before the update, to skip a step whose loss is not
         finite: the update is then never applied, and weights and optimizer state stay as they were.
         """
-        assert len(micro_batches) == self.accumulation
         engine = self.model
+        if len(micro_batches) != self.accumulation:  # a batch-size ramp: DeepSpeed divides each loss by this count
+            engine.set_train_batch_size(len(micro_batches) * self.micro_batch * self.world)
+            self.accumulation = len(micro_batches)
         for group in engine.optimizer.param_groups:
             group["lr"] = lr
         engine.train()
         sums: dict[str, torch.Tensor] = {}
         for i, batch in enumerate(micro_batches):
             batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+            # Said explicitly: DeepSpeed's own count of micro-steps loses step alignment when the ramp changes it.
+            engine.set_gradient_accumulation_boundary(i == len(micro_batches) - 1)
             terms = loss_terms(loss_fn(engine, batch))
             engine.backward(terms["loss"])
             for name, value in terms.items():
@@ -207,7 +223,7 @@ class Engine:
                 engine.step()  # not a boundary: DeepSpeed only counts the micro-step
         names = sorted(sums)
         totals = self.all_reduce_sum(torch.stack([sums[n] for n in names]))  # NaN anywhere -> NaN everywhere
-        means = {n: float(v) / (self.accumulation * self.world) for n, v in zip(names, totals)}
+        means = {n: float(v) / (self.accumulation * self.world) for n, v in zip(names, totals, strict=True)}
         nonfinite = not math.isfinite(means["loss"])
         # DeepSpeed reports no norm for plain fp32 at stage 0; its gradients are all-reduced by now.
         own_norm = _grad_norm(engine.module) if self._fp32_stage0 else None
@@ -282,7 +298,7 @@ class Engine:
         # DeepSpeed's ZeRO-3 universal load (0.19) copies group 0's hyperparameters into every group, which
         # would put weight decay on biases and norms; the config's values win in any case (also if changed).
         assert len(self._optimizer.param_groups) == len(self._group_hyper)
-        for group, hyper in zip(self._optimizer.param_groups, self._group_hyper):
+        for group, hyper in zip(self._optimizer.param_groups, self._group_hyper, strict=True):
             group.update(hyper)
         # It also gives every group the same `step` tensor, which AdamW increments in place once per group:
         # the second group's bias correction would then run ahead. One tensor each.
@@ -303,9 +319,9 @@ class Engine:
 def exit_process(code: int) -> None:
     """Exit without finalizing the interpreter. Gloo's worker threads may still be releasing the tensors of
     finished collectives (a barrier keeps earlier work alive, ZeRO-3's all-gathers among it); one that needs the
-    GIL once finalization has begun aborts the process ("terminate called without an active exception",
-    SIGABRT) after all its work is done: 1 run in 7 with the CPU busy. Every file the run writes is closed by
-    the time train() returns (callers must close theirs first); what is left to flush is flushed here."""
+    GIL once finalization has begun aborts the process with SIGABRT after all its work is done. Every file the
+    run writes is closed by the time train() returns (callers must close theirs first); what is left to flush
+    is flushed here."""
     sys.stdout.flush()
     sys.stderr.flush()
     logging.shutdown()

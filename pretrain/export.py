@@ -83,8 +83,8 @@ def export(run_dir: Path, out_dir: Path, max_shard_bytes: int | None = None, ste
         entries = list(part.keys.items())  # (Graft key, HF key)
         shapes = reader.shapes
         kwargs = {"max_shard_bytes": max_shard_bytes} if max_shard_bytes else {}
-        write_safetensors(target, [(hf, shapes[g]) for g, hf in entries], lambda i: reader.pieces(entries[i][0]),
-                          **kwargs)
+        write_safetensors(target, [(hf, shapes[g]) for g, hf in entries],
+                          lambda i, entries=entries, pieces=reader.pieces: pieces(entries[i][0]), **kwargs)
         _write_configs(cfg.model, part, target)
         save_tokenizer(tokenizer, cfg.model, target)
     _write_model_card(cfg, manifest, run_dir, ckpt, staging, out_dir.name, the_parts)
@@ -186,7 +186,7 @@ def verify(out: Path, cfg: ModelConfig, model: torch.nn.Module | None = None) ->
         keep = torch.ones_like(batch["decoder_input_ids"], dtype=torch.bool)
     worst = 0.0
     with torch.no_grad():
-        for i, (part, hf) in enumerate(zip(parts(cfg), hf_models)):
+        for i, (part, hf) in enumerate(zip(parts(cfg), hf_models, strict=True)):
             if cfg.family == "electra":
                 ours = {"logits": model(**batch, task=("discriminator", "generator")[i])}
             elif cfg.head == "pretraining":

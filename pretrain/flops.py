@@ -1,4 +1,4 @@
-"""Training FLOPs per step, for MFU. The formula (also in README.md, "Observability"):
+"""Training FLOPs per step, for MFU. The formula (also in docs/training.md, "Observability"):
 
 Every matrix multiply of m x k by k x n costs 2mkn FLOPs forward and twice that backward, so a dense layer
 with P weights costs 6P per token it processes. Per layer and per token, with hidden size d, attention width

@@ -3,9 +3,12 @@ console, and `summary.json` at the end of a run; and the window meter that turns
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from pathlib import Path
+
+from pretrain.failures import write_error
 
 SUMMARY_FILE = "summary.json"
 
@@ -15,24 +18,31 @@ class MetricsLog:
 
     def __init__(self, run_dir: Path, enabled: bool):
         self.enabled = enabled
+        self.tensorboard_dir, self.jsonl_path = run_dir / "tensorboard", run_dir / "metrics.jsonl"
         if enabled:
             from torch.utils.tensorboard import SummaryWriter
 
-            self.tensorboard = SummaryWriter(str(run_dir / "tensorboard"))
-            self.jsonl = open(run_dir / "metrics.jsonl", "a")
+            with _writing(self.tensorboard_dir):
+                self.tensorboard = SummaryWriter(str(self.tensorboard_dir))
+            with _writing(self.jsonl_path):
+                self.jsonl = open(self.jsonl_path, "a")
 
     def log(self, step: int, scalars: dict[str, float]) -> None:
         if not self.enabled:
             return
-        for name, value in scalars.items():
-            self.tensorboard.add_scalar(name, value, step)
-        self.jsonl.write(json.dumps({"step": step, **scalars}) + "\n")
-        self.jsonl.flush()
+        with _writing(self.tensorboard_dir):  # its writer thread's error surfaces at the next call
+            for name, value in scalars.items():
+                self.tensorboard.add_scalar(name, value, step)
+        with _writing(self.jsonl_path):
+            self.jsonl.write(json.dumps({"step": step, **scalars}) + "\n")
+            self.jsonl.flush()
 
     def close(self) -> None:
         if self.enabled:
-            self.tensorboard.close()
-            self.jsonl.close()
+            with _writing(self.tensorboard_dir):
+                self.tensorboard.close()
+            with _writing(self.jsonl_path):
+                self.jsonl.close()
 
 
 class WindowMeter:
@@ -78,7 +88,17 @@ def console_line(step: int, scalars: dict[str, float]) -> str:
 
 
 def write_summary(run_dir: Path, summary: dict) -> None:
-    (run_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=1) + "\n")
+    with _writing(run_dir / SUMMARY_FILE):
+        (run_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=1) + "\n")
+
+
+@contextlib.contextmanager
+def _writing(path: Path):
+    """A full disk (or any OS error) writing `path` becomes one clear UserError naming it."""
+    try:
+        yield
+    except OSError as exc:
+        raise write_error(path, exc) from exc
 
 
 def read_metrics(run_dir: Path) -> dict[int, dict]:

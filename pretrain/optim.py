@@ -14,15 +14,15 @@ SCHEDULES = ("linear", "cosine", "inverse_sqrt", "constant")
 
 @dataclass
 class OptimConfig:
-    lr: float = 5e-4
+    lr: float = 5e-4  # peak learning rate (AdamW), reached at the end of warmup
     weight_decay: float = 0.01  # not applied to biases and norm weights
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.98])
-    eps: float = 1e-6
-    warmup_steps: int = 100
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.98])  # AdamW's beta1, beta2
+    eps: float = 1e-6  # AdamW's epsilon
+    warmup_steps: int = 100  # linear warmup from 0 to lr
     # after warmup: linear | cosine decay to min_lr_ratio * lr at max_steps; inverse_sqrt: lr * sqrt(warmup / step)
     # (never below min_lr_ratio * lr); constant
     schedule: str = "linear"
-    min_lr_ratio: float = 0.0
+    min_lr_ratio: float = 0.0  # floor of the decay, as a share of lr
 
     def __post_init__(self):
         if self.lr <= 0:

@@ -10,13 +10,16 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from data_pipeline.collators.mlm import MLMConfig
 from data_pipeline.errors import UserError
 from data_pipeline.loader import Loader
 from data_pipeline.shards import Manifest
 from pretrain import checkpoint
 from pretrain.config import RunConfig, load_config
+from pretrain.curriculum import batch_size_at, seq_len_at, shorten
 from pretrain.dataset_copy import keep_dataset_files
 from pretrain.engine import Engine, init_distributed, loss_terms, model_construction
+from pretrain.failures import Fault, end_data_workers, strike_in_main, with_collate_fault
 from pretrain.flops import batch_flops, peak_flops
 from pretrain.metrics import MetricsLog, WindowMeter, console_line, write_summary
 from pretrain.models import build_model
@@ -39,6 +42,9 @@ def train(run_dir: Path, resume: bool = False) -> Outcome:
     stop_request = StopRequest()  # first: a preemption signal during start-up still ends in a checkpoint
     try:
         return _train(run_dir, resume, stop_request)
+    except BaseException:
+        end_data_workers()  # else the interpreter's exit would wait for them forever (pretrain/failures.py)
+        raise
     finally:
         stop_request.close()
 
@@ -59,7 +65,10 @@ def _train(run_dir: Path, resume: bool, stop_request: StopRequest) -> Outcome:
     engine = Engine(cfg.engine, world, run_dir, model, build_optimizer(model, cfg.optim), load_universal=universal,
                     unused_params=cfg.model.layerdrop > 0)
     torch.manual_seed(cfg.seed * 100_003 + rank + 1)  # dropout noise differs between ranks
-    loader = Loader(cfg.data, collate.raw_length, collate, cfg.seed, rank, world, engine.micro_batch)
+    fault = Fault.parse(cfg.train.debug_fail) if cfg.train.debug_fail else None
+    train_collate = with_collate_fault(collate, fault, rank, cfg.engine.global_batch_size)
+    loader = Loader(cfg.data, collate.raw_length, train_collate, cfg.seed, rank, world, engine.micro_batch)
+    _check_ramp(cfg, world, engine.micro_batch)
 
     state = checkpoint.TrainState()
     if rank == 0:
@@ -67,7 +76,7 @@ def _train(run_dir: Path, resume: bool, stop_request: StopRequest) -> Outcome:
     if start is not None:
         state, loader_state = checkpoint.load(engine, start, rank)
         loader.load_state_dict(loader_state)
-    eval_batches = _eval_batches(cfg, manifest, collate, rank, world, engine.micro_batch) if cfg.train.eval_data else None
+    eval_batches = _eval_batches(cfg, manifest, rank, world, engine.micro_batch) if cfg.train.eval_data else None
 
     stop = min(cfg.train.exit_at_step or cfg.train.max_steps, cfg.train.max_steps)
     metrics = MetricsLog(run_dir, enabled=rank == 0)
@@ -79,25 +88,30 @@ def _train(run_dir: Path, resume: bool, stop_request: StopRequest) -> Outcome:
     last, stopped_by = {}, "end" if stop == cfg.train.max_steps else "exit_at_step"
     batches = iter(loader)
     while state.step < stop:
+        strike_in_main(fault, rank, state.step + 1)
         wait_start = time.perf_counter()
-        micro_batches = [next(batches) for _ in range(engine.accumulation)]
+        # The ramp and the curriculum are functions of the step: a resumed run continues them exactly.
+        global_batch = batch_size_at(state.step, cfg.curriculum, cfg.engine.global_batch_size)
+        length = seq_len_at(state.step, cfg.curriculum, cfg.data.seq_len)
+        micro_batches = [shorten(next(batches), length) for _ in range(global_batch // (world * engine.micro_batch))]
         data_wait = time.perf_counter() - wait_start
         lr = learning_rate(state.step, cfg.optim, cfg.train.max_steps)
         poison = rank == 0 and state.step + 1 in cfg.train.debug_nan_steps
         set_layerdrop_step(model, cfg.seed, state.step)  # derived from the checkpointed step: resumes exactly
         result = engine.step(micro_batches, _nan_loss(loss_fn) if poison else loss_fn, lr)
         state.step += 1
-        state.tokens += cfg.engine.global_batch_size * cfg.data.seq_len
+        state.tokens += global_batch * cfg.data.seq_len
         state.skipped += result.skipped
         state.nonfinite_streak = state.nonfinite_streak + 1 if result.nonfinite else 0
-        meter.add(cfg.engine.global_batch_size * cfg.data.seq_len, cfg.engine.global_batch_size,
+        meter.add(global_batch * cfg.data.seq_len, global_batch,
                   batch_flops(cfg.model, micro_batches), data_wait)
         bar.update(1)
         bar.set_postfix(loss=f"{result.loss:.3f}", refresh=False)
 
         scalars = {}
         if state.step % cfg.train.log_every == 0 or state.step == stop:
-            scalars = _train_scalars(result, lr, state, meter, engine)
+            scalars = {**_train_scalars(result, lr, state, meter, engine), "batch_size": global_batch,
+                       "seq_len": length}
         if eval_batches and (state.step % cfg.train.eval_every == 0 or state.step == stop):
             scalars["eval_loss"] = engine.evaluate(eval_batches, loss_fn)
         if scalars:
@@ -142,13 +156,22 @@ def _resume_point(run_dir: Path) -> Path:
     return start
 
 
-def _eval_batches(cfg: RunConfig, manifest: Manifest, collate, rank: int, world: int,
-                  micro_batch: int) -> list[dict]:
+def _check_ramp(cfg: RunConfig, world: int, micro_batch: int) -> None:
+    if cfg.curriculum.batch_start and cfg.curriculum.batch_start % (world * micro_batch):
+        raise UserError(f"curriculum.batch_start ({cfg.curriculum.batch_start}) must be a multiple of ranks x "
+                        f"micro-batch ({world} x {micro_batch}); lower engine.micro_batch_size to at most "
+                        f"{max(1, cfg.curriculum.batch_start // world)}")
+
+
+def _eval_batches(cfg: RunConfig, manifest: Manifest, rank: int, world: int, micro_batch: int) -> list[dict]:
     """This rank's share of the first `eval_batches` held-out micro-batch groups: the same at every evaluation.
-    `manifest` is the training dataset's."""
+    `manifest` is the training dataset's. MLM objectives are scored at BERT's 15% masking with 80/10/10,
+    whatever rate training uses, so that runs with different rates compare."""
     if Manifest.load(cfg.train.eval_data).tokenizer_sha256 != manifest.tokenizer_sha256:
         raise UserError(f"train.eval_data ({cfg.train.eval_data}) was tokenized with another tokenizer than "
                         f"data.path; prepare it with --tokenizer {cfg.data.path}/tokenizer.json")
+    objective = dataclasses.replace(cfg.objective, mlm=MLMConfig())
+    collate, _ = build_objective(objective, manifest, cfg.data.seq_len, cfg.seed)
     data = dataclasses.replace(cfg.data, path=cfg.train.eval_data, num_workers=0)
     loader = Loader(data, collate.raw_length, collate, cfg.seed, rank, world, micro_batch)
     batches = iter(loader)

@@ -46,11 +46,12 @@ def heldout_dataset(small_dataset, tmp_path_factory) -> Path:
     return root / "data"
 
 
-def run_graft(*args: str, cwd: Path | None = None, check: bool = True) -> subprocess.CompletedProcess:
+def run_graft(*args: str, cwd: Path | None = None, check: bool = True,
+              timeout: float = 600) -> subprocess.CompletedProcess:
     """Run the real `graft` CLI in a subprocess, as a user would."""
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     result = subprocess.run([sys.executable, "-m", "launch.cli", *map(str, args)], cwd=cwd or REPO_ROOT,
-                            capture_output=True, text=True, env=env, timeout=600)
+                            capture_output=True, text=True, env=env, timeout=timeout)
     if check and result.returncode != 0:
         raise AssertionError(f"graft {' '.join(map(str, args))} failed ({result.returncode}):\n"
                              f"{result.stdout[-3000:]}\n{result.stderr[-5000:]}")

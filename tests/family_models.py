@@ -25,7 +25,8 @@ def hf_models() -> dict:
                     T.ElectraForMaskedLM(T.ElectraConfig(**dict(electra, hidden_size=16, num_attention_heads=2,
                                                                  intermediate_size=20, num_hidden_layers=1)))],
         "t5": [T.T5ForConditionalGeneration(T.T5Config(vocab_size=VOCAB, d_model=32, d_kv=8, d_ff=37, num_layers=2,
-                                                       num_decoder_layers=3, num_heads=4, feed_forward_proj="gated-gelu",
+                                                       num_decoder_layers=3, num_heads=4,
+                                                       feed_forward_proj="gated-gelu",
                                                        tie_word_embeddings=False, decoder_start_token_id=0))],
         "bart": [T.BartForConditionalGeneration(T.BartConfig(vocab_size=VOCAB, d_model=32, encoder_layers=2,
                                                              decoder_layers=3, encoder_attention_heads=4,
@@ -85,7 +86,8 @@ def graft_outputs(model, batch: dict, part_index: int) -> dict:
             return {"logits": model(**batch, task=("discriminator", "generator")[part_index])}
         if cfg.head == "pretraining":
             mlm, pair = model(**batch, pair_logits=True)
-            return {"prediction_logits": mlm, ("seq_relationship_logits" if cfg.family == "bert" else "sop_logits"): pair}
+            pair_name = "seq_relationship_logits" if cfg.family == "bert" else "sop_logits"
+            return {"prediction_logits": mlm, pair_name: pair}
         return {"logits": model(**batch)}
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from data_pipeline.collators.mlm import IGNORE, MLMCollator, MLMConfig
+from data_pipeline.collators.mlm import MLMCollator, MLMConfig
 from data_pipeline.loader import seeded_rng, to_tensors
 from data_pipeline.packing import SegmentBatch
 
@@ -33,7 +33,7 @@ class SentencePairCollator(MLMCollator):
         types = np.zeros((n, self.seq_len), dtype=np.int64)
         pair_labels = np.zeros(n, dtype=np.int64)
         splits = []
-        for index, body in zip(batch.indices, self.bodies(batch)):
+        for index, body in zip(batch.indices, self.bodies(batch), strict=True):
             rng = seeded_rng(self.seed, int(index))
             cut = int(rng.integers(len(body) // 4, 3 * len(body) // 4 + 1))
             splits.append((body, cut, rng))

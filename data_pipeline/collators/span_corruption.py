@@ -18,8 +18,8 @@ from data_pipeline.packing import Segment, SegmentBatch
 
 @dataclass
 class SpanCorruptionConfig:
-    noise_density: float = 0.15
-    mean_span_length: float = 3.0
+    noise_density: float = 0.15  # share of tokens replaced by sentinels (T5's 15%)
+    mean_span_length: float = 3.0  # mean length of a corrupted span, in tokens
 
     def __post_init__(self):
         if not 0 < self.noise_density < 1:
@@ -82,7 +82,7 @@ class SpanCorruptionCollator:
         noise_runs = _segments(self.noise, self.spans, rng)
         keep_runs = _segments(len(tokens) - self.noise, self.spans, rng)
         enc, dec, pos = [], [], 0
-        for i, (keep, noise) in enumerate(zip(keep_runs, noise_runs)):
+        for i, (keep, noise) in enumerate(zip(keep_runs, noise_runs, strict=True)):
             sentinel = self.sentinel_0 - i  # T5's order: <extra_id_0> has the highest id
             enc += [*tokens[pos:pos + keep], sentinel]
             dec += [sentinel, *tokens[pos + keep:pos + keep + noise]]

@@ -2,8 +2,7 @@
 <mask> (a length-0 span inserts one). The decoder reconstructs the original <s> ... </s>.
 
 The encoder input is as wide as the batch's longest row, not seq_len: infilling shortens every row by about
-a fifth, which padding to seq_len would spend on pad positions (22% of the encoder's at 128 and 512 tokens on
-the sample corpus; 2-4% remain, the rows' differences).
+a fifth, which padding to seq_len would spend on pad positions.
 """
 
 from __future__ import annotations
@@ -20,8 +19,8 @@ from data_pipeline.packing import SegmentBatch
 
 @dataclass
 class InfillingConfig:
-    mask_ratio: float = 0.3
-    poisson_lambda: float = 3.0
+    mask_ratio: float = 0.3  # share of tokens inside masked spans (BART's 30%)
+    poisson_lambda: float = 3.0  # mean span length; each span becomes one <mask>
 
     def __post_init__(self):
         if not 0 < self.mask_ratio < 1:

@@ -105,8 +105,8 @@ def block_end(lines: list[str], start: int, indent: int) -> int:
 
 
 def dedent(lines: list[str]) -> list[str]:
-    width = min((indent_of(l) for l in lines if l.strip()), default=0)
-    return [l[width:] for l in lines]
+    width = min((indent_of(line) for line in lines if line.strip()), default=0)
+    return [line[width:] for line in lines]
 
 
 # --------------------------------------------------------------------------
@@ -299,7 +299,7 @@ class Parser:
         head_end = 0
         while head_end < len(body) and body[head_end].strip():
             head_end += 1
-        head = [l.strip() for l in body[:head_end] if not OPTION_LINE_RE.match(l.strip())]
+        head = [line.strip() for line in body[:head_end] if not OPTION_LINE_RE.match(line.strip())]
         content = body[head_end:]
 
         if name in SIGNATURE_DIRECTIVES:
@@ -521,7 +521,7 @@ def read_pages(src: Path) -> list[Page]:
     for file in sorted(src.rglob("*.rst.txt"), key=lambda p: p.relative_to(src).as_posix()):
         lines = file.read_text(encoding="utf-8").expandtabs(8).splitlines()
         path = file.relative_to(src).as_posix()[: -len(".txt")]
-        pages.append(Page(path, Parser([l.rstrip() for l in lines]).parse()))
+        pages.append(Page(path, Parser([line.rstrip() for line in lines]).parse()))
     return pages
 
 
@@ -563,7 +563,7 @@ def select(pages: list[tuple[Page, list[bytes]]], max_bytes: int) -> list[tuple[
     while queues:
         for section in sorted(queues):
             page, lines = queues[section].popleft()
-            size = sum(len(l) for l in lines)
+            size = sum(len(line) for line in lines)
             if used + size <= max_bytes:
                 chosen.append((page, lines))
                 used += size

@@ -52,7 +52,7 @@ def from_hf(state_dicts: list[dict | None], cfg: ModelConfig) -> tuple[dict, lis
     """
     out: dict[str, torch.Tensor] = {}
     fresh: list[str] = []
-    for part, sd in zip(parts(cfg), state_dicts):
+    for part, sd in zip(parts(cfg), state_dicts, strict=True):
         if sd is None:
             fresh += [g for g in part.keys if g not in out]
             continue

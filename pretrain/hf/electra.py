@@ -50,7 +50,8 @@ def from_hf_config(d: dict, generator: dict | None = None) -> ModelConfig:
     check_fixed(d, FIXED, "ELECTRA")
     kwargs = pick(d, CONFIG_FIELDS)
     if generator is not None:
-        kwargs.update(generator_hidden_size=generator["hidden_size"], generator_num_heads=generator["num_attention_heads"],
+        kwargs.update(generator_hidden_size=generator["hidden_size"],
+                      generator_num_heads=generator["num_attention_heads"],
                       generator_intermediate_size=generator["intermediate_size"],
                       generator_num_layers=generator["num_hidden_layers"])
     return ModelConfig(family="electra", embedding_size=d.get("embedding_size", 128), **kwargs)

@@ -19,12 +19,14 @@ def save_tokenizer(tok: Tokenizer, cfg: ModelConfig, out: Path):
     if tok.token_to_id(BERT_SPECIAL_TOKENS["cls"]) is not None:
         s = BERT_SPECIAL_TOKENS
         hf = BertTokenizerFast(tokenizer_object=tok, do_lower_case=True, unk_token=s["unk"], sep_token=s["sep"],
-                               pad_token=s["pad"], cls_token=s["cls"], mask_token=s["mask"], model_max_length=max_length)
+                               pad_token=s["pad"], cls_token=s["cls"], mask_token=s["mask"],
+                               model_max_length=max_length)
     elif tok.token_to_id(BYTELEVEL_SPECIAL_TOKENS["bos"]) is not None:
         s = BYTELEVEL_SPECIAL_TOKENS
         hf = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=s["bos"], eos_token=s["eos"], unk_token=s["unk"],
-                                     pad_token=s["pad"], cls_token=s["bos"],
-                                     mask_token=AddedToken(s["mask"], lstrip=True, special=True),  # RoBERTa's, sep_token=s["eos"],
+                                     pad_token=s["pad"], cls_token=s["bos"], sep_token=s["eos"],
+                                     # RoBERTa's mask token swallows the space before it
+                                     mask_token=AddedToken(s["mask"], lstrip=True, special=True),
                                      model_max_length=max_length)
     else:
         s = T5_SPECIAL_TOKENS

@@ -18,15 +18,15 @@ SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
 MAX_SHARD_BYTES = 5 << 30  # transformers' default shard size
 CHUNK_BYTES = 1 << 30  # per write call; Linux moves at most 2 GiB - 4 KiB in one
-COPY_BUFFER_BYTES = 1 << 20  # FileSlice bytes pass through a buffer this size: it stays in a core's L2 cache
+COPY_BUFFER_BYTES = 1 << 20  # FileSlice bytes pass through a buffer this size, small enough to stay in L2 cache
 
 
 @dataclass(frozen=True)
 class FileSlice:
     """Bytes [offset, offset + nbytes) of the file at `path`, holding fp32 data as is (a checkpoint's).
     The writer reads them with pread into a small buffer and writes that: no page of the source is mapped
-    into the process, which on a 2-core machine writes a checkpoint's tensors in 0.37 s per 1.25 GiB against
-    0.84 s through memory maps, and takes no memory."""
+    into the process, which is faster than copying from a memory map and takes no memory (figures:
+    bench/README.md, export.py)."""
     path: Path
     offset: int
     nbytes: int
@@ -57,12 +57,13 @@ def write_safetensors(directory: Path, entries: list[tuple[str, torch.Size]],
     # On a terminal only (tqdm's disable=None): a log gets no redraws.
     with tqdm(total=sum(sizes), unit="B", unit_scale=True, desc="writing safetensors",
               disable=None, leave=False) as bar:
-        for name, members in zip(names, shards):
+        for name, members in zip(names, shards, strict=True):
             _write_one(directory / name, [(entries[i][0], entries[i][1], sizes[i]) for i in members],
                        [fetch for _ in members], members, bar.update)
     if len(shards) > 1:
         index = {"metadata": {"total_size": sum(sizes)},
-                 "weight_map": {entries[i][0]: name for name, members in zip(names, shards) for i in members}}
+                 "weight_map": {entries[i][0]: name
+                                for name, members in zip(names, shards, strict=True) for i in members}}
         (directory / INDEX_FILE).write_text(json.dumps(index, indent=2))
     return [directory / n for n in names]
 
@@ -80,7 +81,7 @@ def _write_one(path: Path, specs: list[tuple[str, torch.Size, int]], fetchers, i
     try:
         with open(path, "wb", buffering=0) as f:
             _write_all(f.fileno(), len(raw).to_bytes(8, "little") + raw)
-            for (name, shape, size), fetch, i in zip(specs, fetchers, indices):
+            for (name, shape, size), fetch, i in zip(specs, fetchers, indices, strict=True):
                 got = fetch(i)
                 pieces = got if isinstance(got, list) else [got]
                 if isinstance(got, torch.Tensor) and got.shape != shape:

@@ -18,21 +18,21 @@ TRAINING_ONLY = ("hidden_dropout", "attention_dropout", "layerdrop", "activation
 @dataclass
 class ModelConfig:
     family: str = "bert"  # one of FAMILIES
-    vocab_size: int = 30522
-    hidden_size: int = 768
+    vocab_size: int = 30522  # set from the dataset's tokenizer unless given
+    hidden_size: int = 768  # width of every layer
     num_layers: int = 12  # encoder layers
     num_decoder_layers: int | None = None  # T5/BART; None = num_layers
-    num_heads: int = 12
+    num_heads: int = 12  # attention heads per layer
     head_dim: int | None = None  # T5's d_kv; None = hidden_size / num_heads
-    intermediate_size: int = 3072
+    intermediate_size: int = 3072  # feed-forward width
     hidden_act: str = "gelu"  # gelu (exact) | gelu_new (tanh, ALBERT and T5) | relu
     max_position_embeddings: int = 512  # absolute positions (not T5); RoBERTa's count includes its offset of 2
     type_vocab_size: int = 2  # BERT, ALBERT, ELECTRA: 2; RoBERTa: 1; unused by T5/BART
-    hidden_dropout: float = 0.1
-    attention_dropout: float = 0.1
-    layer_norm_eps: float = 1e-12
-    initializer_range: float = 0.02
-    pad_token_id: int = 0
+    hidden_dropout: float = 0.1  # dropout on embeddings and sublayer outputs
+    attention_dropout: float = 0.1  # dropout on attention probabilities
+    layer_norm_eps: float = 1e-12  # epsilon of every layer norm
+    initializer_range: float = 0.02  # std of the normal weight init
+    pad_token_id: int = 0  # must be the tokenizer's pad id
     bos_token_id: int | None = None  # BART's <s>; RoBERTa's <s>
     eos_token_id: int | None = None  # T5/BART's </s>
     decoder_start_token_id: int | None = None  # T5: pad; BART: </s>
@@ -43,10 +43,10 @@ class ModelConfig:
     relative_attention_max_distance: int = 128  # T5
     scale_embedding: bool = False  # BART: multiply token embeddings by sqrt(hidden_size)
     # ELECTRA's generator (the discriminator takes the sizes above); None = a quarter of the discriminator
-    generator_hidden_size: int | None = None
-    generator_num_heads: int | None = None
-    generator_intermediate_size: int | None = None
-    generator_num_layers: int | None = None
+    generator_hidden_size: int | None = None  # ELECTRA generator width; None = hidden_size / 4
+    generator_num_heads: int | None = None  # ELECTRA generator heads; None = num_heads / 4
+    generator_intermediate_size: int | None = None  # ELECTRA generator feed-forward; None = intermediate_size / 4
+    generator_num_layers: int | None = None  # ELECTRA generator depth; None = num_layers
     # Beyond the standard architectures (an export then needs the standard value):
     pre_ln: bool = False  # pre-LN encoders (BERT-like families): a norm before each sublayer and at the end
     layerdrop: float = 0.0  # probability of skipping each layer in training

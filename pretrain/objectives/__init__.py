@@ -61,10 +61,12 @@ def _mlm_collator(cfg, manifest, seq_len, seed):
 OBJECTIVES: dict[str, Objective] = {
     "mlm": Objective(_mlm_collator, lambda cfg: mlm_loss, ("bert", "roberta", "albert")),
     "mlm_nsp": Objective(
-        lambda cfg, m, seq_len, seed: SentencePairCollator(cfg.mlm, m.special_tokens, m.vocab_size, seq_len, seed, "nsp"),
+        lambda cfg, m, seq_len, seed: SentencePairCollator(cfg.mlm, m.special_tokens, m.vocab_size, seq_len, seed,
+                                                           "nsp"),
         lambda cfg: mlm_pair_loss, ("bert",), model_head="pretraining"),
     "mlm_sop": Objective(
-        lambda cfg, m, seq_len, seed: SentencePairCollator(cfg.mlm, m.special_tokens, m.vocab_size, seq_len, seed, "sop"),
+        lambda cfg, m, seq_len, seed: SentencePairCollator(cfg.mlm, m.special_tokens, m.vocab_size, seq_len, seed,
+                                                           "sop"),
         lambda cfg: mlm_pair_loss, ("albert",), model_head="pretraining"),
     "rtd": Objective(_mlm_collator,
                      lambda cfg: partial(replaced_token_detection_loss,

@@ -53,6 +53,7 @@ def seq2seq_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torc
     labels = batch["labels"]
     positions = labels != IGNORE
     logits = model(batch["input_ids"], attention_mask=batch.get("attention_mask"),
-                   decoder_input_ids=batch["decoder_input_ids"], decoder_attention_mask=batch.get("decoder_attention_mask"),
+                   decoder_input_ids=batch["decoder_input_ids"],
+                   decoder_attention_mask=batch.get("decoder_attention_mask"),
                    positions=positions)
     return F.cross_entropy(logits.float(), labels[positions])

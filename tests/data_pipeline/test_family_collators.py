@@ -1,6 +1,7 @@
 """Span corruption (T5), text infilling (BART) and the NSP/SOP pair collator: shapes, reconstruction, determinism."""
 
 import numpy as np
+import torch
 import pytest
 
 from data_pipeline.collators.mlm import IGNORE, MLMConfig
@@ -80,7 +81,19 @@ def test_sentence_pair_rows_and_labels():
         assert ids.shape == (16, 32) and (ids[:, 0] == 2).all()
         assert ((batch["labels"] == IGNORE) | (batch["labels"] >= 10)).all()
         assert set(batch["pair_labels"].tolist()) == {0, 1}
+        bodies = c.bodies(segments(c.raw_length, n=16))
+        # The row before masking: a masked position's label is its original token.
+        unmasked = torch.where(batch["labels"] != IGNORE, batch["labels"], ids).numpy()
         for row in range(16):
             seps = np.flatnonzero(ids[row].numpy() == 3)
             assert len(seps) == 2 and seps[-1] == 31
             assert (types[row, :seps[0] + 1] == 0).all() and (types[row, seps[0] + 1:] == 1).all()
+            a, b, body = unmasked[row, 1:seps[0]], unmasked[row, seps[0] + 1:seps[1]], bodies[row]
+            assert len(a) and len(b)
+            if batch["pair_labels"][row] == 0:  # the segment in order, cut in two
+                assert np.array_equal(np.concatenate([a, b]), body)
+            elif task == "sop":  # the same two halves, swapped
+                assert np.array_equal(np.concatenate([b, a]), body)
+            else:  # NSP: the segment's start, then as many tokens from the end of the next row's segment
+                assert np.array_equal(a, body[:len(a)])
+                assert np.array_equal(b, bodies[(row + 1) % 16][-len(b):])

@@ -43,7 +43,7 @@ def build_dataset(root: Path, docs: list[np.ndarray], shard_sizes: list[int], dt
 def positional_docs(lengths: list[int]) -> list[np.ndarray]:
     """Documents whose tokens are their global positions."""
     bounds = np.concatenate([[0], np.cumsum(lengths)])
-    return [np.arange(a, b) for a, b in zip(bounds[:-1], bounds[1:])]
+    return [np.arange(a, b) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
 
 
 def split_sizes(n_docs: int, draw_sizes: list[int]) -> list[int]:
@@ -226,7 +226,7 @@ def test_resume_matches_uninterrupted_run(tmp_path_factory, n, world, micro_batc
         resumed.load_state_dict(state)
         tail = take(resumed, steps - stop)
         assert len(head + tail) == steps
-        for a, b in zip(full, head + tail):
+        for a, b in zip(full, head + tail, strict=True):
             assert torch.equal(a["index"], b["index"]) and torch.equal(a["tokens"], b["tokens"])
         assert resumed.state_dict() == {"consumed_samples": steps * world * micro_batch, "seed": seed}
 

@@ -41,7 +41,8 @@ def read_dataset(out):
     for info in manifest.shards:
         shard = open_shard(out, info, dtype, verify=True)
         assert len(shard.offsets) == info.documents + 1 and shard.offsets[-1] == info.tokens
-        per_shard.append([shard.tokens[a:b].tolist() for a, b in zip(shard.offsets[:-1], shard.offsets[1:])])
+        bounds = zip(shard.offsets[:-1], shard.offsets[1:], strict=True)
+        per_shard.append([shard.tokens[a:b].tolist() for a, b in bounds])
     return manifest, per_shard
 
 
@@ -121,7 +122,7 @@ def test_several_shards_never_split_a_document(tmp_path):
     manifest, per_shard = check_dataset(tmp_path / "out", texts, summary)
     assert len(manifest.shards) >= 5
     assert [s.path for s in manifest.shards] == [f"shard_{i:05d}.bin" for i in range(len(manifest.shards))]
-    for info, docs in zip(manifest.shards[:-1], per_shard[:-1]):
+    for info, docs in zip(manifest.shards[:-1], per_shard[:-1], strict=True):
         # A shard closes with the document that reaches the limit, not earlier or later.
         assert info.tokens >= shard_tokens
         assert info.tokens - len(docs[-1]) < shard_tokens

@@ -8,7 +8,8 @@ from pretrain.engine import fp16_supported
 TINY = REPO_ROOT / "configs" / "tiny.yaml"
 
 
-@pytest.mark.parametrize("command", [[], ["prepare"], ["train"], ["export"], ["quickstart"]])
+@pytest.mark.parametrize("command", [[], ["prepare"], ["train"], ["export"], ["quickstart"], ["config", "keys"],
+                                     ["config", "show"]])
 def test_help(command):
     result = run_graft(*command, "--help")
     assert "usage: graft" in result.stdout

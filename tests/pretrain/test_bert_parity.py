@@ -1,4 +1,6 @@
-"""(Both key-map directions for every family: test_family_parity.py.) Graft's BERT against a real (tiny, random) transformers.BertForMaskedLM, through the explicit key map."""
+"""Graft's BERT against a real (tiny, random) transformers.BertForMaskedLM, through the explicit key map.
+
+(Both key-map directions for every family: test_family_parity.py.)"""
 
 import pytest
 import torch

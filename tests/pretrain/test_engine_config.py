@@ -24,7 +24,8 @@ def test_generated_deepspeed_config_and_passthrough():
                        offload_optimizer=True, offload_params=True,
                        deepspeed={"zero_optimization": {"overlap_comm": True}, "fp16": {"enabled": False}})
     ds = deepspeed_config(cfg, world=4, load_universal=True)
-    assert (ds["train_batch_size"], ds["train_micro_batch_size_per_gpu"], ds["gradient_accumulation_steps"]) == (64, 8, 2)
+    sizes = ds["train_batch_size"], ds["train_micro_batch_size_per_gpu"], ds["gradient_accumulation_steps"]
+    assert sizes == (64, 8, 2)
     assert ds["gradient_clipping"] == 0.5 and ds["bf16"]["enabled"] and not ds["fp16"]["enabled"]
     zero = ds["zero_optimization"]
     assert zero["stage"] == 3 and zero["overlap_comm"] is True  # the extra key is merged, the generated ones stay

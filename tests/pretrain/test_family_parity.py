@@ -76,7 +76,8 @@ def test_hidden_act_reaches_the_same_places_as_in_transformers(family):
 
 def test_base_model_import_starts_the_head_fresh():
     torch.manual_seed(0)
-    base = transformers.BertModel(transformers.BertConfig(**hf_models.__globals__["BERT_LIKE"]), add_pooling_layer=False)
+    base = transformers.BertModel(transformers.BertConfig(**hf_models.__globals__["BERT_LIKE"]),
+                                  add_pooling_layer=False)
     cfg = graft_configs()["bert"]
     state, fresh = from_hf([base.state_dict()], cfg)
     assert sorted(fresh) == sorted(k for k in parts(cfg)[0].keys if k.startswith("head."))
@@ -97,7 +98,8 @@ def test_key_map_errors_name_the_key():
     with pytest.raises(KeyError, match=r"head\.extra"):
         to_hf({**build_model(cfg).state_dict(), "head.extra": torch.zeros(1)}, cfg)
     with pytest.raises(ValueError, match=r"cls\.predictions\.decoder\.weight"):
-        from_hf([{**sd, "cls.predictions.decoder.weight": torch.zeros_like(sd["bert.embeddings.word_embeddings.weight"]),
+        decoder = torch.zeros_like(sd["bert.embeddings.word_embeddings.weight"])
+        from_hf([{**sd, "cls.predictions.decoder.weight": decoder,
                   "bert.embeddings.word_embeddings.weight": sd["bert.embeddings.word_embeddings.weight"]}], cfg)
 
 

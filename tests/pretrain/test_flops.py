@@ -33,7 +33,8 @@ def test_t5_counts_encoder_decoder_cross_attention_and_the_gated_feed_forward():
     assert flops_per_sample(T5_BASE, enc, dec, decoder_len=dec) == pytest.approx(expected)
     # BART's feed-forward is not gated: one d x f matrix less per layer and token
     bart = replace(T5_BASE, family="bart", head_dim=None)
-    assert flops_per_sample(bart, enc, dec, decoder_len=dec) == pytest.approx(expected - 6 * d * f * layers * (enc + dec))
+    ungated = expected - 6 * d * f * layers * (enc + dec)
+    assert flops_per_sample(bart, enc, dec, decoder_len=dec) == pytest.approx(ungated)
 
 
 def test_t5_attention_width_can_differ_from_the_hidden_size():
@@ -58,7 +59,8 @@ def test_batch_flops_of_an_encoder_decoder_batch_uses_the_decoder_length_and_lab
     cfg = replace(T5_BASE, vocab_size=100, hidden_size=8, num_layers=1, num_heads=2, head_dim=4, intermediate_size=16)
     labels = torch.full((2, 5), -100)
     labels[:, :4] = 1
-    batch = {"input_ids": torch.zeros(2, 12, dtype=torch.long), "decoder_input_ids": torch.zeros(2, 5, dtype=torch.long),
+    batch = {"input_ids": torch.zeros(2, 12, dtype=torch.long),
+             "decoder_input_ids": torch.zeros(2, 5, dtype=torch.long),
              "labels": labels}
     assert batch_flops(cfg, [batch]) == pytest.approx(2 * flops_per_sample(cfg, 12, 4, decoder_len=5))
     assert flops_per_sample(cfg, 12, 4, decoder_len=5) > flops_per_sample(cfg, 12, 4, decoder_len=1)

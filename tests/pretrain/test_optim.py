@@ -27,7 +27,7 @@ def test_a_skipped_step_changes_neither_weights_nor_moments():
     model(torch.randn(5, 3)).sum().backward()
     optimizer.skip_next_step = True
     optimizer.step()
-    assert all(torch.equal(a, b) for a, b in zip(before[0], model.parameters()))
+    assert all(torch.equal(a, b) for a, b in zip(before[0], model.parameters(), strict=True))
     assert all(torch.equal(before[1][k][n], v) for k, s in optimizer.state.items() for n, v in s.items())
     optimizer.skip_next_step = False
     optimizer.step()
@@ -40,7 +40,7 @@ def test_schedules_warm_up_linearly_then_decay(schedule):
     lrs = [learning_rate(s, cfg, max_steps=100) for s in range(100)]
     assert lrs[:10] == pytest.approx([(s + 1) / 10 for s in range(10)])
     after = lrs[10:]
-    assert all(a >= b for a, b in zip(after, after[1:])) and max(after) <= 1.0
+    assert all(a >= b for a, b in zip(after, after[1:], strict=False)) and max(after) <= 1.0
     if schedule == "constant":
         assert set(after) == {1.0}
     else:

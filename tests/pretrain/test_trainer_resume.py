@@ -17,7 +17,6 @@ import json
 import os
 import signal
 import time
-from pathlib import Path
 
 import pytest
 import torch
@@ -64,7 +63,8 @@ def test_stage0_exit_and_resume_is_bitwise_with_evaluation(small_dataset, heldou
 
 def test_bf16_with_optimizer_offload_resumes_bitwise(small_dataset, tmp_path):
     """bf16 (what runs on CPU; fp16 needs a GPU) with the optimizer state offloaded, at ZeRO-2."""
-    args = common(small_dataset, 2, "engine.precision=bf16", "engine.offload_optimizer=true", *LAYERDROP, "--nproc", "2")
+    args = common(small_dataset, 2, "engine.precision=bf16", "engine.offload_optimizer=true", *LAYERDROP,
+                  "--nproc", "2")
     run_graft("train", *args, f"train.run_dir={tmp_path / 'A'}")
     run_graft("train", *args, f"train.run_dir={tmp_path / 'B'}", "train.exit_at_step=3")
     run_graft("train", *args, f"train.run_dir={tmp_path / 'B'}", "--resume")
@@ -140,7 +140,8 @@ def killed_stage3(small_dataset, tmp_path_factory):
     a checkpoint; and the same run never interrupted. Returns (root, args, step being written when killed)."""
     root = tmp_path_factory.mktemp("stage3")
     run = root / "B"
-    args = common(small_dataset, 3, *NO_DROPOUT, *LAYERDROP, "train.max_steps=300", "train.save_every=1", "--nproc", "2")
+    args = common(small_dataset, 3, *NO_DROPOUT, *LAYERDROP, "train.max_steps=300", "train.save_every=1",
+                  "--nproc", "2")
     proc = start_graft("train", *args, f"train.run_dir={run}", log=root / "B.log")
     writing = None
     while writing is None and proc.poll() is None:

@@ -13,7 +13,7 @@ def test_offsets_of_mapped_tensors_point_at_their_bytes(tmp_path):
     flats = [*loaded["flat"], loaded["half"], torch.randn(5)]
     offsets = _file_offsets(path, flats)
     data = path.read_bytes()
-    for flat, offset in zip(flats[:2], offsets[:2]):
+    for flat, offset in zip(flats[:2], offsets[:2], strict=True):
         assert data[offset:offset + flat.numel() * 4] == flat.numpy().tobytes()
     # Not fp32 (the writer copies fp32 bytes as they are), or not in the file at all: views instead.
     assert offsets[2:] == [None, None]

@@ -1,0 +1,115 @@
+"""The ablations behind configs/recipes/: the quickstart's model trained with one choice changed at a time.
+
+    PYTHONPATH=. python bench/recipe_ablation.py VARIANT [VARIANT ...] [--steps 400] [--list]
+
+Every variant trains the quickstart's BERT (hidden 128, 4 layers, sequence 64) through `graft train` on 2
+processes, on documents 0-1099 of the bundled corpus (8,192-token vocabulary, as the quickstart's), for the
+same number of samples (steps x 64, unless the variant says otherwise), and is scored on documents 1100-1313
+at 15% masking with 80/10/10 whatever rate it trained with (the trainer's held-out evaluation). Each variant
+prints one JSON line: its held-out loss, the tokens and Graft's FLOP count (pretrain/flops.py) it used, and
+the overrides that define it, so that docs/recipe.md can say which choice bought how much at what budget.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.common import REPO_ROOT, prepared_corpus, run_flops  # noqa: E402
+
+WORK = Path(tempfile.gettempdir()) / "graft-bench" / "recipe"
+QUICKSTART = REPO_ROOT / "configs" / "quickstart.yaml"
+# The quickstart's optimisation before the recipe (what issue 19 started from); each variant changes that.
+BEFORE = ["recipe=null", "optim.lr=1e-3", "optim.warmup_steps=30", "optim.schedule=linear", "model.hidden_dropout=0",
+          "model.attention_dropout=0", "engine.global_batch_size=64", "engine.micro_batch_size=32"]
+B32 = ["engine.global_batch_size=32", "train.max_steps=800"]
+VARIANTS: dict[str, list[str]] = {
+    "before": [],
+    "lr2e-3": ["optim.lr=2e-3"],
+    "lr4e-3": ["optim.lr=4e-3"],
+    "mask30": ["objective.mlm.mask_prob=0.3"],
+    "mask40": ["objective.mlm.mask_prob=0.4"],
+    "batch32": ["engine.global_batch_size=32", "train.max_steps=800"],  # the same samples in twice the steps
+    "warmup100": ["optim.warmup_steps=100"],
+    "cosine": ["optim.schedule=cosine"],
+    "wd0.1": ["optim.weight_decay=0.1"],
+    "init0.01": ["model.initializer_range=0.01"],
+    "init0.04": ["model.initializer_range=0.04"],
+    "noclip": ["engine.grad_clip=0"],
+    "beta2_0.999": ["optim.betas=[0.9,0.999]"],
+    "dropout0.1": ["model.hidden_dropout=0.1", "model.attention_dropout=0.1"],
+    # batch 16, 32, 48, 64 for 50 steps each, then 64: 475 steps hold the same 25,600 samples as 400 x 64
+    "ramp": ["curriculum.batch_start=16", "curriculum.batch_ramp_steps=200", "engine.micro_batch_size=8",
+             "train.max_steps=475"],
+    "seq32": ["curriculum.seq_len_start=32", "curriculum.seq_len_steps=200"],  # rows of 32 tokens, then 64
+    # Round 2, on top of the best of round 1 (batch 32: the same samples in 800 steps).
+    "b16": ["engine.global_batch_size=16", "engine.micro_batch_size=8", "train.max_steps=1600"],
+    "b32_lr2e-3": [*B32, "optim.lr=2e-3"],
+    "b32_lr5e-4": [*B32, "optim.lr=5e-4"],
+    "b32_mask30": [*B32, "objective.mlm.mask_prob=0.3"],
+    "b32_warmup80": [*B32, "optim.warmup_steps=80"],
+    "b32_wd0.1": [*B32, "optim.weight_decay=0.1"],
+    "b32_init0.01": [*B32, "model.initializer_range=0.01"],
+    "b32_dropout0.1": [*B32, "model.hidden_dropout=0.1", "model.attention_dropout=0.1"],
+    # batch 16 for 100 steps, then 32: 850 steps hold the same 25,600 samples
+    "b32_ramp": [*B32, "curriculum.batch_start=16", "curriculum.batch_ramp_steps=200", "engine.micro_batch_size=8",
+                 "train.max_steps=850"],
+    "b32_seq32": [*B32, "curriculum.seq_len_start=32", "curriculum.seq_len_steps=400"],
+    # 30% masking costs 16.6% more FLOPs (the MLM head runs on twice the positions): 686 steps hold 800's FLOPs
+    "b32_mask30_eqflops": [*B32, "objective.mlm.mask_prob=0.3", "train.max_steps=686"],
+    "recipe": ["recipe=fast"],
+}
+
+
+def run_variant(name: str, extra: list[str], steps: int, train_data: Path, heldout: Path) -> dict:
+    from pretrain.config import load_config
+    from pretrain.metrics import read_metrics
+
+    run = WORK / re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
+    shutil.rmtree(run, ignore_errors=True)
+    overrides = [f"data.path={train_data}", f"train.run_dir={run}", f"train.eval_data={heldout}",
+                 f"train.max_steps={steps}", f"train.save_every={steps}", f"train.eval_every={steps // 4}",
+                 "train.eval_batches=16", "train.log_every=50", *BEFORE, *extra]
+    start = time.monotonic()
+    subprocess.run([sys.executable, "-m", "launch.cli", "train", str(QUICKSTART), *overrides, "--nproc", "2"],
+                   check=True, cwd=REPO_ROOT, capture_output=True)
+    seconds = time.monotonic() - start
+    cfg = load_config(run / "config.yaml")
+    metrics = read_metrics(run)
+    evals = {s: round(r["eval_loss"], 4) for s, r in sorted(metrics.items()) if "eval_loss" in r}
+    summary = json.loads((run / "summary.json").read_text())
+    return {"variant": name, "eval_loss": evals[max(evals)], "eval_curve": evals,
+            "train_loss": round(summary["final_loss"], 4), "tokens": summary["tokens"],
+            "gflops": round(run_flops(cfg) / 1e9, 1), "seconds": round(seconds, 1), "overrides": extra}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("variants", nargs="*", help="names from --list, or KEY=VALUE,KEY=VALUE for an ad-hoc one")
+    parser.add_argument("--steps", type=int, default=400, help="optimizer steps of each run (default: %(default)s)")
+    parser.add_argument("--list", action="store_true", help="print the variants and their overrides")
+    args = parser.parse_args()
+    if args.list or not args.variants:
+        for name, extra in VARIANTS.items():
+            print(f"{name}: {' '.join(extra) or '(the quickstart before the recipe)'}")
+        return
+    train_data = prepared_corpus(WORK, 0, 1100, vocab_size=8192)
+    heldout = prepared_corpus(WORK, 1100, None, tokenizer=train_data / "tokenizer.json")
+    results = []
+    for name in args.variants:
+        extra = VARIANTS[name] if name in VARIANTS else name.split(",")
+        results.append(run_variant(name, extra, args.steps, train_data, heldout))
+        print(json.dumps(results[-1]), flush=True)
+    print(json.dumps({"recipe_ablation_eval_loss": {r["variant"]: r["eval_loss"] for r in results}}))
+
+
+if __name__ == "__main__":
+    main()
