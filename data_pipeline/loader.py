@@ -21,7 +21,7 @@ step are the state; resuming needs the same global batch (the lanes), at any W x
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
 import numpy as np
@@ -29,6 +29,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from data_pipeline.errors import UserError
+from data_pipeline.fetch import RemoteConfig
 from data_pipeline.handoff import RingReceiver, WorkerRing
 from data_pipeline.packing import DEFAULT_CACHE_BYTES, PackedSegments, SegmentBatch
 from data_pipeline.permutation import Permutation, mix64, sample_order  # noqa: F401 - sample_order re-exported
@@ -48,6 +49,7 @@ class DataConfig:
     # 0: each epoch is one full shuffle. N > 0: visit shard-sized blocks in a seeded order, N at a time, and
     # shuffle within them, so a remote dataset needs only about N shards in its cache at once.
     shuffle_window_shards: int = 0
+    remote: RemoteConfig = field(default_factory=RemoteConfig)  # retries, timeouts, prefetch for a URL data.path
 
     def __post_init__(self):
         if self.seq_len < 8:
@@ -145,15 +147,44 @@ class _RankStream(IterableDataset):
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info else (0, 1)
         ring = WorkerRing(worker, self.prefetch + 2) if info else None
+        try:
+            for batch in self._batches(worker, workers):
+                yield ring.pack(batch) if ring else batch
+        except UserError as exc:
+            if ring is None:
+                raise
+            # Sent as a message: torch would re-raise it with the worker's traceback pasted into its text.
+            yield WorkerFailure(str(exc))
+        finally:
+            self.segments.stop_prefetch()
+
+    def _batches(self, worker: int, workers: int) -> Iterator[dict]:
         offsets = np.arange(self.micro_batch, dtype=np.int64)
-        for group in itertools.count(worker, workers * LOOKUP_GROUPS):
+
+        def lookup(group: int) -> tuple[np.ndarray, np.ndarray]:
             # The order of several of this worker's groups in one lookup: its cost is mostly per call.
             groups = group + workers * np.arange(LOOKUP_GROUPS)
             indices = (self.base + (groups[:, None] * self.world + self.rank) * self.micro_batch) + offsets
-            chosen = self.order.segments_at(indices)
-            for row_indices, row_segments in zip(indices, chosen, strict=True):
+            return indices, self.order.segments_at(indices)
+
+        indices, chosen = lookup(worker)
+        self.segments.prefetch(chosen)  # a remote dataset's shards of the first batches, fetched together
+        for group in itertools.count(worker + workers * LOOKUP_GROUPS, workers * LOOKUP_GROUPS):
+            following = lookup(group)  # one lookup ahead, so that prefetch sees past the end of this one
+            ahead = np.concatenate([chosen, following[1]])
+            for k, (row_indices, row_segments) in enumerate(zip(indices, chosen, strict=True)):
                 batch = self.collate(self.segments.read_batch(row_segments, row_indices))
-                yield ring.pack(batch) if ring else batch
+                self.segments.prefetch(ahead[k + 1:k + 1 + LOOKUP_GROUPS])  # fetched while this batch trains
+                yield batch
+            indices, chosen = following
+
+
+class WorkerFailure:
+    """What a DataLoader worker sends instead of a batch when it met a UserError; the training process raises
+    it again, with the message alone."""
+
+    def __init__(self, message: str):
+        self.message = message
 
 
 class Loader:
@@ -163,7 +194,7 @@ class Loader:
                  seed: int, rank: int, world: int, micro_batch: int):
         self.cfg, self.collate, self.seed = cfg, collate, seed
         self.rank, self.world, self.micro_batch = rank, world, micro_batch
-        self.segments = PackedSegments(cfg.path, raw_length, cfg.cache_dir, cfg.cache_bytes)
+        self.segments = PackedSegments(cfg.path, raw_length, cfg.cache_dir, cfg.cache_bytes, cfg.remote)
         self.lanes = world * micro_batch if cfg.lanes else 0
         shards = self.segments.manifest.shards
         block = round(sum(s.tokens for s in shards) / max(1, len(shards)) / raw_length)  # segments per shard
@@ -198,6 +229,8 @@ class Loader:
                             persistent_workers=False, generator=torch.Generator().manual_seed(self.seed))
         receiver = RingReceiver()
         for message in loader:
+            if isinstance(message, WorkerFailure):
+                raise UserError(message.message)
             self.consumed += per_group
             yield receiver.unpack(message)
 

@@ -15,8 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
+from data_pipeline.dataset_files import is_url
 from data_pipeline.errors import UserError
-from data_pipeline.shards import DEFAULT_CACHE, Manifest, Shard, is_url, open_shard
+from data_pipeline.fetch import RemoteConfig
+from data_pipeline.remote import ShardCache
+from data_pipeline.shards import DEFAULT_CACHE, Manifest, Shard, open_shard
 
 DEFAULT_CACHE_BYTES = 16 << 30
 MAX_MAPPED_REMOTE = 4
@@ -57,16 +60,18 @@ class SegmentBatch:
 
 class PackedSegments:
     def __init__(self, root: str | Path, length: int, cache_dir: str | Path | None = None,
-                 cache_bytes: int = DEFAULT_CACHE_BYTES):
+                 cache_bytes: int = DEFAULT_CACHE_BYTES, remote: RemoteConfig | None = None):
         """`root` is a local directory or a URL; a URL's shards go through a cache of `cache_bytes` in `cache_dir`,
-        where local shards' checksum stamps live too."""
+        where local shards' checksum stamps live too, fetched with `remote`'s retries, timeouts and prefetch."""
         self.remote = is_url(str(root))
         self.root = str(root) if self.remote else Path(root)
-        self.manifest = Manifest.load(self.root)
+        remote = remote or RemoteConfig()
+        self.manifest = Manifest.load(self.root, remote)
         if self.remote:
-            from data_pipeline.remote import ShardCache
-
-            self.cache = ShardCache(self.root, cache_dir, cache_bytes)
+            # Prefetch within the cache: room for the shard being read and the ones fetched ahead of it.
+            largest = max((s.bytes for s in self.manifest.shards), default=1)
+            depth = max(0, min(remote.prefetch_shards, cache_bytes // max(1, largest) - 1))
+            self.cache = ShardCache(self.root, cache_dir, cache_bytes, remote, depth)
         self.stamps = Path(cache_dir or DEFAULT_CACHE) / "verified"
         self.length = length
         self.dtype = np.dtype(self.manifest.dtype)
@@ -92,6 +97,24 @@ class PackedSegments:
             else:
                 self._shards[s] = open_shard(self.root, info, self.dtype, verify=True, stamps=self.stamps)
         return self._shards[s]
+
+    def prefetch(self, segments: np.ndarray) -> None:
+        """A remote dataset's shards holding `segments` (the reads to come, soonest first) are fetched in the
+        background; nothing for a local one."""
+        if not self.remote:
+            return
+        begin = np.asarray(segments, dtype=np.int64).ravel() * self.length
+        # A segment's first and last token's shards, in the order they will be needed, each once.
+        shards = np.stack([np.searchsorted(self._starts, begin, side="right") - 1,
+                           np.searchsorted(self._starts, begin + self.length - 1, side="right") - 1], 1).ravel()
+        _, first = np.unique(shards, return_index=True)
+        needed = shards[np.sort(first)]
+        self.cache.prefetch([self.manifest.shards[s] for s in needed if self._shards[s] is None])
+
+    def stop_prefetch(self) -> None:
+        """The reader stopped: fetch nothing more for it."""
+        if self.remote:
+            self.cache.stop_prefetch()
 
     def read(self, segment: int) -> tuple[np.ndarray, np.ndarray]:
         """(tokens, doc_starts) of one segment; it may span several shards."""

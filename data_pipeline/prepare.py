@@ -25,9 +25,10 @@ from tqdm import tqdm
 
 from data_pipeline.documents import (DEFAULT_MAX_DOC_BYTES, ReadOptions, Record, expand_inputs, is_saved_dataset,
                                      iter_documents, iter_records)
+from data_pipeline.dataset_files import write_atomic
 from data_pipeline.errors import UserError
-from data_pipeline.shards import MANIFEST, Manifest, ShardInfo, file_sha256, token_dtype, write_atomic, write_shard
-from data_pipeline.tokenizer import load_tokenizer, read_tokenizer, special_token_ids, tokenizer_hash, train_tokenizer
+from data_pipeline.shards import MANIFEST, Manifest, ShardInfo, token_dtype, write_shard
+from data_pipeline.tokenizer import read_tokenizer, special_token_ids, tokenizer_hash, train_tokenizer
 
 TOKENIZER_FILE = "tokenizer.json"
 SUMMARY_FILE = "summary.json"
@@ -49,13 +50,14 @@ class PrepareSummary:
     resumed: bool = False  # whether this run continued an interrupted one
 
 
-def prepare(inputs: list[Path | str], out: Path, vocab_size: int = 8192, tokenizer: Path | None = None,
+def prepare(inputs: list[Path | str], out: Path, vocab_size: int = 8192, tokenizer: str | Path | None = None,
             text_field: str = "text", shard_tokens: int = DEFAULT_SHARD_TOKENS, tokenizer_kind: str = "wordpiece",
             txt_mode: str = "paragraph", skip_bad: bool = False, max_doc_bytes: int = DEFAULT_MAX_DOC_BYTES,
             progress: bool = True) -> PrepareSummary:
     """Tokenize every document of `inputs` (files, globs, saved `datasets` directories) into shards under `out`.
 
-    Trains a tokenizer of `tokenizer_kind` on the inputs unless `tokenizer` names an existing one.
+    Trains a tokenizer of `tokenizer_kind` on the inputs unless `tokenizer` names an existing one (a
+    tokenizer.json or a directory holding one, local or at a URL).
     """
     out = Path(out)
     paths = expand_inputs([str(p) for p in inputs])
@@ -64,7 +66,9 @@ def prepare(inputs: list[Path | str], out: Path, vocab_size: int = 8192, tokeniz
     if max_doc_bytes <= 0:
         raise UserError(f"--max-doc-mb must be positive, got {max_doc_bytes / 2**20:g}")
     options = ReadOptions(text_field=text_field, txt_mode=txt_mode, max_doc_bytes=max_doc_bytes, skip_bad=skip_bad)
-    fingerprint = _fingerprint(paths, options, tokenizer, tokenizer_kind, vocab_size, shard_tokens)
+    # A given tokenizer is read first and once: the clear error for a missing or malformed one, before any work.
+    given = read_tokenizer(tokenizer) if tokenizer else None
+    fingerprint = _fingerprint(paths, options, given and given[0], tokenizer_kind, vocab_size, shard_tokens)
 
     if (out / MANIFEST).exists():
         done = _finished_summary(out)
@@ -89,7 +93,7 @@ def prepare(inputs: list[Path | str], out: Path, vocab_size: int = 8192, tokeniz
             tok = train_tokenizer(_Passes(paths, options, progress), tokenizer_kind, vocab_size)
             text = tok.to_str()
         else:
-            text, tok = read_tokenizer(tokenizer)  # kept as it is: datasets sharing a tokenizer share its hash
+            text, tok = given  # kept as it is: datasets sharing a tokenizer share its hash
         special_token_ids(tok)  # fails early when a special token is missing
         write_atomic(out / TOKENIZER_FILE, text.encode())
         state = {"fingerprint": fingerprint, "tokenizer_sha256": tokenizer_hash(text), "shards": [],
@@ -229,16 +233,15 @@ def _prefetched(batches: Iterator[list[Record]], depth: int = 4) -> Iterator[lis
                 thread.join(0.01)
 
 
-def _fingerprint(paths, options: ReadOptions, tokenizer, kind: str, vocab_size: int, shard_tokens: int) -> str:
+def _fingerprint(paths, options: ReadOptions, tokenizer_text: str | None, kind: str, vocab_size: int,
+                 shard_tokens: int) -> str:
     """Identifies the inputs (path, size, mtime of every file) and every option that changes the output."""
     files = []
     for path in paths:
         members = sorted(p for p in path.rglob("*") if p.is_file()) if is_saved_dataset(path) else [path]
         files += [(str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns) for p in members]
-    if tokenizer:
-        load_tokenizer(tokenizer)  # the clear error for a missing or malformed tokenizer, before any work
-        given = Path(tokenizer) / TOKENIZER_FILE if Path(tokenizer).is_dir() else Path(tokenizer)
-        tok = {"file_sha256": file_sha256(given)}
+    if tokenizer_text is not None:
+        tok = {"file_sha256": tokenizer_hash(tokenizer_text)}  # the given file's, as read
     else:
         tok = {"kind": kind, "vocab_size": vocab_size}
     blob = json.dumps({"files": files, "options": asdict(options), "tokenizer": tok, "shard_tokens": shard_tokens},

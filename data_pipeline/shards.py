@@ -17,17 +17,14 @@ from pathlib import Path
 
 import numpy as np
 
+from data_pipeline.dataset_files import dataset_file, file_sha256, read_dataset_text, write_atomic
 from data_pipeline.errors import UserError
+from data_pipeline.fetch import RemoteConfig
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 # Graft's local cache: remote shards, and stamps of local shards that passed their sha256 check.
 DEFAULT_CACHE = Path(os.environ.get("GRAFT_CACHE", Path.home() / ".cache" / "graft"))
-
-
-def is_url(path: str) -> bool:
-    """Remote datasets are named by URL (http(s)://, s3://, gs://, ...); anything else is a local path."""
-    return "://" in path
 
 
 def token_dtype(vocab_size: int) -> np.dtype:
@@ -64,8 +61,9 @@ class Manifest:
         write_atomic(root / MANIFEST, json.dumps(asdict(self), indent=1).encode())
 
     @classmethod
-    def load(cls, root: str | Path) -> "Manifest":
-        return cls.parse(read_dataset_text(root, MANIFEST), dataset_file(root, MANIFEST))
+    def load(cls, root: str | Path, remote: RemoteConfig | None = None) -> "Manifest":
+        """The manifest of the dataset at `root`, a directory or a URL (fetched with `remote`'s retries)."""
+        return cls.parse(read_dataset_text(root, MANIFEST, remote), dataset_file(root, MANIFEST))
 
     @classmethod
     def parse(cls, text: str, path: str) -> "Manifest":
@@ -83,34 +81,6 @@ class Manifest:
             if Path(shard.path).is_absolute() or ".." in Path(shard.path).parts:
                 raise UserError(f"{path}: shard path {shard.path!r} escapes the dataset root")
         return manifest
-
-
-def dataset_file(root: str | Path, name: str) -> str:
-    """Where the file `name` of the dataset at `root` (a directory or a URL) is, for messages."""
-    return f"{str(root).rstrip('/')}/{name}" if is_url(str(root)) else str(Path(root) / name)
-
-
-def read_dataset_text(root: str | Path, name: str) -> str:
-    """The text of the file `name` (its manifest, its tokenizer.json) of the dataset at `root`, a local
-    directory or a URL."""
-    if is_url(str(root)):
-        from data_pipeline.remote import read_remote_text  # fsspec only when a URL is used
-
-        return read_remote_text(str(root), name)
-    path = Path(root) / name
-    if not path.is_file():
-        raise UserError(f"{path} not found: {root} is not a prepared dataset; run `graft prepare` first")
-    return path.read_bytes().decode(errors="replace")  # as a URL's; junk: the parser's clear error
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write to a temporary name, then rename: readers never see half a file."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def write_shard(path: Path, docs: list[np.ndarray], dtype: np.dtype) -> ShardInfo:
@@ -173,11 +143,3 @@ def verify_once(path: Path, info: ShardInfo, stamps: Path) -> None:
     verify_sha256(path, info)
     stamps.mkdir(parents=True, exist_ok=True)
     stamp.touch()
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()

@@ -20,7 +20,9 @@ from typing import Iterable
 
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
+from data_pipeline.dataset_files import dataset_file, is_url
 from data_pipeline.errors import UserError
+from data_pipeline.fetch import RemoteConfig, fetch_bytes
 
 # BERT's conventions; the order fixes their ids (pad=0, which the models assume for padding_idx).
 BERT_SPECIAL_TOKENS = {"pad": "[PAD]", "unk": "[UNK]", "cls": "[CLS]", "sep": "[SEP]", "mask": "[MASK]"}
@@ -154,9 +156,14 @@ def _canonical_unigram(tok: Tokenizer) -> models.Unigram:
 TOKENIZER_KINDS = {"wordpiece": train_wordpiece, "bytelevel_bpe": train_bytelevel_bpe, "unigram": train_unigram}
 
 
-def read_tokenizer(path: str | Path) -> tuple[str, Tokenizer]:
-    """The text of a `tokenizer.json` file (or of the one inside a Hugging Face tokenizer directory) and the
-    tokenizer it holds."""
+def read_tokenizer(path: str | Path, remote: RemoteConfig | None = None) -> tuple[str, Tokenizer]:
+    """The text of a `tokenizer.json` file (or of the one inside a Hugging Face tokenizer directory), local or
+    at a URL (fetched with `remote`'s retries), and the tokenizer it holds."""
+    if is_url(str(path)):
+        url = str(path) if str(path).endswith(".json") else dataset_file(path, "tokenizer.json")
+        text = fetch_bytes(url, remote or RemoteConfig(), "pass the URL of a tokenizer.json, or of a directory "
+                           "holding one").decode(errors="replace")
+        return text, parse_tokenizer(text, url)
     path = Path(path)
     if path.is_dir():
         path = path / "tokenizer.json"
@@ -166,8 +173,8 @@ def read_tokenizer(path: str | Path) -> tuple[str, Tokenizer]:
     return text, parse_tokenizer(text, str(path))
 
 
-def load_tokenizer(path: str | Path) -> Tokenizer:
-    return read_tokenizer(path)[1]
+def load_tokenizer(path: str | Path, remote: RemoteConfig | None = None) -> Tokenizer:
+    return read_tokenizer(path, remote)[1]
 
 
 def parse_tokenizer(text: str, where: str, fix: str = "") -> Tokenizer:

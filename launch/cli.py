@@ -15,7 +15,7 @@ def _prepare(args) -> None:
     from data_pipeline.prepare import prepare
 
     summary = prepare(args.inputs, Path(args.out), vocab_size=args.vocab_size,
-                      tokenizer=Path(args.tokenizer) if args.tokenizer else None, text_field=args.text_field,
+                      tokenizer=args.tokenizer, text_field=args.text_field,
                       shard_tokens=args.shard_tokens, tokenizer_kind=args.tokenizer_kind, txt_mode=args.txt_docs,
                       skip_bad=args.skip_bad, max_doc_bytes=int(args.max_doc_mb * 2**20))
     skipped = ", ".join(f"{n:,} {reason}" for reason, n in summary.skipped.items()) or "none"
@@ -141,7 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tokenizer-kind", choices=sorted(TOKENIZER_KINDS), default="wordpiece",
                    help="kind of tokenizer to train (default: %(default)s)")
     p.add_argument("--vocab-size", type=int, default=8192, help="vocabulary to train (default: %(default)s)")
-    p.add_argument("--tokenizer", help="use this tokenizer.json (or HF tokenizer directory) instead of training one")
+    p.add_argument("--tokenizer", help="use this tokenizer.json (or HF tokenizer directory), a path or a URL, instead "
+                                       "of training one")
     p.add_argument("--text-field", default="text", help="the JSON field or column holding the text (default: text)")
     p.add_argument("--txt-docs", choices=TXT_MODES, default="paragraph",
                    help=".txt documents: 'paragraph' = separated by blank lines, 'line' = one per line "

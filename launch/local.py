@@ -45,7 +45,7 @@ def prepare_run_dir(cfg: RunConfig, resume: bool) -> Path:
             raise UserError(f"--resume: {latest} holds another model than this config describes "
                             f"({', '.join(edits)}); resume with the checkpoint's values, or start a new run in "
                             "another train.run_dir")
-        keep_dataset_files(run_dir, cfg.data.path, copy=False)  # refuses another dataset before writing anything
+        keep_dataset_files(run_dir, cfg.data.path, False, cfg.data.remote)  # refuses another dataset before any write
         changes = config_changes(old, cfg)
         if changes:
             print(f"resuming {run_dir} from {latest.name} with a changed config:\n  " + "\n  ".join(changes))

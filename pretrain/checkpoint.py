@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from data_pipeline.errors import UserError
-from data_pipeline.shards import write_atomic
+from data_pipeline.dataset_files import write_atomic
 from pretrain import safe_load
 from pretrain.failures import is_collective_error, write_error
 from pretrain.run_dir import (ENGINE_DIR, LATEST, TRAIN_STATE_FILE, checkpoints_dir, rng_file,  # noqa: F401

@@ -112,7 +112,8 @@ def _resolve(path, overrides):
             user = OmegaConf.merge(load_recipe(recipe), user)
         merged = OmegaConf.merge(OmegaConf.structured(RunConfig), user)
         if OmegaConf.select(user, "model.vocab_size") is None and not OmegaConf.is_missing(merged.data, "path"):
-            merged.model.vocab_size = Manifest.load(merged.data.path).vocab_size
+            remote = OmegaConf.to_object(merged.data.remote)  # its retries and timeouts, for a URL data.path
+            merged.model.vocab_size = Manifest.load(merged.data.path, remote).vocab_size
         missing = sorted(OmegaConf.missing_keys(merged))
         return (merged, missing) if missing else (OmegaConf.to_object(merged), [])
     except OmegaConfBaseException as exc:
@@ -157,7 +158,7 @@ def check_special_ids(cfg: RunConfig) -> None:
     """The model's special ids must be the dataset tokenizer's: a RoBERTa preset (pad 1) on WordPiece data
     (pad 0) would otherwise train with the wrong padding index and export a model that disagrees with its
     tokenizer."""
-    manifest = Manifest.load(cfg.data.path)
+    manifest = Manifest.load(cfg.data.path, cfg.data.remote)
     for role in ("pad", "bos", "eos"):
         want, have = manifest.special_tokens.get(role), getattr(cfg.model, f"{role}_token_id")
         if want is not None and have is not None and want != have:

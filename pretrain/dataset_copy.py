@@ -11,20 +11,23 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from data_pipeline.dataset_files import dataset_file, read_dataset_text, write_atomic
 from data_pipeline.errors import UserError
+from data_pipeline.fetch import RemoteConfig
 from data_pipeline.prepare import TOKENIZER_FILE
-from data_pipeline.shards import MANIFEST, Manifest, dataset_file, read_dataset_text, write_atomic
+from data_pipeline.shards import MANIFEST, Manifest
 from data_pipeline.tokenizer import parse_tokenizer, tokenizer_hash
 from pretrain.run_dir import DATASET_DIR
 
 FILES = (MANIFEST, TOKENIZER_FILE)
 
 
-def keep_dataset_files(run_dir: Path, data_path: str, copy: bool) -> Manifest:
+def keep_dataset_files(run_dir: Path, data_path: str, copy: bool, remote: RemoteConfig | None = None) -> Manifest:
     """Check the dataset's files against the copy in `run_dir/dataset`, or, where there is none yet and `copy`
     (rank 0), make it (all or none). Every rank checks, so that all of them stop at once on another dataset.
-    Returns the dataset's manifest, parsed from the text just read (no second fetch for a URL dataset)."""
-    texts = {name: read_dataset_text(data_path, name) for name in FILES}
+    Returns the dataset's manifest, parsed from the text just read (no second fetch for a URL dataset, whose
+    files are fetched with `remote`'s retries)."""
+    texts = {name: read_dataset_text(data_path, name, remote) for name in FILES}
     manifest = Manifest.parse(texts[MANIFEST], dataset_file(data_path, MANIFEST))
     kept = run_dir / DATASET_DIR
     if kept.is_dir():
@@ -53,11 +56,11 @@ def dataset_source(run_dir: Path, data_path: str) -> str:
     return str(kept) if kept.is_dir() else data_path
 
 
-def dataset_tokenizer(root: str, manifest: Manifest):
+def dataset_tokenizer(root: str, manifest: Manifest, remote: RemoteConfig | None = None):
     """The tokenizer a dataset was prepared with: `tokenizer.json` of `root` (a run's copy, or a dataset
     directory or URL), checked against `manifest`'s hash."""
     where = dataset_file(root, TOKENIZER_FILE)
-    text = read_dataset_text(root, TOKENIZER_FILE)
+    text = read_dataset_text(root, TOKENIZER_FILE, remote)
     tokenizer = parse_tokenizer(text, where, "; re-run `graft prepare`")
     if tokenizer_hash(text) != manifest.tokenizer_sha256:
         raise UserError(f"{where} is not the tokenizer the dataset's manifest names (sha256 differs); the "

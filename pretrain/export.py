@@ -67,12 +67,12 @@ def export(run_dir: Path, out_dir: Path, max_shard_bytes: int | None = None, ste
     _check_matches(reader, skeleton, cfg.model, ckpt)
     _check_same_model(cfg.model, checkpoint.read_meta(ckpt).get("model"), run_dir, ckpt)
 
+    dataset = dataset_source(run_dir, cfg.data.path)  # read first: a dataset gone offline leaves nothing behind
+    manifest = Manifest.load(dataset, cfg.data.remote)
+    tokenizer = dataset_tokenizer(dataset, manifest, cfg.data.remote)
     staging = out_dir.with_name(out_dir.name + ".tmp")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
-    dataset = dataset_source(run_dir, cfg.data.path)
-    manifest = Manifest.load(dataset)
-    tokenizer = dataset_tokenizer(dataset, manifest)
     for part in the_parts:
         target = staging / part.subdir
         target.mkdir(exist_ok=True)

@@ -54,7 +54,7 @@ def train(run_dir: Path, resume: bool = False) -> Outcome:
 def _train(run_dir: Path, resume: bool, stop_request: StopRequest) -> Outcome:
     rank, world = init_distributed()
     cfg = load_config(run_dir / CONFIG_FILE)
-    manifest = keep_dataset_files(run_dir, cfg.data.path, copy=rank == 0)  # so that export needs no dataset
+    manifest = keep_dataset_files(run_dir, cfg.data.path, rank == 0, cfg.data.remote)  # export needs no dataset
     context = CollatorContext(manifest, cfg.data.seq_len, cfg.seed, dataset_source(run_dir, cfg.data.path))
     collate, loss_fn = build_objective(cfg.objective, context)
     start = _resume_point(run_dir) if resume else None

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from data_pipeline.errors import UserError
-from data_pipeline.shards import MANIFEST, Manifest, ShardInfo, file_sha256, open_shard, token_dtype, write_shard
+from data_pipeline.dataset_files import file_sha256
+from data_pipeline.shards import MANIFEST, Manifest, ShardInfo, open_shard, token_dtype, write_shard
 
 
 def random_docs(rng, n_docs, high, max_len=9):
