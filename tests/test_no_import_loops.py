@@ -6,9 +6,6 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 PACKAGES = ("data_pipeline", "pretrain", "launch")
-# Issue 18 removes this loop (a leaf module for the dataset-file helpers); until it is merged it is the one
-# known exception.
-KNOWN = {frozenset({"data_pipeline.remote", "data_pipeline.shards"})}
 
 
 def _module_name(path: Path) -> str:
@@ -72,7 +69,7 @@ def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 
 def test_no_import_loops():
-    loops = [c for c in _cycles(_graph()) if frozenset(c) not in KNOWN]
+    loops = _cycles(_graph())
     assert loops == []
 
 
