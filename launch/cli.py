@@ -34,6 +34,10 @@ def _train(args) -> None:
         print(f"stopped by {stopped_by[len('signal '):]} after a complete checkpoint; continue with the same "
               f"command plus --resume (exit code {REQUEUE_EXIT_CODE} asks the scheduler to requeue)")
         sys.exit(REQUEUE_EXIT_CODE)
+    if stopped_by == "hang":
+        print(f"no step completed within train.hang_timeout_minutes; each rank's Python stack is in {run_dir}/hang/; "
+              f"continue with the same command plus --resume (exit code {REQUEUE_EXIT_CODE})")
+        sys.exit(REQUEUE_EXIT_CODE)
 
 
 def _export(args) -> None:
@@ -155,6 +159,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--nproc", type=int, default=2, help="training processes (default: 2)")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="overrides for configs/quickstart.yaml")
     p.set_defaults(run=_quickstart)
+
+    from launch.slurm_cli import add_parser as add_slurm_parser
+
+    add_slurm_parser(commands)
     return parser
 
 

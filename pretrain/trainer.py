@@ -24,6 +24,7 @@ from pretrain.models.layers import set_layerdrop_step
 from pretrain.objectives import build_objective
 from pretrain.optim import build_optimizer, learning_rate
 from pretrain.signals import StopRequest
+from pretrain.watchdog import HangWatchdog, forced_hang
 
 CONFIG_FILE = "config.yaml"
 
@@ -37,13 +38,15 @@ class Outcome:
 def train(run_dir: Path, resume: bool = False) -> Outcome:
     """Train the run whose resolved config is `run_dir/config.yaml` (written by the launcher)."""
     stop_request = StopRequest()  # first: a preemption signal during start-up still ends in a checkpoint
+    watchdog = HangWatchdog(run_dir)
     try:
-        return _train(run_dir, resume, stop_request)
+        return _train(run_dir, resume, stop_request, watchdog)
     finally:
+        watchdog.close()
         stop_request.close()
 
 
-def _train(run_dir: Path, resume: bool, stop_request: StopRequest) -> Outcome:
+def _train(run_dir: Path, resume: bool, stop_request: StopRequest, watchdog: HangWatchdog) -> Outcome:
     rank, world = init_distributed()
     cfg = load_config(run_dir / CONFIG_FILE)
     manifest = keep_dataset_files(run_dir, cfg.data.path, copy=rank == 0)  # so that export needs no dataset
@@ -76,10 +79,12 @@ def _train(run_dir: Path, resume: bool, stop_request: StopRequest) -> Outcome:
     # console line every train.log_every steps is there either way.
     bar = tqdm(total=stop, initial=state.step, desc="training", unit=" steps", disable=True if rank else None)
     saved_at = time.monotonic()
+    watchdog.start(rank, cfg.train.hang_timeout_minutes)
     last, stopped_by = {}, "end" if stop == cfg.train.max_steps else "exit_at_step"
     batches = iter(loader)
     while state.step < stop:
         wait_start = time.perf_counter()
+        forced_hang(cfg.train.debug_hang_at_step, state.step, rank, world)
         micro_batches = [next(batches) for _ in range(engine.accumulation)]
         data_wait = time.perf_counter() - wait_start
         lr = learning_rate(state.step, cfg.optim, cfg.train.max_steps)
@@ -117,6 +122,7 @@ def _train(run_dir: Path, resume: bool, stop_request: StopRequest) -> Outcome:
             checkpoint.save(engine, run_dir, state, loader.state_dict(), rank, cfg.train.keep_last, reason,
                             dataclasses.asdict(cfg.model))
             saved_at = time.monotonic()
+        watchdog.beat()  # after the step's evaluation and checkpoint too
         if signalled:
             stopped_by = reason
             break
