@@ -49,7 +49,7 @@ def submit_array(configs: list[RunConfig], run_dirs: list[Path], options: SlurmO
     if len(configs) != len(run_dirs) or not configs:
         raise UserError(f"submit_array: {len(configs)} configs for {len(run_dirs)} run directories")
     configs = [dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, run_dir=str(Path(d).resolve())))
-               for cfg, d in zip(configs, run_dirs)]
+               for cfg, d in zip(configs, run_dirs, strict=True)]
     for cfg in configs:
         _check(cfg, options)
     run_dirs = [prepare_run_dir(cfg, resume=False) for cfg in configs]

@@ -30,6 +30,7 @@ def slurm_available() -> str | None:
     """None when a cluster can be started here, else why not."""
     if os.geteuid() != 0:
         return "starting SLURM daemons and network namespaces needs root"
+    install_slurm()
     missing = [tool for tool in ("slurmctld", "slurmd", "munged", "ip", "unshare", "nsenter") if not shutil.which(tool)]
     if missing:
         return f"missing {', '.join(missing)} (apt-get install slurm-wlm munge iproute2 util-linux)"
