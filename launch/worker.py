@@ -1,6 +1,7 @@
 """What each rank runs under torchrun: `python -m launch.worker RUN_DIR [--resume]`."""
 
 import sys
+import traceback
 import warnings
 
 from data_pipeline.errors import UserError
@@ -21,6 +22,9 @@ def main(argv: list[str]) -> int:
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except Exception:  # e.g. a peer lost: leave through exit_process, as interpreter exit would wait forever on
+        traceback.print_exc()  # DataLoader workers, which block the SIGTERM it sends them
+        return 1
     return REQUEUE_EXIT_CODE if outcome.stopped_by.startswith("signal") else 0
 
 
