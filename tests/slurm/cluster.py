@@ -98,6 +98,8 @@ class Cluster:
 
     def node_pids(self, node: Node, needle: str) -> list[int]:
         """Processes of `node`'s network namespace whose command line contains `needle`."""
+        if not os.path.exists(f"/run/netns/{node.netns}"):
+            return []
         target = os.stat(f"/run/netns/{node.netns}").st_ino
         pids = []
         for proc in Path("/proc").glob("[0-9]*"):
@@ -185,6 +187,7 @@ def _network(nodes: list[Node]) -> None:
         _ip("netns", "del", node.netns, check=False)
         _ip("netns", "add", node.netns)
         host_end, node_end = f"gveth{i}h", f"gveth{i}n"
+        _ip("link", "del", host_end, check=False)  # left by a killed session
         _ip("link", "add", host_end, "type", "veth", "peer", "name", node_end)
         _ip("link", "set", host_end, "master", BRIDGE)
         _ip("link", "set", host_end, "up")

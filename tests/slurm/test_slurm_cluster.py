@@ -4,6 +4,7 @@ link. One cluster for the whole module; jobs are tiny 2-process CPU trainings.""
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -43,7 +44,11 @@ def graft(cluster, *args, check=True) -> subprocess.CompletedProcess:
 def submit(cluster, small_dataset, run_dir, *args) -> str:
     out = graft(cluster, "slurm", "submit", TINY, f"data.path={small_dataset}", f"train.run_dir={run_dir}", *STEPS,
                 *args).stdout
-    return out.split()[2].rstrip(":")
+    return job_of(out)
+
+
+def job_of(out: str) -> str:
+    return re.search(r"^submitted job (\S+?):", out, re.M).group(1)
 
 
 def log_of(run_dir, job_id) -> str:
@@ -125,16 +130,17 @@ def test_node_lost_then_resume_on_the_remaining_node(cluster, small_dataset, ref
     assert "error: graft: the training step failed" in log and "graft slurm submit --resume" in log
 
     out = graft(cluster, "slurm", "submit", "--resume", run_dir, "--nodes", 1, "train.debug_hang_at_step=null").stdout
-    job2 = out.split()[2].rstrip(":")
+    job2 = job_of(out)
     info = finished(cluster, run_dir, job2)
     assert info["JobState"] == "COMPLETED", log_of(run_dir, job2)
     assert "1 node(s) x 1 process(es)" in log_of(run_dir, job2)
     losses, want = logged_losses(run_dir), reference[2]
     assert losses[:8] == want[:8]  # before the loss: the same run
-    # After it, world size 1 with 4 micro-batches per step instead of 2 ranks x 2: the same samples, so the
-    # same losses up to summation order (a skipped or repeated sample would move them by far more).
-    assert losses[8:] == pytest.approx(want[8:], rel=1e-4)
-    assert json.loads((run_dir / "summary.json").read_text())["step"] == 24
+    # After it, world size 1 (4 micro-batches per step instead of 2 ranks x 2) trains the same samples, but each
+    # rank draws its own dropout noise, so the losses agree only closely (measured: within 1.1e-3 relative).
+    assert losses[8:] == pytest.approx(want[8:], rel=3e-3)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["step"] == 24 and summary["tokens"] == 24 * 16 * 32  # global batch 16 x seq_len 32
 
 
 def test_watchdog_ends_a_hang_with_stacks_and_the_requeue_cap_stops_it(cluster, small_dataset, tmp_path):
