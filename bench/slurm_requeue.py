@@ -9,6 +9,8 @@ is reported apart.
 
 Figures, last line: requeue_overhead_ratio = Graft's cost / the baseline's start-up (goal <= 1.5),
 requeue_lost_steps = steps trained twice (goal 0), requeue_slurm_wait_s.
+
+Run (as root): PYTHONPATH=$PWD python bench/slurm_requeue.py
 """
 
 from __future__ import annotations
