@@ -35,6 +35,10 @@ def _train(args) -> None:
         print(f"stopped by {stopped_by[len('signal '):]} after a complete checkpoint; continue with the same "
               f"command plus --resume (exit code {REQUEUE_EXIT_CODE} asks the scheduler to requeue)")
         sys.exit(REQUEUE_EXIT_CODE)
+    if stopped_by == "hang":
+        print(f"no step completed within train.hang_timeout_minutes; each rank's Python stack is in {run_dir}/hang/; "
+              f"continue with the same command plus --resume (exit code {REQUEUE_EXIT_CODE})")
+        sys.exit(REQUEUE_EXIT_CODE)
 
 
 def _export(args) -> None:
@@ -277,6 +281,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the N of every fit (default: %(default)s, as Kaplan et al.)")
     p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap resampling (default: 0)")
     p.set_defaults(run=_scaling)
+
+    from launch.slurm_cli import add_parser as add_slurm_parser
+
+    add_slurm_parser(commands)
     return parser
 
 

@@ -20,6 +20,7 @@ from pretrain.engine import check_precision
 from pretrain.models.config import architecture_changes
 from pretrain.signals import PREEMPTION_SIGNALS
 from pretrain.trainer import CONFIG_FILE
+from pretrain.watchdog import HANG_DIR
 
 TORCHRUN_SIGNALS = (signal.SIGINT, signal.SIGHUP, signal.SIGQUIT)  # torchrun's defaults, kept
 SHUTDOWN_GRACE_S = 600  # how long torchrun lets workers finish a signal checkpoint before it kills them
@@ -73,13 +74,18 @@ def launch_training(config: str | None, overrides: list[str], nproc: int, resume
         from pretrain.trainer import train
 
         return run_dir, train(run_dir, resume=resume).stopped_by
-    return run_dir, _torchrun(run_dir, nproc, resume)
+    return run_dir, run_workers(run_dir, nproc, resume)
 
 
-def _torchrun(run_dir: Path, nproc: int, resume: bool) -> str:
-    """Run the workers under torchrun, forwarding preemption signals to them; returns what stopped them."""
+def run_workers(run_dir: Path, nproc: int, resume: bool, rendezvous: list[str] | None = None,
+                forward_signals: bool = True) -> str:
+    """Run the workers under torchrun, forwarding preemption signals to them; returns what stopped them
+    ("hang" when the hang watchdog ended them). `rendezvous`: torchrun's multi-node options (default:
+    --standalone); `forward_signals=False` where the signal reaches every process already (SLURM's steps)."""
     before = checkpoint.latest_checkpoint(run_dir)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+    started = time.time()
+    cmd = [sys.executable, "-m", "torch.distributed.run", *(rendezvous or ["--standalone"]),
+           f"--nproc_per_node={nproc}",
            # torchrun passes the signals it handles on to every worker, then waits up to the grace period.
            f"--signals-to-handle={','.join(s.name for s in (*PREEMPTION_SIGNALS, *TORCHRUN_SIGNALS))}",
            f"--shutdown-timeout={SHUTDOWN_GRACE_S}", "-m", "launch.worker", str(run_dir)] + \
@@ -89,7 +95,8 @@ def _torchrun(run_dir: Path, nproc: int, resume: bool) -> str:
         env.setdefault("DS_ACCELERATOR", "cpu")
     failures.clear_records(run_dir)
     proc = subprocess.Popen(cmd, env=env)
-    previous = {sig: signal.signal(sig, lambda signum, frame: proc.send_signal(signum)) for sig in PREEMPTION_SIGNALS}
+    forward = (lambda signum, frame: proc.send_signal(signum)) if forward_signals else signal.SIG_IGN
+    previous = {sig: signal.signal(sig, forward) for sig in PREEMPTION_SIGNALS}
     try:
         returncode = proc.wait()
     finally:
@@ -98,6 +105,8 @@ def _torchrun(run_dir: Path, nproc: int, resume: bool) -> str:
     latest = checkpoint.latest_checkpoint(run_dir)
     if latest is not None and latest != before and checkpoint.read_meta(latest)["reason"].startswith("signal"):
         return checkpoint.read_meta(latest)["reason"]  # a preemption checkpoint written by this session
+    if returncode != 0 and any(p.stat().st_mtime >= started for p in (run_dir / HANG_DIR).glob("stacks-rank*")):
+        return "hang"  # every rank wrote its stacks and left with the requeue code
     if returncode != 0:
         raise failures.run_failure(run_dir, nproc, returncode)
     return checkpoint.read_meta(latest)["reason"]

@@ -47,11 +47,17 @@ class TrainConfig:
     debug_nan_steps: list[int] = field(default_factory=list)  # testing aid: rank 0's loss is NaN at these steps
     debug_fail: str | None = None  # testing aid: PLACE:STEP[:RANK] fails the run on purpose (docs/failures.md)
 
+    hang_timeout_minutes: float = 30.0  # no step in this time: every rank writes its stacks to hang/, exits 75; 0 off
+    debug_hang_at_step: int | None = None  # testing aid: the last rank hangs for good before this step
+
     def __post_init__(self):
         for name in ("max_steps", "log_every", "save_every", "keep_last", "eval_every", "eval_batches",
                      "max_nonfinite_in_a_row"):
             if getattr(self, name) <= 0:
                 raise UserError(f"train.{name} must be positive, got {getattr(self, name)}")
+        if self.hang_timeout_minutes < 0:
+            raise UserError(f"train.hang_timeout_minutes must be >= 0 (0 turns the watchdog off), got "
+                            f"{self.hang_timeout_minutes}")
         if self.save_every_minutes < 0:
             raise UserError(f"train.save_every_minutes must be >= 0, got {self.save_every_minutes}")
         if self.exit_at_step is not None and self.exit_at_step <= 0:

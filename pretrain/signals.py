@@ -1,5 +1,5 @@
-"""Preemption signals: SIGTERM and SIGUSR1 (SLURM's warning before preemption or the time limit) only raise a
-flag here; the trainer checks it at the next step boundary, agrees on it across ranks, checkpoints and exits
+"""Preemption signals: SIGTERM, SIGUSR1 and SIGUSR2 (SLURM's warning before preemption or the time limit) only
+raise a flag here; the trainer checks it at the next step boundary, agrees on it across ranks, checkpoints and exits
 with REQUEUE_EXIT_CODE."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ from __future__ import annotations
 import signal
 import threading
 
-PREEMPTION_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+PREEMPTION_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)  # USR2: graft slurm's default
 # EX_TEMPFAIL from sysexits.h: "temporary failure, try again". The checkpoint is complete and `latest` names
 # it before the process exits with this code, so a job script can requeue on it (`scontrol requeue`).
 REQUEUE_EXIT_CODE = 75

@@ -30,6 +30,7 @@ from pretrain.objectives.base import CollatorContext
 from pretrain.optim import build_optimizer, learning_rate
 from pretrain.run_dir import CONFIG_FILE
 from pretrain.signals import StopRequest
+from pretrain.watchdog import HangWatchdog, forced_hang
 
 
 
@@ -42,16 +43,18 @@ class Outcome:
 def train(run_dir: Path, resume: bool = False) -> Outcome:
     """Train the run whose resolved config is `run_dir/config.yaml` (written by the launcher)."""
     stop_request = StopRequest()  # first: a preemption signal during start-up still ends in a checkpoint
+    watchdog = HangWatchdog(run_dir)
     try:
-        return _train(run_dir, resume, stop_request)
+        return _train(run_dir, resume, stop_request, watchdog)
     except BaseException:
         end_data_workers()  # else the interpreter's exit would wait for them forever (pretrain/failures.py)
         raise
     finally:
+        watchdog.close()
         stop_request.close()
 
 
-def _train(run_dir: Path, resume: bool, stop_request: StopRequest) -> Outcome:
+def _train(run_dir: Path, resume: bool, stop_request: StopRequest, watchdog: HangWatchdog) -> Outcome:
     rank, world = init_distributed()
     cfg = load_config(run_dir / CONFIG_FILE)
     manifest = keep_dataset_files(run_dir, cfg.data.path, rank == 0, cfg.data.remote)  # export needs no dataset
@@ -87,11 +90,13 @@ def _train(run_dir: Path, resume: bool, stop_request: StopRequest) -> Outcome:
     # console line every train.log_every steps is there either way.
     bar = tqdm(total=stop, initial=state.step, desc="training", unit=" steps", disable=True if rank else None)
     saved_at = time.monotonic()
+    watchdog.start(rank, cfg.train.hang_timeout_minutes)
     last, stopped_by = {}, "end" if stop == cfg.train.max_steps else "exit_at_step"
     batches = iter(loader)
     while state.step < stop:
         strike_in_main(fault, rank, state.step + 1)
         wait_start = time.perf_counter()
+        forced_hang(cfg.train.debug_hang_at_step, state.step, rank, world)
         # The ramp and the curriculum are functions of the step: a resumed run continues them exactly.
         global_batch = batch_size_at(state.step, cfg.curriculum, cfg.engine.global_batch_size)
         length = seq_len_at(state.step, cfg.curriculum, cfg.data.seq_len)
@@ -133,6 +138,7 @@ def _train(run_dir: Path, resume: bool, stop_request: StopRequest) -> Outcome:
             checkpoint.save(engine, run_dir, state, loader.state_dict(), rank, cfg.train.keep_last, reason,
                             dataclasses.asdict(cfg.model))
             saved_at = time.monotonic()
+        watchdog.beat()  # after the step's evaluation and checkpoint too
         if signalled:
             stopped_by = reason
             break
