@@ -38,8 +38,10 @@ def mlm_batches(data: Path, seq_len: int, batch: int, count: int, seed: int = 0,
     from data_pipeline.loader import DataConfig, Loader
     from data_pipeline.shards import Manifest
     from pretrain.objectives import ObjectiveConfig, build_objective
+    from pretrain.objectives.base import CollatorContext
 
-    collate, loss_fn = build_objective(ObjectiveConfig(), Manifest.load(data), seq_len, seed)
+    context = CollatorContext(Manifest.load(data), seq_len, seed, str(data))
+    collate, loss_fn = build_objective(ObjectiveConfig(), context)
     loader = Loader(DataConfig(path=str(data), seq_len=seq_len, num_workers=0), collate.raw_length, collate,
                     seed, rank, world, batch)
     return list(itertools.islice(iter(loader), count)), loss_fn

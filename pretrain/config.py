@@ -13,7 +13,7 @@ from data_pipeline.loader import DataConfig
 from data_pipeline.shards import Manifest
 from pretrain.engine import EngineConfig
 from pretrain.models.config import ModelConfig
-from pretrain.objectives import ObjectiveConfig
+from pretrain.objectives import ObjectiveConfig, check_fits
 from pretrain.optim import OptimConfig
 
 
@@ -58,8 +58,6 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def __post_init__(self):
-        from pretrain.objectives import check_fits
-
         check_fits(self.objective, self.model)  # e.g. span corruption cannot train a BERT
 
 

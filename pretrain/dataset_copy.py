@@ -14,6 +14,7 @@ from pathlib import Path
 from data_pipeline.errors import UserError
 from data_pipeline.prepare import TOKENIZER_FILE
 from data_pipeline.shards import MANIFEST, Manifest, dataset_file, read_dataset_text, write_atomic
+from data_pipeline.tokenizer import parse_tokenizer, tokenizer_hash
 
 DATASET_DIR = "dataset"
 FILES = (MANIFEST, TOKENIZER_FILE)
@@ -50,3 +51,15 @@ def dataset_source(run_dir: Path, data_path: str) -> str:
     directory made before training kept one."""
     kept = run_dir / DATASET_DIR
     return str(kept) if kept.is_dir() else data_path
+
+
+def dataset_tokenizer(root: str, manifest: Manifest):
+    """The tokenizer a dataset was prepared with: `tokenizer.json` of `root` (a run's copy, or a dataset
+    directory or URL), checked against `manifest`'s hash."""
+    where = dataset_file(root, TOKENIZER_FILE)
+    text = read_dataset_text(root, TOKENIZER_FILE)
+    tokenizer = parse_tokenizer(text, where, "; re-run `graft prepare`")
+    if tokenizer_hash(text) != manifest.tokenizer_sha256:
+        raise UserError(f"{where} is not the tokenizer the dataset's manifest names (sha256 differs); the "
+                        "dataset was changed after `graft prepare` wrote it")
+    return tokenizer

@@ -18,12 +18,10 @@ import torch
 from omegaconf import OmegaConf
 
 from data_pipeline.errors import UserError
-from data_pipeline.prepare import TOKENIZER_FILE
-from data_pipeline.shards import Manifest, dataset_file, read_dataset_text
-from data_pipeline.tokenizer import parse_tokenizer, tokenizer_hash
+from data_pipeline.shards import Manifest
 from pretrain import checkpoint
 from pretrain.config import RunConfig, load_config
-from pretrain.dataset_copy import dataset_source
+from pretrain.dataset_copy import dataset_source, dataset_tokenizer
 from pretrain.hf.common import HFPart, NotExportable
 from pretrain.hf.convert import from_hf, graft_keys, graft_tied, parts
 from pretrain.hf.tokenizer import save_tokenizer
@@ -93,18 +91,6 @@ def export(run_dir: Path, out_dir: Path, max_shard_bytes: int | None = None, ste
     staging.rename(out_dir)
     return ExportResult(out_dir=out_dir, checkpoint=ckpt, max_abs_diff=diff,
                         architectures=[p.architecture for p in the_parts])
-
-
-def dataset_tokenizer(root: str, manifest: Manifest):
-    """The tokenizer the run trained with: `tokenizer.json` of its dataset (the run directory's copy, or for a
-    run made before training kept one, data.path, local or remote), checked against `manifest`'s hash."""
-    where = dataset_file(root, TOKENIZER_FILE)
-    text = read_dataset_text(root, TOKENIZER_FILE)
-    tokenizer = parse_tokenizer(text, where, "; re-run `graft prepare`")
-    if tokenizer_hash(text) != manifest.tokenizer_sha256:
-        raise UserError(f"{where} is not the tokenizer the dataset's manifest names (sha256 differs); the "
-                        "dataset was changed after `graft prepare` wrote it")
-    return tokenizer
 
 
 def _check_matches(reader: ZeroCheckpoint, skeleton: torch.nn.Module, cfg: ModelConfig, ckpt: Path) -> None:

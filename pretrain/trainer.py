@@ -15,13 +15,14 @@ from data_pipeline.loader import Loader
 from data_pipeline.shards import Manifest
 from pretrain import checkpoint
 from pretrain.config import RunConfig, load_config
-from pretrain.dataset_copy import keep_dataset_files
+from pretrain.dataset_copy import dataset_source, keep_dataset_files
 from pretrain.engine import Engine, init_distributed, loss_terms, model_construction
 from pretrain.flops import batch_flops, peak_flops
 from pretrain.metrics import MetricsLog, WindowMeter, console_line, write_summary
 from pretrain.models import build_model
 from pretrain.models.layers import set_layerdrop_step
 from pretrain.objectives import build_objective
+from pretrain.objectives.base import CollatorContext
 from pretrain.optim import build_optimizer, learning_rate
 from pretrain.signals import StopRequest
 
@@ -47,7 +48,8 @@ def _train(run_dir: Path, resume: bool, stop_request: StopRequest) -> Outcome:
     rank, world = init_distributed()
     cfg = load_config(run_dir / CONFIG_FILE)
     manifest = keep_dataset_files(run_dir, cfg.data.path, copy=rank == 0)  # so that export needs no dataset
-    collate, loss_fn = build_objective(cfg.objective, manifest, cfg.data.seq_len, cfg.seed)
+    context = CollatorContext(manifest, cfg.data.seq_len, cfg.seed, dataset_source(run_dir, cfg.data.path))
+    collate, loss_fn = build_objective(cfg.objective, context)
     start = _resume_point(run_dir) if resume else None
 
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank and at every world size

@@ -12,6 +12,19 @@ FAMILIES = ("bert", "roberta", "albert", "electra", "t5", "bart")
 ENCODER_DECODERS = ("t5", "bart")
 POSITIONS = ("absolute", "xl")  # xl: Transformer-XL's relative sinusoidal encoding (encoder families)
 HEADS = ("mlm", "pretraining")  # pretraining = MLM plus the pooler and NSP/SOP head (BERT, ALBERT)
+# What each family's model offers an objective (pretrain.objectives matches them against what it needs):
+# encoder | encoder_decoder; mlm_head (main output: MLM logits); nsp_head / sop_head (BertForPreTraining's /
+# AlbertForPreTraining's pair head, with model.head=pretraining); rtd_heads (ELECTRA's generator and
+# discriminator); sentinel_targets (T5: a decoder that emits sentinel-delimited spans, as its tokenizer and
+# generation config expect); reconstruction_targets (BART: a decoder that emits the whole original text).
+CAPABILITIES = {
+    "bert": frozenset({"encoder", "mlm_head", "nsp_head"}),
+    "roberta": frozenset({"encoder", "mlm_head"}),
+    "albert": frozenset({"encoder", "mlm_head", "sop_head"}),
+    "electra": frozenset({"encoder", "rtd_heads"}),
+    "t5": frozenset({"encoder_decoder", "sentinel_targets"}),
+    "bart": frozenset({"encoder_decoder", "reconstruction_targets"}),
+}
 # Fields that change how the model trains, not the function its weights compute.
 # Recurrence too: the weights are the same with any memory length (export may set mem_len to 0).
 TRAINING_ONLY = ("hidden_dropout", "attention_dropout", "layerdrop", "activation_checkpointing", "init_from",
@@ -127,6 +140,11 @@ class ModelConfig:
             if gen.hidden_size % gen.num_heads:
                 raise ValueError(f"model.generator_hidden_size ({gen.hidden_size}) must be divisible by "
                                  f"model.generator_num_heads ({gen.num_heads})")
+
+    @property
+    def capabilities(self) -> frozenset[str]:
+        """What this model offers an objective (see CAPABILITIES)."""
+        return CAPABILITIES[self.family]
 
     @property
     def is_encoder_decoder(self) -> bool:

@@ -1,3 +1,13 @@
-"""Kept for imports from the walking skeleton; the loss heads live in `losses`."""
+"""Masked language modelling (BERT, RoBERTa, ALBERT): options in `objective.mlm`."""
 
-from pretrain.objectives.losses import mlm_loss  # noqa: F401
+from data_pipeline.collators.mlm import MLMCollator, MLMConfig  # noqa: F401  (its config block)
+from pretrain.objectives.base import Objective, require_mask_token
+from pretrain.objectives.losses import mlm_loss
+
+
+def make_collator(cfg, ctx):
+    require_mask_token(cfg.name, ctx.manifest)
+    return MLMCollator(cfg.mlm, ctx.manifest.special_tokens, ctx.manifest.vocab_size, ctx.seq_len, ctx.seed)
+
+
+OBJECTIVE = Objective("mlm", make_collator, lambda cfg: mlm_loss, needs=frozenset({"encoder", "mlm_head"}))

@@ -1,0 +1,48 @@
+"""What an objective module provides, and what its collator factory is given.
+
+An objective module (one per objective, in this package) defines `OBJECTIVE`, an `Objective`:
+- `make_collator(cfg, context)`: the collator (pure: numpy in, tensors out, with a `raw_length`), from the run's
+  `ObjectiveConfig` (the module reads its own block of it) and a `CollatorContext`;
+- `loss(cfg)`: the loss function `(model, batch) -> scalar or dict of terms with "loss"`, calling the model
+  only through its forward (`pretrain.models.output`);
+- `needs`: the model capabilities it requires (`ModelConfig.capabilities`); the families it trains follow.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any, Callable
+
+from data_pipeline.errors import UserError
+from data_pipeline.shards import Manifest
+from pretrain.dataset_copy import dataset_tokenizer
+
+
+@dataclass
+class CollatorContext:
+    manifest: Manifest  # the dataset's manifest: special token ids, vocabulary size
+    seq_len: int  # the model's sequence length (data.seq_len)
+    seed: int  # the run's seed: masking noise for sample i derives from (seed, i)
+    dataset: str  # where the dataset's tokenizer.json is (a directory or URL); read only if `tokenizer` is used
+
+    @cached_property
+    def tokenizer(self):
+        """The dataset's `tokenizers.Tokenizer`, checked against the manifest's hash (read on first use)."""
+        return dataset_tokenizer(self.dataset, self.manifest)
+
+
+@dataclass(frozen=True)
+class Objective:
+    name: str  # objective.name that selects it
+    make_collator: Callable[[Any, CollatorContext], Any]  # (ObjectiveConfig, context) -> collator
+    loss: Callable[[Any], Callable]  # (ObjectiveConfig) -> ((model, batch) -> loss)
+    needs: frozenset[str]  # model capabilities it requires (see ModelConfig.capabilities)
+    model_head: str = "mlm"  # the model.head it needs (BERT/ALBERT)
+
+
+def require_mask_token(name: str, manifest: Manifest) -> None:
+    for role in ("cls", "sep", "mask"):
+        if role not in manifest.special_tokens:
+            raise UserError(f"objective {name} needs a tokenizer with a mask token; prepare the data with "
+                            "--tokenizer-kind wordpiece or bytelevel_bpe")

@@ -1,0 +1,14 @@
+"""MLM plus ALBERT's sentence-order prediction on sentence pairs; MLM options in `objective.mlm`."""
+
+from data_pipeline.collators.sentence_pair import SentencePairCollator
+from pretrain.objectives.base import Objective
+from pretrain.objectives.losses import mlm_pair_loss
+
+
+def make_collator(cfg, ctx):
+    m = ctx.manifest
+    return SentencePairCollator(cfg.mlm, m.special_tokens, m.vocab_size, ctx.seq_len, ctx.seed, "sop")
+
+
+OBJECTIVE = Objective("mlm_sop", make_collator, lambda cfg: mlm_pair_loss,
+                      needs=frozenset({"encoder", "mlm_head", "sop_head"}), model_head="pretraining")

@@ -1,0 +1,44 @@
+"""Objectives as modules: each is found by objective.name, declares what it needs, and the families it trains
+follow from the models' capabilities."""
+
+import importlib
+
+import pytest
+
+from data_pipeline.errors import UserError
+from pretrain.config import load_config
+from pretrain.models.config import ModelConfig
+from pretrain.objectives import MODULES, OBJECTIVES, ObjectiveConfig, check_fits, trained_families
+from pretrain.objectives.base import Objective
+
+# What each objective trained before the objectives became modules (the registry's family lists then).
+TRAINS = {"mlm": ["bert", "roberta", "albert"], "mlm_nsp": ["bert"], "mlm_sop": ["albert"], "rtd": ["electra"],
+          "span_corruption": ["t5"], "text_infilling": ["bart"]}
+
+
+def test_one_module_per_objective_each_named_after_it():
+    assert sorted(OBJECTIVES) == sorted(TRAINS)
+    for module in MODULES:
+        assert isinstance(module.OBJECTIVE, Objective)
+        assert module.__name__ == f"pretrain.objectives.{module.OBJECTIVE.name}"
+        assert importlib.import_module(module.__name__) is module
+
+
+@pytest.mark.parametrize("name", sorted(TRAINS))
+def test_the_families_an_objective_trains_follow_from_capabilities(name):
+    assert trained_families(OBJECTIVES[name]) == TRAINS[name]
+
+
+def test_a_family_without_the_capabilities_is_refused_naming_what_it_trains():
+    with pytest.raises(UserError, match="span_corruption does not train model.family=bert .it trains t5.; "
+                                        "bert's native objective is mlm"):
+        check_fits(ObjectiveConfig(name="span_corruption"), ModelConfig(family="bert"))
+    with pytest.raises(UserError, match="needs model.head=pretraining, got mlm"):
+        check_fits(ObjectiveConfig(name="mlm_nsp"), ModelConfig(family="bert"))
+
+
+def test_unknown_objective_and_unknown_option_are_errors_naming_them():
+    with pytest.raises(UserError, match="objective.name 'nope' is not known"):
+        load_config(None, ["objective.name=nope", "train.run_dir=x", "data.path=y"])
+    with pytest.raises(UserError, match="objective.span.nope"):
+        load_config(None, ["objective.span.nope=1", "train.run_dir=x", "data.path=y"])
