@@ -77,9 +77,10 @@ def read_meta(path: Path) -> dict:
 
 
 def save(engine, run_dir: Path, state: TrainState, loader_state: dict, rank: int, keep_last: int,
-         reason: str = "periodic", model: dict | None = None) -> Path:
+         reason: str = "periodic", model: dict | None = None, memory=None) -> Path:
     """Every rank calls this; returns the final checkpoint path. `reason` is recorded (e.g. "signal SIGTERM"),
-    and `model`, the model config the weights belong to (export checks the run's config.yaml against it)."""
+    and `model`, the model config the weights belong to (export checks the run's config.yaml against it);
+    `memory`, a recurrent run's `pretrain.recurrence.LaneMemory`, saves this rank's lanes."""
     root = checkpoints_dir(run_dir)
     final = root / step_name(state.step)
     tmp = root / (final.name + ".tmp")
@@ -91,6 +92,8 @@ def save(engine, run_dir: Path, state: TrainState, loader_state: dict, rank: int
         (tmp / "rng").mkdir(parents=True)
     engine.barrier()
     engine.save(tmp)
+    if memory is not None:
+        memory.save(tmp, rank)
     torch.save(_rng_state(), tmp / "rng" / f"rank_{rank:05d}.pt")
     engine.barrier()
     if rank == 0:
@@ -107,7 +110,7 @@ def save(engine, run_dir: Path, state: TrainState, loader_state: dict, rank: int
     return final
 
 
-def load(engine, path: Path, rank: int) -> tuple[TrainState, dict]:
+def load(engine, path: Path, rank: int, memory=None) -> tuple[TrainState, dict]:
     """Restore engine state and this rank's RNG; returns (TrainState, loader state).
 
     An engine built with `load_universal` (the world size changed) reads `path/universal`, which rank 0
@@ -122,6 +125,8 @@ def load(engine, path: Path, rank: int) -> tuple[TrainState, dict]:
     rng_file = path / "rng" / f"rank_{rank:05d}.pt"
     if rng_file.is_file():  # absent when resuming on more ranks than saved: fresh dropout noise there
         _set_rng_state(torch.load(rng_file, weights_only=False))
+    if memory is not None:
+        memory.load(path, engine.device)
     return TrainState(**meta["train"]), meta["loader"]
 
 

@@ -59,6 +59,9 @@ class RunConfig:
 
     def __post_init__(self):
         check_fits(self.objective, self.model)  # e.g. span corruption cannot train a BERT
+        if self.model.recurrence.mem_len and not self.data.lanes:
+            raise UserError("model.recurrence.mem_len needs data.lanes=true: a memory is only meaningful when row "
+                            "j of each batch continues row j of the previous one")
 
 
 def load_config(path: str | Path | None, overrides: list[str] = ()) -> RunConfig:

@@ -198,7 +198,7 @@ class Engine:
         engine.train()
         sums: dict[str, torch.Tensor] = {}
         for i, batch in enumerate(micro_batches):
-            batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+            batch = {k: v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
             terms = loss_terms(loss_fn(engine, batch))
             engine.backward(terms["loss"])
             for name, value in terms.items():

@@ -23,6 +23,7 @@ from pretrain.models import build_model
 from pretrain.models.layers import set_layerdrop_step
 from pretrain.objectives import build_objective
 from pretrain.objectives.base import CollatorContext
+from pretrain.recurrence import LaneMemory
 from pretrain.optim import build_optimizer, learning_rate
 from pretrain.signals import StopRequest
 
@@ -48,7 +49,9 @@ def _train(run_dir: Path, resume: bool, stop_request: StopRequest) -> Outcome:
     rank, world = init_distributed()
     cfg = load_config(run_dir / CONFIG_FILE)
     manifest = keep_dataset_files(run_dir, cfg.data.path, copy=rank == 0)  # so that export needs no dataset
-    context = CollatorContext(manifest, cfg.data.seq_len, cfg.seed, dataset_source(run_dir, cfg.data.path))
+    recurrent = cfg.model.recurrence.mem_len > 0
+    context = CollatorContext(manifest, cfg.data.seq_len, cfg.seed, dataset_source(run_dir, cfg.data.path),
+                              recurrent=recurrent)
     collate, loss_fn = build_objective(cfg.objective, context)
     start = _resume_point(run_dir) if resume else None
 
@@ -63,11 +66,12 @@ def _train(run_dir: Path, resume: bool, stop_request: StopRequest) -> Outcome:
     torch.manual_seed(cfg.seed * 100_003 + rank + 1)  # dropout noise differs between ranks
     loader = Loader(cfg.data, collate.raw_length, collate, cfg.seed, rank, world, engine.micro_batch)
 
+    memory = LaneMemory(rank, engine.micro_batch) if recurrent else None  # each lane's Transformer-XL memory
     state = checkpoint.TrainState()
     if rank == 0:
         checkpoint.remove_partial(run_dir)  # left by a process killed while writing one
     if start is not None:
-        state, loader_state = checkpoint.load(engine, start, rank)
+        state, loader_state = checkpoint.load(engine, start, rank, memory)
         loader.load_state_dict(loader_state)
     eval_batches = _eval_batches(cfg, manifest, collate, rank, world, engine.micro_batch) if cfg.train.eval_data else None
 
@@ -83,6 +87,8 @@ def _train(run_dir: Path, resume: bool, stop_request: StopRequest) -> Outcome:
     while state.step < stop:
         wait_start = time.perf_counter()
         micro_batches = [next(batches) for _ in range(engine.accumulation)]
+        if memory is not None:
+            micro_batches = memory.attach(micro_batches)
         data_wait = time.perf_counter() - wait_start
         lr = learning_rate(state.step, cfg.optim, cfg.train.max_steps)
         poison = rank == 0 and state.step + 1 in cfg.train.debug_nan_steps
@@ -117,7 +123,7 @@ def _train(run_dir: Path, resume: bool, stop_request: StopRequest) -> Outcome:
             stopped_by if state.step == stop else "periodic" if state.step % cfg.train.save_every == 0 else None
         if reason:
             checkpoint.save(engine, run_dir, state, loader.state_dict(), rank, cfg.train.keep_last, reason,
-                            dataclasses.asdict(cfg.model))
+                            dataclasses.asdict(cfg.model), memory)
             saved_at = time.monotonic()
         if signalled:
             stopped_by = reason
