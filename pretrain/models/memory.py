@@ -69,6 +69,7 @@ def next_memory(memory: Memory, entered: list[torch.Tensor], doc_index: torch.Te
     if attention_mask is not None:
         still_open = still_open & attention_mask.bool()
     valid = torch.cat([kept, still_open], dim=1)[:, -mem_len:]
-    layers = [torch.cat([old, new], dim=1)[:, -mem_len:].detach() for old, new in zip(memory.layers, entered, strict=True)]
+    layers = [torch.cat([old, new], dim=1)[:, -mem_len:].detach()
+              for old, new in zip(memory.layers, entered, strict=True)]
     return Memory(layers, valid)
 
