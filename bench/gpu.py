@@ -31,7 +31,9 @@ WARMUP = 5
 def measure(model, batch_fn, loss_fn, flops_per_step: float, steps: int, batch: int, peak: float) -> dict:
     import torch
 
-    from pretrain.engine import Engine, EngineConfig, init_distributed
+    from pretrain.distributed import init_distributed
+    from pretrain.engine import Engine
+    from pretrain.engine_config import EngineConfig
     from pretrain.optim import OptimConfig, build_optimizer
 
     init_distributed()

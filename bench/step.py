@@ -75,7 +75,9 @@ def timed(step, batch) -> float:
 
 def graft(steps: int) -> float:
     """Graft's step time over the plain loop's, the two alternating step by step in this process."""
-    from pretrain.engine import Engine, EngineConfig, init_distributed
+    from pretrain.distributed import init_distributed
+    from pretrain.engine import Engine
+    from pretrain.engine_config import EngineConfig
     from pretrain.optim import OptimConfig, build_optimizer
 
     plain, plain_batches = plain_loop_step(steps)

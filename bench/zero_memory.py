@@ -79,7 +79,10 @@ def storage_bytes(tensors) -> int:
 def worker(stage: int, precision: str) -> None:
     import torch
 
-    from pretrain.engine import Engine, EngineConfig, exit_process, init_distributed, model_construction
+    from pretrain.construction import model_construction
+    from pretrain.distributed import exit_process, init_distributed
+    from pretrain.engine import Engine
+    from pretrain.engine_config import EngineConfig
     from pretrain.models import build_model
     from pretrain.models.bert import BertConfig
     from pretrain.optim import OptimConfig, build_optimizer

@@ -4,7 +4,7 @@ import sys
 import warnings
 
 from data_pipeline.errors import UserError
-from pretrain.engine import exit_process
+from pretrain.distributed import exit_process
 from pretrain.signals import REQUEUE_EXIT_CODE
 from pretrain.trainer import train
 

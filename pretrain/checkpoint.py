@@ -1,14 +1,6 @@
 """Checkpoint directories: atomic writes, a `latest` pointer, keep-last-K, and reading weights back.
 
-    checkpoints/
-      latest                 names the newest complete checkpoint, e.g. "step_00000500"
-      step_00000500/
-        engine/              DeepSpeed's files: model and optimizer shards of every rank
-        universal/           (made on demand) the same, in DeepSpeed's universal format, to resume at
-                             another world size
-        train_state.json     TrainState, loader state, why and at what world size it was written
-        rng/rank_00000.pt    each rank's RNG states (dropout)
-
+The layout of `checkpoints/` is `pretrain.run_dir`'s.
 A checkpoint is written as `step_XXXXXXXX.tmp`, `train_state.json` last, and renamed once every rank has
 finished; only then does `latest` (replaced atomically) name it. So `latest` only ever names complete
 checkpoints, and a kill at any moment leaves the previous one intact.
@@ -28,9 +20,11 @@ import torch
 
 from data_pipeline.errors import UserError
 from data_pipeline.shards import write_atomic
-from pretrain.engine import convert_to_universal
+from pretrain import safe_load
+from pretrain.run_dir import (ENGINE_DIR, LATEST, TRAIN_STATE_FILE, checkpoints_dir, rng_file,  # noqa: F401
+                              step_name)
+from pretrain.universal import convert_to_universal
 
-LATEST = "latest"
 
 
 @dataclass
@@ -41,20 +35,12 @@ class TrainState:
     nonfinite_streak: int = 0  # non-finite losses in a row up to `step`
 
 
-def checkpoints_dir(run_dir: Path) -> Path:
-    return run_dir / "checkpoints"
-
-
-def step_name(step: int) -> str:
-    return f"step_{step:08d}"
-
-
 def checkpoint_at(run_dir: Path, step: int) -> Path:
     """The complete checkpoint of `step`; a clear error listing the complete ones when there is none."""
     path = checkpoints_dir(run_dir) / step_name(step)
-    if not (path / "train_state.json").is_file():
+    if not (path / TRAIN_STATE_FILE).is_file():
         complete = sorted(int(p.name.split("_")[1]) for p in checkpoints_dir(run_dir).glob("step_*[0-9]")
-                          if (p / "train_state.json").is_file())  # none when there is no checkpoints dir
+                          if (p / TRAIN_STATE_FILE).is_file())  # none when there is no checkpoints dir
         raise UserError(f"{run_dir} has no complete checkpoint of step {step}; it has "
                         + (", ".join(map(str, complete)) or "none") + " (train.keep_last sets how many are kept)")
     return path
@@ -65,7 +51,7 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
     if not pointer.is_file():
         return None
     path = checkpoints_dir(run_dir) / pointer.read_text().strip()
-    if not (path / "train_state.json").is_file():
+    if not (path / TRAIN_STATE_FILE).is_file():
         raise UserError(f"{pointer} names {path.name}, which is incomplete; point it at an earlier "
                         "step_* directory or delete it")
     return path
@@ -73,7 +59,7 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
 
 def read_meta(path: Path) -> dict:
     """train_state.json: {"train": TrainState, "loader": ..., "reason": ..., "world_size": ..., "model": ...}."""
-    return json.loads((path / "train_state.json").read_text())
+    return json.loads((path / TRAIN_STATE_FILE).read_text())
 
 
 def save(engine, run_dir: Path, state: TrainState, loader_state: dict, rank: int, keep_last: int,
@@ -89,15 +75,15 @@ def save(engine, run_dir: Path, state: TrainState, loader_state: dict, rank: int
     assert not (latest.is_file() and latest.read_text().strip() == final.name), f"{final} is `latest`"
     if rank == 0:
         shutil.rmtree(tmp, ignore_errors=True)  # a leftover from a run killed mid-save
-        (tmp / "rng").mkdir(parents=True)
+        rng_file(tmp, rank).parent.mkdir(parents=True)
     engine.barrier()
     engine.save(tmp)
     if memory is not None:
         memory.save(tmp, rank)
-    torch.save(_rng_state(), tmp / "rng" / f"rank_{rank:05d}.pt")
+    torch.save(_rng_state(), rng_file(tmp, rank))
     engine.barrier()
     if rank == 0:
-        write_atomic(tmp / "train_state.json",
+        write_atomic(tmp / TRAIN_STATE_FILE,
                      json.dumps({"train": asdict(state), "loader": loader_state, "reason": reason,
                                  "world_size": engine.world, "model": model}, indent=1).encode())
         if final.exists():  # complete but never `latest` (killed before the pointer moved): replace it whole
@@ -122,9 +108,9 @@ def load(engine, path: Path, rank: int, memory=None) -> tuple[TrainState, dict]:
         engine.barrier()
     engine.load(path)
     meta = read_meta(path)
-    rng_file = path / "rng" / f"rank_{rank:05d}.pt"
-    if rng_file.is_file():  # absent when resuming on more ranks than saved: fresh dropout noise there
-        _set_rng_state(torch.load(rng_file, weights_only=False))
+    saved_rng = rng_file(path, rank)
+    if saved_rng.is_file():  # absent when resuming on more ranks than saved: fresh dropout noise there
+        _set_rng_state(safe_load.load(saved_rng))
     if memory is not None:
         memory.load(path, engine.device)
     return TrainState(**meta["train"]), meta["loader"]
@@ -168,6 +154,6 @@ def read_model_weights(checkpoint: Path) -> dict[str, torch.Tensor]:
     """The full fp32 weights of the trained module, consolidated from the ZeRO shards of any stage."""
     from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
 
-    if not (checkpoint / "engine").is_dir():
+    if not (checkpoint / ENGINE_DIR).is_dir():
         raise UserError(f"{checkpoint} holds no engine/ directory: it is not a complete Graft checkpoint")
-    return get_fp32_state_dict_from_zero_checkpoint(str(checkpoint), tag="engine")
+    return get_fp32_state_dict_from_zero_checkpoint(str(checkpoint), tag=ENGINE_DIR)

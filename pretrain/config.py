@@ -11,7 +11,7 @@ from omegaconf.errors import OmegaConfBaseException
 from data_pipeline.errors import UserError
 from data_pipeline.loader import DataConfig
 from data_pipeline.shards import Manifest
-from pretrain.engine import EngineConfig
+from pretrain.engine_config import EngineConfig
 from pretrain.models.config import ModelConfig
 from pretrain.objectives import ObjectiveConfig, check_fits
 from pretrain.optim import OptimConfig

@@ -15,8 +15,8 @@ from data_pipeline.errors import UserError
 from data_pipeline.prepare import TOKENIZER_FILE
 from data_pipeline.shards import MANIFEST, Manifest, dataset_file, read_dataset_text, write_atomic
 from data_pipeline.tokenizer import parse_tokenizer, tokenizer_hash
+from pretrain.run_dir import DATASET_DIR
 
-DATASET_DIR = "dataset"
 FILES = (MANIFEST, TOKENIZER_FILE)
 
 

@@ -1,144 +1,25 @@
-"""The training engine: Accelerate with its DeepSpeed plugin. The only module that drives DeepSpeed.
+"""The training engine: Accelerate with its DeepSpeed plugin, the module that drives DeepSpeed's engine.
 
-It turns the run config into a DeepSpeed JSON, wraps model and optimizer, runs one optimizer step over a
-list of micro-batches (skipping it when the loss is not finite on any rank), and saves/loads the engine's
-share of a checkpoint, converting it to DeepSpeed's universal format to resume at another world size.
+It wraps model and optimizer under the DeepSpeed JSON of `pretrain.engine_config`, runs one optimizer step
+over a list of micro-batches (skipping it when the loss is not finite on any rank), and saves/loads the
+engine's share of a checkpoint. (Joining and leaving the process group: `pretrain.distributed`; ZeRO-3
+construction: `pretrain.construction`; the universal format: `pretrain.universal`.)
 """
 
 from __future__ import annotations
 
-import contextlib
-import copy
 import json
-import logging
 import math
-import os
 import resource
-import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 
 from data_pipeline.errors import UserError
-
-PRECISIONS = ("fp32", "bf16", "fp16")
-ENGINE_DIR = "engine"  # DeepSpeed's tag inside a checkpoint directory
-UNIVERSAL_DIR = "universal"  # the same state in DeepSpeed's world-size-free universal format
-
-
-@dataclass
-class EngineConfig:
-    zero_stage: int = 2  # DeepSpeed ZeRO stage 0-3
-    precision: str = "fp32"  # fp32 | bf16 | fp16 (fp16 uses dynamic loss scaling)
-    global_batch_size: int = 32  # samples per optimizer step over all ranks: the one batch-size knob
-    micro_batch_size: int = 16  # most samples per rank per forward pass; accumulation makes up the rest
-    grad_clip: float = 1.0  # max global gradient norm; 0 disables clipping
-    offload_optimizer: bool = False  # keep optimizer state (and the fp32 master weights) in CPU memory
-    offload_params: bool = False  # ZeRO-3 only: keep parameters in CPU memory between uses
-    deepspeed: dict[str, Any] = field(default_factory=dict)  # extra DeepSpeed keys, merged over the generated ones
-
-    def __post_init__(self):
-        if self.zero_stage not in (0, 1, 2, 3):
-            raise UserError(f"engine.zero_stage must be 0, 1, 2 or 3, got {self.zero_stage}")
-        if self.precision not in PRECISIONS:
-            raise UserError(f"engine.precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
-        if self.micro_batch_size <= 0 or self.global_batch_size <= 0:
-            raise UserError("engine.micro_batch_size and engine.global_batch_size must be positive")
-        if self.offload_optimizer and self.zero_stage == 0:
-            raise UserError("engine.offload_optimizer needs engine.zero_stage 1, 2 or 3")
-        if self.offload_params and self.zero_stage != 3:
-            raise UserError("engine.offload_params needs engine.zero_stage=3")
-        if self.grad_clip < 0:
-            raise UserError(f"engine.grad_clip must be >= 0, got {self.grad_clip}")
-
-    def micro_batch(self, world: int) -> int:
-        """Samples per rank per forward pass: the largest divisor of the per-rank batch up to micro_batch_size."""
-        if self.global_batch_size % world:
-            raise UserError(f"engine.global_batch_size ({self.global_batch_size}) must be a multiple of the number "
-                            f"of ranks ({world}); change it or --nproc")
-        per_rank = self.global_batch_size // world
-        return max(d for d in range(1, min(per_rank, self.micro_batch_size) + 1) if per_rank % d == 0)
-
-    def accumulation(self, world: int) -> int:
-        return self.global_batch_size // (world * self.micro_batch(world))
-
-
-DS_BUCKET_ELEMENTS = int(5e8)  # DeepSpeed's default gradient-reduction bucket (elements)
-
-
-def deepspeed_config(cfg: EngineConfig, world: int, load_universal: bool = False,
-                     num_params: int = DS_BUCKET_ELEMENTS) -> dict:
-    # DeepSpeed allocates its reduction bucket afresh every step; one larger than the model only costs (on CPU,
-    # page faults on a new 2 GB mapping each step). A bucket of the model's size reduces in the same one piece.
-    # Contiguous gradients copy every gradient into one buffer as backward produces it, to spare the GPU
-    # allocator fragmentation; on CPU there is none to spare and the copy costs ~5% of a small model's step.
-    zero: dict[str, Any] = {"stage": cfg.zero_stage, "reduce_bucket_size": min(DS_BUCKET_ELEMENTS, num_params),
-                            "contiguous_gradients": torch.cuda.is_available()}
-    if cfg.offload_optimizer:
-        zero["offload_optimizer"] = {"device": "cpu", "pin_memory": torch.cuda.is_available()}
-    if cfg.offload_params:
-        zero["offload_param"] = {"device": "cpu", "pin_memory": torch.cuda.is_available()}
-    generated = {
-        "train_batch_size": cfg.global_batch_size,
-        "train_micro_batch_size_per_gpu": cfg.micro_batch(world),
-        "gradient_accumulation_steps": cfg.accumulation(world),
-        "gradient_clipping": cfg.grad_clip,
-        "zero_optimization": zero,
-        # Graft's AdamW (it can skip a step) also runs on offloaded state; DeepSpeed's CPUAdam is optional.
-        "zero_force_ds_cpu_optimizer": False,
-        "bf16": {"enabled": cfg.precision == "bf16"},
-        "fp16": {"enabled": cfg.precision == "fp16", "loss_scale": 0, "initial_scale_power": 16,
-                 "loss_scale_window": 1000, "hysteresis": 2, "min_loss_scale": 1},
-        "checkpoint": {"load_universal": load_universal},
-        "steps_per_print": 2**31 - 1,  # Graft does its own logging
-        "wall_clock_breakdown": False,
-    }
-    return _deep_merge(generated, cfg.deepspeed)
-
-
-def _deep_merge(base: dict, extra: dict) -> dict:
-    merged = copy.deepcopy(base)
-    for key, value in extra.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _deep_merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
-
-
-def init_distributed() -> tuple[int, int]:
-    """(rank, world). Outside torchrun, becomes a world of one so the same code path runs in-process."""
-    if "LOCAL_RANK" not in os.environ:
-        os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", LOCAL_WORLD_SIZE="1",
-                          MASTER_ADDR="127.0.0.1", MASTER_PORT=os.environ.get("MASTER_PORT", str(_free_port())))
-    if not torch.cuda.is_available():
-        os.environ.setdefault("DS_ACCELERATOR", "cpu")
-    return int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def model_construction(cfg: EngineConfig, world: int) -> contextlib.AbstractContextManager:
-    """The context to build the model in. At ZeRO-3, `deepspeed.zero.Init`: each module's parameters are
-    partitioned over the ranks as soon as that module is built, so no rank ever holds the whole model. The
-    models initialize weights through `Module.apply`, which zero.Init wraps to gather one module at a time;
-    the same seed gives the same weights as a plain build. Other stages build plainly (replicated)."""
-    if cfg.zero_stage != 3:
-        return contextlib.nullcontext()
-    import deepspeed
-
-    # zero.Init partitions over the process group, so it must exist now; Accelerate then adopts it.
-    deepspeed.init_distributed(dist_backend="nccl" if torch.cuda.is_available() else "gloo",
-                               auto_mpi_discovery=False, verbose=False)
-    return deepspeed.zero.Init(config_dict_or_path=deepspeed_config(cfg, world))
+from pretrain.engine_config import EngineConfig, deepspeed_config
+from pretrain.run_dir import DEEPSPEED_FILE, ENGINE_DIR, UNIVERSAL_DIR
 
 
 @dataclass
@@ -171,7 +52,7 @@ class Engine:
         self.accelerator = Accelerator(deepspeed_plugin=DeepSpeedPlugin(hf_ds_config=self.ds_config),
                                        gradient_accumulation_steps=self.accumulation, kwargs_handlers=handlers)
         if self.accelerator.is_main_process:
-            (run_dir / "deepspeed.json").write_text(json.dumps(self.ds_config, indent=1))
+            (run_dir / DEEPSPEED_FILE).write_text(json.dumps(self.ds_config, indent=1))
         # The config's per-group hyperparameters (weight decay 0 for biases and norms): re-applied after a load.
         self._group_hyper = [{k: v for k, v in g.items() if k not in ("params", "lr")} for g in optimizer.param_groups]
         self.model, _ = self.accelerator.prepare(model, optimizer)
@@ -300,18 +181,6 @@ class Engine:
             torch.distributed.destroy_process_group()
 
 
-def exit_process(code: int) -> None:
-    """Exit without finalizing the interpreter. Gloo's worker threads may still be releasing the tensors of
-    finished collectives (a barrier keeps earlier work alive, ZeRO-3's all-gathers among it); one that needs the
-    GIL once finalization has begun aborts the process ("terminate called without an active exception",
-    SIGABRT) after all its work is done: 1 run in 7 with the CPU busy. Every file the run writes is closed by
-    the time train() returns (callers must close theirs first); what is left to flush is flushed here."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    logging.shutdown()
-    os._exit(code)
-
-
 def check_precision(cfg: EngineConfig) -> None:
     """Refuse a precision DeepSpeed cannot run here (the launcher calls this too, before any run dir exists)."""
     if cfg.precision == "fp16" and not fp16_supported():
@@ -337,20 +206,3 @@ def _grad_norm(module: torch.nn.Module) -> float:
     return float(torch.stack(grads).norm()) if grads else 0.0
 
 
-def convert_to_universal(checkpoint_dir: Path) -> Path:
-    """Write `checkpoint_dir/universal` from `checkpoint_dir/engine` (once; atomically). Run on one rank."""
-    final = checkpoint_dir / UNIVERSAL_DIR
-    if final.is_dir():
-        return final
-    import argparse
-    import shutil
-
-    from deepspeed.checkpoint.ds_to_universal import main as ds_to_universal
-
-    tmp = checkpoint_dir / (UNIVERSAL_DIR + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    ds_to_universal(argparse.Namespace(input_folder=str(checkpoint_dir / ENGINE_DIR), output_folder=str(tmp),
-                                       num_extract_workers=1, num_merge_workers=1, keep_temp_folder=False,
-                                       strict=True, inject_missing_state=False))
-    tmp.rename(final)
-    return final

@@ -29,7 +29,7 @@ from pretrain.hf.writer import write_safetensors
 from pretrain.metrics import read_metrics
 from pretrain.models import build_model
 from pretrain.models.config import ModelConfig, architecture_changes
-from pretrain.trainer import CONFIG_FILE
+from pretrain.run_dir import CONFIG_FILE, ENGINE_DIR, METRICS_FILE
 from pretrain.zero_checkpoint import ZeroCheckpoint
 
 MAX_ABS_DIFF = 1e-4  # fp32 logits of the export vs Graft's model
@@ -61,9 +61,9 @@ def export(run_dir: Path, out_dir: Path, max_shard_bytes: int | None = None, ste
         the_parts = parts(cfg.model)
     except NotExportable as exc:
         raise UserError(f"{run_dir}/{CONFIG_FILE}: {exc}") from None
-    reader = ZeroCheckpoint(ckpt / "engine")
+    reader = ZeroCheckpoint(ckpt / ENGINE_DIR)
     with torch.device("meta"):  # shapes only: no memory, no initialization work; verify fills it in
-        skeleton = build_model(cfg.model, pretrained=False)
+        skeleton = build_model(cfg.model)
     _check_matches(reader, skeleton, cfg.model, ckpt)
     _check_same_model(cfg.model, checkpoint.read_meta(ckpt).get("model"), run_dir, ckpt)
 
@@ -131,21 +131,6 @@ def _write_configs(cfg: ModelConfig, part: HFPart, out: Path) -> None:
         (out / "generation_config.json").write_text(json.dumps(generation, indent=2))
 
 
-def load_hf_state(directory: Path) -> dict[str, torch.Tensor]:
-    """The tensors of a Hugging Face model directory (safetensors, sharded or not, or pytorch_model.bin)."""
-    from safetensors.torch import load_file
-
-    files = sorted(directory.glob("model*.safetensors"))
-    if files:
-        state = {}
-        for f in files:
-            state.update(load_file(str(f)))
-        return state
-    if (directory / "pytorch_model.bin").is_file():
-        return torch.load(directory / "pytorch_model.bin", map_location="cpu", weights_only=True)
-    raise UserError(f"{directory} holds no model.safetensors, model-*.safetensors or pytorch_model.bin")
-
-
 def verify(out: Path, cfg: ModelConfig, model: torch.nn.Module | None = None) -> float:
     """Load the export with `transformers`, run Graft's model (`model`, built on the meta device, or a new
     one) on the same tensors, compare every part's logits; raise above MAX_ABS_DIFF. Returns the largest
@@ -158,7 +143,7 @@ def verify(out: Path, cfg: ModelConfig, model: torch.nn.Module | None = None) ->
     assert not fresh, fresh
     if model is None:
         with torch.device("meta"):
-            model = build_model(cfg, pretrained=False)
+            model = build_model(cfg)
     model.load_state_dict(state, strict=True, assign=True)  # the HF tensors themselves, no copy
     model.eval()
     tokenizer = transformers.AutoTokenizer.from_pretrained(str(out))
@@ -194,7 +179,7 @@ def part_outputs(model: torch.nn.Module, batch: dict, part: HFPart) -> dict[str,
 
 def _write_model_card(cfg: RunConfig, manifest: Manifest, run_dir: Path, ckpt: Path, out: Path, name: str,
                       the_parts) -> None:
-    metrics = read_metrics(run_dir) if (run_dir / "metrics.jsonl").is_file() else {}
+    metrics = read_metrics(run_dir) if (run_dir / METRICS_FILE).is_file() else {}
     last = metrics[max(metrics)] if metrics else {}
     family = cfg.model.family
     if cfg.model.is_encoder_decoder:

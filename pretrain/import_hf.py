@@ -48,10 +48,23 @@ def read_hf_config(hf_dir: Path) -> ModelConfig:
         raise UserError(f"{path}: {exc}") from None
 
 
+def load_hf_state(directory: Path) -> dict[str, torch.Tensor]:
+    """The tensors of a Hugging Face model directory (safetensors, sharded or not, or pytorch_model.bin)."""
+    from safetensors.torch import load_file
+
+    files = sorted(directory.glob("model*.safetensors"))
+    if files:
+        state = {}
+        for f in files:
+            state.update(load_file(str(f)))
+        return state
+    if (directory / "pytorch_model.bin").is_file():
+        return torch.load(directory / "pytorch_model.bin", map_location="cpu", weights_only=True)
+    raise UserError(f"{directory} holds no model.safetensors, model-*.safetensors or pytorch_model.bin")
+
+
 def hf_state_dicts(hf_dir: Path, cfg: ModelConfig) -> list[dict | None]:
     """One state dict per part of the family (None for a part whose directory is absent)."""
-    from pretrain.export import load_hf_state
-
     out = []
     for i, part in enumerate(parts(cfg)):
         directory = hf_dir / part.subdir

@@ -7,7 +7,8 @@ import json
 import time
 from pathlib import Path
 
-SUMMARY_FILE = "summary.json"
+from pretrain.run_dir import METRICS_FILE, SUMMARY_FILE, TENSORBOARD_DIR
+
 
 
 class MetricsLog:
@@ -18,8 +19,8 @@ class MetricsLog:
         if enabled:
             from torch.utils.tensorboard import SummaryWriter
 
-            self.tensorboard = SummaryWriter(str(run_dir / "tensorboard"))
-            self.jsonl = open(run_dir / "metrics.jsonl", "a")
+            self.tensorboard = SummaryWriter(str(run_dir / TENSORBOARD_DIR))
+            self.jsonl = open(run_dir / METRICS_FILE, "a")
 
     def log(self, step: int, scalars: dict[str, float]) -> None:
         if not self.enabled:
@@ -84,7 +85,7 @@ def write_summary(run_dir: Path, summary: dict) -> None:
 def read_metrics(run_dir: Path) -> dict[int, dict]:
     """step -> its logged values, the latest of each (a resumed run re-logs the steps after its checkpoint)."""
     records = {}
-    with open(run_dir / "metrics.jsonl") as f:
+    with open(run_dir / METRICS_FILE) as f:
         for line in f:
             record = json.loads(line)
             records[record["step"]] = {**records.get(record["step"], {}), **record}

@@ -14,8 +14,7 @@ from pathlib import Path
 import torch
 
 from pretrain.models.memory import Memory, MemoryCache
-
-MEMORY_DIR = "memory"  # inside a checkpoint directory: one file per saving rank
+from pretrain.run_dir import MEMORY_DIR, memory_file
 
 
 class LaneMemory:
@@ -31,10 +30,10 @@ class LaneMemory:
         memory = self.cache.memory
         if memory is None:
             return  # nothing trained yet
-        directory = checkpoint_dir / MEMORY_DIR
-        directory.mkdir(exist_ok=True)
+        path = memory_file(checkpoint_dir, rank)
+        path.parent.mkdir(exist_ok=True)
         torch.save({"lanes": self.lanes, "layers": [t.cpu() for t in memory.layers], "valid": memory.valid.cpu()},
-                   directory / f"rank_{rank:05d}.pt")
+                   path)
 
     def load(self, checkpoint_dir: Path, device=None) -> None:
         """This rank's lanes from whichever ranks saved them (all files are read: they are small)."""

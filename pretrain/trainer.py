@@ -16,18 +16,19 @@ from data_pipeline.shards import Manifest
 from pretrain import checkpoint
 from pretrain.config import RunConfig, load_config
 from pretrain.dataset_copy import dataset_source, keep_dataset_files
-from pretrain.engine import Engine, init_distributed, loss_terms, model_construction
+from pretrain.construction import construct_model
+from pretrain.distributed import init_distributed
+from pretrain.engine import Engine, loss_terms
 from pretrain.flops import batch_flops, peak_flops
 from pretrain.metrics import MetricsLog, WindowMeter, console_line, write_summary
-from pretrain.models import build_model
 from pretrain.models.layers import set_layerdrop_step
 from pretrain.objectives import build_objective
 from pretrain.objectives.base import CollatorContext
 from pretrain.recurrence import LaneMemory
 from pretrain.optim import build_optimizer, learning_rate
+from pretrain.run_dir import CONFIG_FILE
 from pretrain.signals import StopRequest
 
-CONFIG_FILE = "config.yaml"
 
 
 @dataclass
@@ -56,8 +57,7 @@ def _train(run_dir: Path, resume: bool, stop_request: StopRequest) -> Outcome:
     start = _resume_point(run_dir) if resume else None
 
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank and at every world size
-    with model_construction(cfg.engine, world):  # ZeRO-3: partitioned as it is built
-        model = build_model(cfg.model)
+    model = construct_model(cfg.model, cfg.engine, world)  # ZeRO-3: partitioned as it is built (and loaded)
     # A ZeRO 1-3 checkpoint holds one shard per saving rank: at another world size, read the universal form.
     saved_world = checkpoint.read_meta(start).get("world_size", world) if start is not None else world
     universal = cfg.engine.zero_stage > 0 and saved_world != world

@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 
 from data_pipeline.errors import UserError
+from pretrain import safe_load
 from pretrain.hf.writer import FileSlice
 
 WINDOW_BYTES = 64 << 20  # reopen the memory maps after reading this much
@@ -37,8 +38,8 @@ def _rank_of(path: Path) -> int:
 
 
 def _load(path: Path) -> dict:
-    # mmap: tensors stay on disk until sliced. weights_only=False: DeepSpeed pickles its own enums and config.
-    return torch.load(path, map_location="cpu", mmap=True, weights_only=False)
+    # mmap: tensors stay on disk until sliced. Only tensors and the DeepSpeed classes safe_load allows.
+    return safe_load.load(path, mmap=True)
 
 
 class ZeroCheckpoint:

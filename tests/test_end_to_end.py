@@ -92,7 +92,7 @@ def test_export_loads_in_transformers_with_matching_logits(straight_and_resumed,
     batch = tokenizer(["A list is a mutable sequence.", "Return the [MASK] of the object."],
                       padding=True, return_tensors="pt")
     with torch.no_grad():
-        expected = ours(batch["input_ids"], attention_mask=batch["attention_mask"])
+        expected = ours({"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}).logits
         actual = theirs(**batch).logits
     keep = batch["attention_mask"].bool()
     torch.testing.assert_close(actual[keep], expected[keep], atol=1e-4, rtol=0)

@@ -19,6 +19,7 @@ from family_models import compare, perturb
 from pretrain import checkpoint
 from pretrain.config import load_config
 from pretrain.metrics import read_metrics
+from pretrain.import_hf import load_pretrained
 from pretrain.models import build_model
 
 pytestmark = pytest.mark.slow
@@ -115,7 +116,9 @@ def _import_train_export(family: str, runs: dict) -> dict:
 
     # Import direction: Graft's model built from the config (it loads model.init_from) equals transformers'.
     torch.manual_seed(0)
-    model = build_model(cfg.model).eval()
+    model = build_model(cfg.model)
+    load_pretrained(model, cfg.model)
+    model.eval()
     batch = batch_for(cfg.model)
     if family == "bert":
         assert "start fresh" in imported.stdout and "head.dense.weight" in imported.stdout
@@ -147,7 +150,7 @@ def test_family_import_train_export(family, runs):
     # Export direction, independently of the export's own check: Graft's model from DeepSpeed's consolidation
     # of the ZeRO-3 shards against transformers loading the export. In float64: trained T5 logits grow large
     # enough that fp32 summation-order noise exceeds fp32's default atol; fp64's defaults are far stricter.
-    model = build_model(cfg.model, pretrained=False).eval()
+    model = build_model(cfg.model).eval()
     model.load_state_dict(checkpoint.read_model_weights(checkpoint.latest_checkpoint(run)))
     config = json.loads((out / "config.json").read_text())
     parts = [getattr(T, config["architectures"][0]).from_pretrained(out).eval()]

@@ -3,7 +3,8 @@
 import pytest
 
 from data_pipeline.errors import UserError
-from pretrain.engine import Engine, EngineConfig, deepspeed_config, fp16_supported
+from pretrain.engine import Engine, fp16_supported
+from pretrain.engine_config import EngineConfig, deepspeed_config
 
 
 @pytest.mark.parametrize("global_batch, micro_max, world, micro, accumulation", [

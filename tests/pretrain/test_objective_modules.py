@@ -39,6 +39,6 @@ def test_a_family_without_the_capabilities_is_refused_naming_what_it_trains():
 
 def test_unknown_objective_and_unknown_option_are_errors_naming_them():
     with pytest.raises(UserError, match="objective.name 'nope' is not known"):
-        load_config(None, ["objective.name=nope", "train.run_dir=x", "data.path=y"])
+        load_config(None, ["objective.name=nope", "train.run_dir=x", "data.path=y", "model.vocab_size=99"])
     with pytest.raises(UserError, match="objective.span.nope"):
-        load_config(None, ["objective.span.nope=1", "train.run_dir=x", "data.path=y"])
+        load_config(None, ["objective.span.nope=1", "train.run_dir=x", "data.path=y", "model.vocab_size=99"])

@@ -11,7 +11,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, for family_models
 from family_models import graft_configs  # noqa: E402
-from pretrain.engine import EngineConfig, exit_process, init_distributed, model_construction  # noqa: E402
+from pretrain.construction import model_construction  # noqa: E402
+from pretrain.distributed import exit_process, init_distributed  # noqa: E402
+from pretrain.engine_config import EngineConfig  # noqa: E402
 from pretrain.models import build_model  # noqa: E402
 from pretrain.models.config import ModelConfig  # noqa: E402
 

@@ -1,0 +1,38 @@
+"""Building the run's model: a pure `build_model`, then the weights of `model.init_from`, both inside the
+construction context, so that at ZeRO-3 no rank ever holds the whole model."""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+from pretrain.engine_config import EngineConfig, deepspeed_config
+from pretrain.import_hf import load_pretrained
+from pretrain.models import build_model
+from pretrain.models.config import ModelConfig
+
+
+def model_construction(cfg: EngineConfig, world: int) -> contextlib.AbstractContextManager:
+    """The context to build the model in. At ZeRO-3, `deepspeed.zero.Init`: each module's parameters are
+    partitioned over the ranks as soon as that module is built, so no rank ever holds the whole model. The
+    models initialize weights through `Module.apply`, which zero.Init wraps to gather one module at a time;
+    the same seed gives the same weights as a plain build. Other stages build plainly (replicated)."""
+    if cfg.zero_stage != 3:
+        return contextlib.nullcontext()
+    import deepspeed
+
+    # zero.Init partitions over the process group, so it must exist now; Accelerate then adopts it.
+    deepspeed.init_distributed(dist_backend="nccl" if torch.cuda.is_available() else "gloo",
+                               auto_mpi_discovery=False, verbose=False)
+    return deepspeed.zero.Init(config_dict_or_path=deepspeed_config(cfg, world))
+
+
+def construct_model(cfg: ModelConfig, engine: EngineConfig, world: int) -> torch.nn.Module:
+    """The model of `cfg` (seed the torch RNG first), loaded from `cfg.init_from` when set (what that
+    checkpoint lacks stays fresh), built and loaded inside `model_construction`."""
+    with model_construction(engine, world):
+        model = build_model(cfg)
+        if cfg.init_from:
+            load_pretrained(model, cfg)
+    return model

@@ -1,0 +1,37 @@
+"""The process side of a run: joining the process group (or becoming a world of one), and leaving."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import sys
+
+import torch
+
+def init_distributed() -> tuple[int, int]:
+    """(rank, world). Outside torchrun, becomes a world of one so the same code path runs in-process."""
+    if "LOCAL_RANK" not in os.environ:
+        os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", LOCAL_WORLD_SIZE="1",
+                          MASTER_ADDR="127.0.0.1", MASTER_PORT=os.environ.get("MASTER_PORT", str(_free_port())))
+    if not torch.cuda.is_available():
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
+    return int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def exit_process(code: int) -> None:
+    """Exit without finalizing the interpreter. Gloo's worker threads may still be releasing the tensors of
+    finished collectives (a barrier keeps earlier work alive, ZeRO-3's all-gathers among it); one that needs the
+    GIL once finalization has begun aborts the process ("terminate called without an active exception",
+    SIGABRT) after all its work is done: 1 run in 7 with the CPU busy. Every file the run writes is closed by
+    the time train() returns (callers must close theirs first); what is left to flush is flushed here."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    logging.shutdown()
+    os._exit(code)
