@@ -130,9 +130,7 @@ class XLRelative(PositionScheme):
 
     def __init__(self, hidden_size: int, num_heads: int, head_dim: int, clamp_len: int = 0):
         super().__init__()
-        self.num_heads, self.head_dim, self.clamp_len = num_heads, head_dim, clamp_len
-        self.register_buffer("inv_freq", 1.0 / 10000 ** (torch.arange(0, hidden_size, 2.0) / hidden_size),
-                             persistent=False)
+        self.hidden_size, self.num_heads, self.head_dim, self.clamp_len = hidden_size, num_heads, head_dim, clamp_len
         self.projection = nn.Linear(hidden_size, num_heads * head_dim, bias=False)
         self.content_bias = nn.Parameter(torch.zeros(num_heads, head_dim))
         self.position_bias = nn.Parameter(torch.zeros(num_heads, head_dim))
@@ -141,12 +139,14 @@ class XLRelative(PositionScheme):
         """[P] distances -> [P, hidden] sinusoids (sin and cos halves, as Transformer-XL)."""
         if self.clamp_len:
             distances = distances.clamp(-self.clamp_len, self.clamp_len)
-        angles = distances.to(self.inv_freq.dtype)[:, None] * self.inv_freq[None, :]
+        # Computed here, not kept as a buffer: nothing to load, nothing left on the meta device
+        inv_freq = 1.0 / 10000 ** (torch.arange(0, self.hidden_size, 2.0, device=distances.device) / self.hidden_size)
+        angles = distances.float()[:, None] * inv_freq[None, :]
         return torch.cat([angles.sin(), angles.cos()], dim=-1)
 
     def attention_score(self, query_len: int, key_len: int, query_offset: int = 0,
                         key_offset: int = 0) -> ScoreTerm:
-        device = self.inv_freq.device
+        device = self.projection.weight.device
         nearest = query_offset - (key_offset + key_len - 1)  # the smallest distance: first query, last key
         distances = torch.arange(nearest, nearest + query_len + key_len - 1, device=device)
         r = self.projection(self.encodings(distances).to(self.projection.weight.dtype))
