@@ -64,12 +64,17 @@ def graft_logits(cfg: ModelConfig, state: dict, ids: torch.Tensor, seq2seq: bool
     return logits
 
 
-@pytest.mark.slow
-def test_trained_xl_encoder_exports_with_its_code_and_matches_graft(small_dataset, tmp_path):
-    run = tmp_path / "run"
+@pytest.fixture(scope="module")
+def xl_run(small_dataset, tmp_path_factory):
+    run = tmp_path_factory.mktemp("xl") / "run"
     run_graft("train", REPO_ROOT / "configs" / "tiny.yaml", f"data.path={small_dataset}", f"train.run_dir={run}",
               "model.positions=xl", "model.recurrence.mem_len=24", "data.lanes=true", "train.max_steps=2")
-    result = run_graft("export", run, tmp_path / "export")
+    return run
+
+
+@pytest.mark.slow
+def test_trained_xl_encoder_exports_with_its_code_and_matches_graft(xl_run, tmp_path):
+    result = run_graft("export", xl_run, tmp_path / "export")
     assert "GraftForMaskedLM (remote code)" in result.stdout
     config = json.loads((tmp_path / "export" / "config.json").read_text())
     assert config["auto_map"]["AutoModelForMaskedLM"] == "modeling_graft.GraftForMaskedLM"
@@ -99,3 +104,17 @@ def test_t5_with_memory_loads_as_seq2seq_with_its_code(tmp_path):
     ids = torch.randint(2, 97, (2, SEGMENTS * LENGTH))
     for a, b in zip(graft_logits(cfg, state, ids, True), remote_logits(export, ids, tmp_path, True), strict=True):
         torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_eval_reports_loss_per_segment_with_and_without_memory(xl_run, heldout_dataset, tmp_path):
+    result = run_graft("eval", xl_run, "--data", heldout_dataset, "--segments", "4", "--out", tmp_path)
+    report = json.loads((tmp_path / "long_eval.json").read_text())
+    assert report["documents"] > 0 and report["mem_len"] == 24 and report["segment_tokens"] == 30
+    with_memory, without = report["with_memory"], report["without_memory"]
+    assert len(with_memory) == len(without) == 4
+    assert with_memory[0] == without[0]  # the first segment has no memory either way
+    assert with_memory[1:] != without[1:]  # later ones read it
+    assert (tmp_path / "long_eval.png").stat().st_size > 1000 and "with_memory" in result.stdout
+    refused = run_graft("eval", xl_run, "--data", heldout_dataset, "--mem-len", "0", check=False)
+    assert refused.returncode == 2 and "--mem-len" in refused.stderr
