@@ -41,6 +41,18 @@ def _train(args) -> None:
         sys.exit(REQUEUE_EXIT_CODE)
 
 
+def _eval(args) -> None:
+    from pretrain.long_eval import PLOT_FILE, RESULT_FILE, evaluate_long, write_report
+
+    run_dir = Path(args.run_dir)
+    report = evaluate_long(run_dir, Path(args.data), args.mem_len, args.segments, args.max_documents)
+    out = Path(args.out or run_dir / "eval")
+    write_report(report, out)
+    for name in ("with_memory", "without_memory"):
+        print(f"{name:15s} " + " ".join(f"{v:.3f}" for v in report[name]))
+    print(f"wrote {out / RESULT_FILE} and {out / PLOT_FILE}")
+
+
 def _export(args) -> None:
     from pretrain.export import export
 
@@ -174,6 +186,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--nproc", type=int, default=1, help="processes on this machine, via torchrun (default: 1)")
     p.add_argument("--resume", action="store_true", help="continue the run in train.run_dir from its latest checkpoint")
     p.set_defaults(run=_train)
+
+    p = commands.add_parser(
+        "eval", help="held-out MLM loss over long documents, with and without Transformer-XL memory",
+        description="Read each long held-out document segment by segment (data.seq_len), once carrying the "
+                    "memory and once without, and report the MLM loss (15% masked) per segment index: how the "
+                    "memory helps with distance into a document. Writes JSON and a PNG plot.")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a run with relative positions (model.positions=xl)")
+    p.add_argument("--data", required=True, help="a `graft prepare` directory of held-out long documents "
+                                                 "(prepared with the run's tokenizer)")
+    p.add_argument("--mem-len", type=int, help="memory length to evaluate with (default: the run's)")
+    p.add_argument("--segments", type=int, default=8, help="segments read per document (default: %(default)s)")
+    p.add_argument("--max-documents", type=int, default=64, help="documents read (default: %(default)s)")
+    p.add_argument("--out", help="output directory (default: RUN_DIR/eval)")
+    p.set_defaults(run=_eval)
 
     p = commands.add_parser("export", help="convert a run to a Hugging Face model directory",
                             description="Stream the latest checkpoint of RUN_DIR (or that of --step; any ZeRO stage, "

@@ -65,9 +65,10 @@ def read_meta(path: Path) -> dict:
 
 
 def save(engine, run_dir: Path, state: TrainState, loader_state: dict, rank: int, keep_last: int,
-         reason: str = "periodic", model: dict | None = None) -> Path:
+         reason: str = "periodic", model: dict | None = None, memory=None) -> Path:
     """Every rank calls this; returns the final checkpoint path. `reason` is recorded (e.g. "signal SIGTERM"),
-    and `model`, the model config the weights belong to (export checks the run's config.yaml against it)."""
+    and `model`, the model config the weights belong to (export checks the run's config.yaml against it);
+    `memory`, a recurrent run's `pretrain.recurrence.LaneMemory`, saves this rank's lanes."""
     root = checkpoints_dir(run_dir)
     final = root / step_name(state.step)
     tmp = root / (final.name + ".tmp")
@@ -80,6 +81,8 @@ def save(engine, run_dir: Path, state: TrainState, loader_state: dict, rank: int
     engine.barrier()
     with _writing(tmp, engine, root):
         engine.save(tmp)
+        if memory is not None:
+            memory.save(tmp, rank)
         torch.save(_rng_state(), rng_file(tmp, rank))
     engine.barrier()
     if rank == 0:
@@ -118,7 +121,7 @@ def _checkpoint_bytes(engine, root: Path) -> int:
     return 16 * engine.num_params
 
 
-def load(engine, path: Path, rank: int) -> tuple[TrainState, dict]:
+def load(engine, path: Path, rank: int, memory=None) -> tuple[TrainState, dict]:
     """Restore engine state and this rank's RNG; returns (TrainState, loader state).
 
     An engine built with `load_universal` (the world size changed) reads `path/universal`, which rank 0
@@ -133,6 +136,8 @@ def load(engine, path: Path, rank: int) -> tuple[TrainState, dict]:
     saved_rng = rng_file(path, rank)
     if saved_rng.is_file():  # absent when resuming on more ranks than saved: fresh dropout noise there
         _set_rng_state(safe_load.load(saved_rng))
+    if memory is not None:
+        memory.load(path, engine.device)
     return TrainState(**meta["train"]), meta["loader"]
 
 

@@ -84,6 +84,9 @@ class RunConfig:
     def __post_init__(self):
         check_fits(self.objective, self.model)  # e.g. span corruption cannot train a BERT
         self.curriculum.check(self.engine.global_batch_size, self.data.seq_len, self.objective.name)
+        if self.model.recurrence.mem_len and not self.data.lanes:
+            raise UserError("model.recurrence.mem_len needs data.lanes=true: a memory is only meaningful when row "
+                            "j of each batch continues row j of the previous one")
 
 
 def load_config(path: str | Path | None, overrides: list[str] = ()) -> RunConfig:

@@ -84,7 +84,7 @@ class Engine:
         engine.train()
         sums: dict[str, torch.Tensor] = {}
         for i, batch in enumerate(micro_batches):
-            batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+            batch = {k: v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
             # Said explicitly: DeepSpeed's own count of micro-steps loses step alignment when the ramp changes it.
             engine.set_gradient_accumulation_boundary(i == len(micro_batches) - 1)
             terms = loss_terms(loss_fn(engine, batch))

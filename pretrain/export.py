@@ -9,6 +9,7 @@ renamed only after the logits matched, so OUT_DIR either holds a verified export
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from pretrain.config import RunConfig, load_config
 from pretrain.dataset_copy import dataset_source, dataset_tokenizer
 from pretrain.hf.common import HFPart, NotExportable
 from pretrain.hf.convert import from_hf, graft_keys, graft_tied, parts
+from pretrain.hf.remote_code import PREFIX, architecture, needs_remote_code, verify_remote, write_code, write_config
 from pretrain.hf.tokenizer import save_tokenizer
 from pretrain.hf.writer import write_safetensors
 from pretrain.metrics import read_metrics
@@ -57,14 +59,15 @@ def export(run_dir: Path, out_dir: Path, max_shard_bytes: int | None = None, ste
     if ckpt is None:
         raise UserError(f"{run_dir} has no complete checkpoint yet; train it (train.save_every sets how often "
                         "checkpoints are written)")
+    remote = needs_remote_code(cfg.model)  # no transformers class computes it: export with its own code
     try:
-        the_parts = parts(cfg.model)
+        the_parts = [] if remote else parts(cfg.model)
     except NotExportable as exc:
         raise UserError(f"{run_dir}/{CONFIG_FILE}: {exc}") from None
     reader = ZeroCheckpoint(ckpt / ENGINE_DIR)
     with torch.device("meta"):  # shapes only: no memory, no initialization work; verify fills it in
         skeleton = build_model(cfg.model)
-    _check_matches(reader, skeleton, cfg.model, ckpt)
+    _check_matches(reader, skeleton, cfg.model, ckpt, remote)
     _check_same_model(cfg.model, checkpoint.read_meta(ckpt).get("model"), run_dir, ckpt)
 
     dataset = dataset_source(run_dir, cfg.data.path)  # read first: a dataset gone offline leaves nothing behind
@@ -73,27 +76,36 @@ def export(run_dir: Path, out_dir: Path, max_shard_bytes: int | None = None, ste
     staging = out_dir.with_name(out_dir.name + ".tmp")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
+    kwargs = {"max_shard_bytes": max_shard_bytes} if max_shard_bytes else {}
+    if remote:  # Graft's own tensor names (tied aliases stored too), its own code
+        keys = [(k, k) for k in reader.shapes] + list(graft_tied(cfg.model).items())  # (name, stored as)
+        write_safetensors(staging, [(PREFIX + k, reader.shapes[source]) for k, source in keys],
+                          lambda i, keys=keys, pieces=reader.pieces: pieces(keys[i][1]), **kwargs)
+        write_code(staging)
+        write_config(cfg.model, staging, {**dataclasses.asdict(cfg.model), "init_from": None})
+        save_tokenizer(tokenizer, cfg.model, staging)
     for part in the_parts:
         target = staging / part.subdir
         target.mkdir(exist_ok=True)
         entries = list(part.keys.items())  # (Graft key, HF key)
         shapes = reader.shapes
-        kwargs = {"max_shard_bytes": max_shard_bytes} if max_shard_bytes else {}
         write_safetensors(target, [(hf, shapes[g]) for g, hf in entries],
                           lambda i, entries=entries, pieces=reader.pieces: pieces(entries[i][0]), **kwargs)
         _write_configs(cfg.model, part, target)
         save_tokenizer(tokenizer, cfg.model, target)
     _write_model_card(cfg, manifest, run_dir, ckpt, staging, out_dir.name, the_parts)
     del reader  # unmaps the shards before the verification loads the export
-    diff = verify(staging, cfg.model, skeleton)
+    diff = verify_remote(staging, cfg.model, skeleton, MAX_ABS_DIFF) if remote else verify(staging, cfg.model, skeleton)
     if out_dir.exists():
         out_dir.rmdir()  # empty, checked above
     staging.rename(out_dir)
     return ExportResult(out_dir=out_dir, checkpoint=ckpt, max_abs_diff=diff,
-                        architectures=[p.architecture for p in the_parts])
+                        architectures=[p.architecture for p in the_parts]
+                        or [f"{architecture(cfg.model)} (remote code)"])
 
 
-def _check_matches(reader: ZeroCheckpoint, skeleton: torch.nn.Module, cfg: ModelConfig, ckpt: Path) -> None:
+def _check_matches(reader: ZeroCheckpoint, skeleton: torch.nn.Module, cfg: ModelConfig, ckpt: Path,
+                   remote: bool = False) -> None:
     """The checkpoint must hold exactly the tensors of the run's model family and sizes (those of `skeleton`)."""
     expected = {k: v.shape for k, v in skeleton.state_dict().items() if k not in graft_tied(cfg)}
     found = reader.shapes
@@ -107,7 +119,7 @@ def _check_matches(reader: ZeroCheckpoint, skeleton: torch.nn.Module, cfg: Model
     if wrong:
         raise UserError(f"{ckpt}: {wrong[0]} has shape {tuple(found[wrong[0]])}, the run's config gives "
                         f"{tuple(expected[wrong[0]])}; was config.yaml edited after training?")
-    assert set(graft_keys(cfg)) <= set(found)
+    assert remote or set(graft_keys(cfg)) <= set(found)
 
 
 def _check_same_model(cfg: ModelConfig, trained: dict | None, run_dir: Path, ckpt: Path) -> None:
@@ -188,11 +200,17 @@ def _write_model_card(cfg: RunConfig, manifest: Manifest, run_dir: Path, ckpt: P
             f'tok = AutoTokenizer.from_pretrained("{name}")\n'
             f'model = AutoModelForSeq2SeqLM.from_pretrained("{name}")\n'
             f'print(tok.decode(model.generate(**tok("A list is a", return_tensors="pt"))[0]))')
+    elif needs_remote_code(cfg.model):
+        tag, usage = "fill-mask", (
+            f'from transformers import AutoModelForMaskedLM\n'
+            f'model = AutoModelForMaskedLM.from_pretrained("{name}", trust_remote_code=True)\n'
+            f'out = model(**inputs); next_out = model(**next_inputs, memory=out.memory)  # Transformer-XL memory')
     else:
         tag, usage = "fill-mask", (
             f'from transformers import AutoModelForSequenceClassification\n'
             f'model = AutoModelForSequenceClassification.from_pretrained("{name}", num_labels=2)  # fine-tune it')
-    parts_text = "\n".join(f"- `{p.subdir or '.'}`: `{p.architecture}`" for p in the_parts)
+    parts_text = "\n".join(f"- `{p.subdir or '.'}`: `{p.architecture}`" for p in the_parts) or \
+        "- `.`: Graft's own modeling code (`trust_remote_code=True`)"
     card = f"""---
 library_name: transformers
 pipeline_tag: {tag}

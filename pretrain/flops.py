@@ -2,7 +2,8 @@
 
 Every matrix multiply of m x k by k x n costs 2mkn FLOPs forward and twice that backward, so a dense layer
 with P weights costs 6P per token it processes. Per layer and per token, with hidden size d, attention width
-a (heads x head size; d except in some T5s), feed-forward size f and the number of keys attended to T:
+a (heads x head size; d except in some T5s), feed-forward size f and the number of keys attended to T (with
+Transformer-XL recurrence: the segment plus the encoder's memory of mem_len positions):
 
     self-attention projections (Q, K, V, O)   6 * 4da
     attention scores QK^T and the values AV   6 * 2Ta            (full, unmasked T x T: what SDPA computes)
@@ -41,10 +42,17 @@ def _width(cfg) -> int:
     return (cfg.head_dim or cfg.hidden_size // cfg.num_heads) * cfg.num_heads
 
 
+def _memory(cfg) -> int:
+    """Memory positions each encoder query also attends to (Transformer-XL recurrence): mem_len, as in steady
+    state (the memory is full after mem_len / seq_len segments of a lane)."""
+    return cfg.recurrence.mem_len
+
+
 def encoder_flops(cfg, seq_len: int, head_tokens: float) -> float:
     """One sample of `seq_len` tokens through an encoder, its MLM head on `head_tokens` positions."""
     d, e = cfg.hidden_size, cfg.embed_size
-    layers = cfg.num_layers * seq_len * encoder_layer_flops(d, cfg.intermediate_size, seq_len, width=_width(cfg))
+    keys = seq_len + _memory(cfg)
+    layers = cfg.num_layers * seq_len * encoder_layer_flops(d, cfg.intermediate_size, keys, width=_width(cfg))
     projection = 6 * e * d * seq_len if e != d else 0
     return layers + projection + 6 * (d * e + e * cfg.vocab_size) * head_tokens
 
@@ -60,7 +68,7 @@ def encoder_decoder_flops(cfg, enc_len: int, dec_len: int, head_tokens: float) -
     """T5/BART: the encoder over `enc_len`, the decoder's self-attention over `dec_len` and cross-attention over
     `enc_len`, the LM head on `head_tokens` decoder positions."""
     d, f, a, gated = cfg.hidden_size, cfg.intermediate_size, _width(cfg), cfg.family == "t5"
-    encoder = cfg.num_layers * enc_len * encoder_layer_flops(d, f, enc_len, gated, a)
+    encoder = cfg.num_layers * enc_len * encoder_layer_flops(d, f, enc_len + _memory(cfg), gated, a)
     decoder = cfg.decoder_layers * (dec_len * encoder_layer_flops(d, f, dec_len, gated, a)
                                     + cross_attention_flops(d, enc_len, dec_len, enc_len, a))
     return encoder + decoder + 6 * d * cfg.vocab_size * head_tokens

@@ -15,6 +15,7 @@
                              another world size
           train_state.json   TrainState, loader state, why and at what world size it was written
           rng/rank_00000.pt  each rank's RNG states (dropout)
+          memory/rank_00000.pt  (recurrent runs) each rank's lanes' Transformer-XL memory, by global lane
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ CHECKPOINTS_DIR = "checkpoints"
 LATEST = "latest"
 TRAIN_STATE_FILE = "train_state.json"
 RNG_DIR = "rng"
+MEMORY_DIR = "memory"
 ENGINE_DIR = "engine"  # DeepSpeed's tag inside a checkpoint directory
 UNIVERSAL_DIR = "universal"  # the same state in DeepSpeed's world-size-free universal format
 
@@ -45,3 +47,7 @@ def step_name(step: int) -> str:
 
 def rng_file(checkpoint: Path, rank: int) -> Path:
     return checkpoint / RNG_DIR / f"rank_{rank:05d}.pt"
+
+
+def memory_file(checkpoint: Path, rank: int) -> Path:
+    return checkpoint / MEMORY_DIR / f"rank_{rank:05d}.pt"

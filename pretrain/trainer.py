@@ -27,6 +27,7 @@ from pretrain.metrics import MetricsLog, WindowMeter, console_line, write_summar
 from pretrain.models.layers import set_layerdrop_step
 from pretrain.objectives import build_objective
 from pretrain.objectives.base import CollatorContext
+from pretrain.recurrence import LaneMemory
 from pretrain.optim import build_optimizer, learning_rate
 from pretrain.run_dir import CONFIG_FILE
 from pretrain.signals import StopRequest
@@ -58,7 +59,9 @@ def _train(run_dir: Path, resume: bool, stop_request: StopRequest, watchdog: Han
     rank, world = init_distributed()
     cfg = load_config(run_dir / CONFIG_FILE)
     manifest = keep_dataset_files(run_dir, cfg.data.path, rank == 0, cfg.data.remote)  # export needs no dataset
-    context = CollatorContext(manifest, cfg.data.seq_len, cfg.seed, dataset_source(run_dir, cfg.data.path))
+    recurrent = cfg.model.recurrence.mem_len > 0
+    context = CollatorContext(manifest, cfg.data.seq_len, cfg.seed, dataset_source(run_dir, cfg.data.path),
+                              recurrent=recurrent)
     collate, loss_fn = build_objective(cfg.objective, context)
     start = _resume_point(run_dir) if resume else None
 
@@ -75,11 +78,12 @@ def _train(run_dir: Path, resume: bool, stop_request: StopRequest, watchdog: Han
     loader = Loader(cfg.data, collate.raw_length, train_collate, cfg.seed, rank, world, engine.micro_batch)
     _check_ramp(cfg, world, engine.micro_batch)
 
+    memory = LaneMemory(rank, engine.micro_batch) if recurrent else None  # each lane's Transformer-XL memory
     state = checkpoint.TrainState()
     if rank == 0:
         checkpoint.remove_partial(run_dir)  # left by a process killed while writing one
     if start is not None:
-        state, loader_state = checkpoint.load(engine, start, rank)
+        state, loader_state = checkpoint.load(engine, start, rank, memory)
         loader.load_state_dict(loader_state)
     eval_batches = _eval_batches(cfg, context, rank, world, engine.micro_batch) if cfg.train.eval_data else None
 
@@ -101,6 +105,8 @@ def _train(run_dir: Path, resume: bool, stop_request: StopRequest, watchdog: Han
         global_batch = batch_size_at(state.step, cfg.curriculum, cfg.engine.global_batch_size)
         length = seq_len_at(state.step, cfg.curriculum, cfg.data.seq_len)
         micro_batches = [shorten(next(batches), length) for _ in range(global_batch // (world * engine.micro_batch))]
+        if memory is not None:
+            micro_batches = memory.attach(micro_batches)
         data_wait = time.perf_counter() - wait_start
         lr = learning_rate(state.step, cfg.optim, cfg.train.max_steps)
         poison = rank == 0 and state.step + 1 in cfg.train.debug_nan_steps
@@ -136,7 +142,7 @@ def _train(run_dir: Path, resume: bool, stop_request: StopRequest, watchdog: Han
             stopped_by if state.step == stop else "periodic" if state.step % cfg.train.save_every == 0 else None
         if reason:
             checkpoint.save(engine, run_dir, state, loader.state_dict(), rank, cfg.train.keep_last, reason,
-                            dataclasses.asdict(cfg.model))
+                            dataclasses.asdict(cfg.model), memory)
             saved_at = time.monotonic()
         watchdog.beat()  # after the step's evaluation and checkpoint too
         if signalled:

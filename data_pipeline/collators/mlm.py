@@ -33,8 +33,11 @@ class MLMConfig:
 class MLMCollator:
     """[CLS] doc [SEP] doc ... [SEP] rows of exactly seq_len tokens, with masked inputs and labels."""
 
-    def __init__(self, cfg: MLMConfig, special_tokens: dict[str, int], vocab_size: int, seq_len: int, seed: int):
+    def __init__(self, cfg: MLMConfig, special_tokens: dict[str, int], vocab_size: int, seq_len: int, seed: int,
+                 doc_index: bool = False):
+        """`doc_index`: also emit, for recurrent models, the documents begun at or before each position."""
         self.cfg, self.seq_len, self.seed, self.vocab_size = cfg, seq_len, seed, vocab_size
+        self.doc_index = doc_index
         self.cls, self.sep, self.mask = special_tokens["cls"], special_tokens["sep"], special_tokens["mask"]
 
     @property
@@ -45,7 +48,25 @@ class MLMCollator:
         rows = np.empty((len(batch), self.seq_len), dtype=np.int64)
         rows[:, 0], rows[:, 1:-1], rows[:, -1] = self.cls, self.bodies(batch), self.sep
         inputs, labels = self.mask_batch(rows, batch.indices)
-        return to_tensors({"input_ids": inputs, "labels": labels})
+        out = {"input_ids": inputs, "labels": labels}
+        if self.doc_index:
+            out["doc_index"] = self.doc_indices(batch)
+        return to_tensors(out)
+
+    def doc_indices(self, batch: SegmentBatch) -> np.ndarray:
+        """[B, seq_len]: documents begun in the segment at or before each row position (0: the document open
+        from the lane's previous segment). [CLS] goes with the first token, each [SEP] with the text before it
+        (as `bodies` lays them out: a [SEP] precedes every inner document start)."""
+        starts = batch.doc_start[:, : self.raw_length]
+        raw = np.cumsum(starts, axis=1)  # per raw token
+        # Body position of raw token j: j plus the inner starts at or before it (the [SEP]s inserted before).
+        dest = np.arange(self.raw_length) + np.cumsum(starts, axis=1) - starts[:, :1]
+        body = np.zeros((len(batch), self.raw_length), dtype=np.int64)
+        keep = dest < self.raw_length
+        rows = np.broadcast_to(np.arange(len(batch))[:, None], dest.shape)
+        body[rows[keep], dest[keep]] = raw[keep]
+        body = np.maximum.accumulate(body, axis=1)  # an inserted [SEP] takes the document before it
+        return np.concatenate([body[:, :1], body, body[:, -1:]], axis=1)
 
     def bodies(self, batch: SegmentBatch) -> np.ndarray:
         """[B, raw_length]: each segment's tokens with [SEP] before every inner document start, cut to

@@ -6,10 +6,11 @@ BERT-base; the presets in configs/ set each family's standard values.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 FAMILIES = ("bert", "roberta", "albert", "electra", "t5", "bart")
 ENCODER_DECODERS = ("t5", "bart")
+POSITIONS = ("absolute", "xl")  # xl: Transformer-XL's relative sinusoidal encoding (encoder families)
 HEADS = ("mlm", "pretraining")  # pretraining = MLM plus the pooler and NSP/SOP head (BERT, ALBERT)
 # What each family's model offers an objective (pretrain.objectives matches them against what it needs):
 # encoder | encoder_decoder; mlm_head (main output: MLM logits); nsp_head / sop_head (BertForPreTraining's /
@@ -25,7 +26,22 @@ CAPABILITIES = {
     "bart": frozenset({"encoder_decoder", "reconstruction_targets"}),
 }
 # Fields that change how the model trains, not the function its weights compute.
-TRAINING_ONLY = ("hidden_dropout", "attention_dropout", "layerdrop", "activation_checkpointing", "init_from")
+# Recurrence too: the weights are the same with any memory length (export may set mem_len to 0).
+TRAINING_ONLY = ("hidden_dropout", "attention_dropout", "layerdrop", "activation_checkpointing", "init_from",
+                 "recurrence")
+
+
+@dataclass
+class RecurrenceConfig:
+    """Transformer-XL segment recurrence: each layer attends to its own inputs of earlier segments."""
+
+    mem_len: int = 0  # memory positions kept per layer (0: no recurrence); independent of data.seq_len
+    clamp_len: int = 0  # relative distances beyond this share one encoding (xl positions); 0: no clamp
+
+    def __post_init__(self):
+        if self.mem_len < 0 or self.clamp_len < 0:
+            raise ValueError(f"model.recurrence.mem_len ({self.mem_len}) and clamp_len ({self.clamp_len}) "
+                             "must be >= 0")
 
 
 @dataclass
@@ -65,10 +81,24 @@ class ModelConfig:
     layerdrop: float = 0.0  # probability of skipping each layer in training
     activation_checkpointing: bool = False  # recompute layer activations in backward to save memory
     init_from: str | None = None  # a Hugging Face model directory to start from (written by `graft import`)
+    positions: str = "absolute"  # encoder families: absolute (learned, as BERT) | xl (relative, Transformer-XL)
+    recurrence: RecurrenceConfig = field(default_factory=RecurrenceConfig)  # segment memory (Transformer-XL)
 
     def __post_init__(self):
         if self.family not in FAMILIES:
             raise ValueError(f"model.family {self.family!r} is not known; choose one of {', '.join(FAMILIES)}")
+        if isinstance(self.recurrence, dict):  # built from a recorded dict (checkpoints)
+            self.recurrence = RecurrenceConfig(**self.recurrence)
+        if self.positions not in POSITIONS:
+            raise ValueError(f"model.positions {self.positions!r} is not known; choose one of {', '.join(POSITIONS)}")
+        if self.positions == "xl" and self.family not in ("bert", "roberta", "albert"):
+            raise ValueError(f"model.positions=xl exists for bert, roberta and albert, not {self.family} (T5's "
+                             "buckets are relative already and take a memory as they are)")
+        if self.recurrence.mem_len and self.family not in ("bert", "roberta", "albert", "t5"):
+            raise ValueError(f"model.recurrence exists for bert, roberta, albert and t5, not {self.family}")
+        if self.recurrence.mem_len and self.family in ("bert", "roberta", "albert") and self.positions != "xl":
+            raise ValueError("model.recurrence.mem_len needs relative positions: set model.positions=xl (absolute "
+                             "positions cannot tell a memory from the segment)")
         if self.head not in HEADS:
             raise ValueError(f"model.head {self.head!r} is not known; choose one of {', '.join(HEADS)}")
         if self.head == "pretraining" and self.family not in ("bert", "albert"):

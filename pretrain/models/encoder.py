@@ -17,11 +17,13 @@ from pretrain.models.config import ModelConfig
 from pretrain.models.attention import padding_mask
 from pretrain.models.output import ModelOutput
 from pretrain.models.layers import ACTIVATIONS, LayerStack, TransformerLayer, make_norm
-from pretrain.models.positions import AbsolutePositions
+from pretrain.models.memory import Memory, MemoryCache, memory_mask, next_memory
+from pretrain.models.positions import AbsolutePositions, XLRelative
 
 
 class Embeddings(nn.Module):
-    """word + token type + absolute position embeddings -> LayerNorm -> dropout, at `embed_size`."""
+    """word + token type (+ absolute position) embeddings -> LayerNorm -> dropout, at `embed_size`. With
+    relative positions (model.positions=xl) the attention knows positions and the embeddings do not."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -30,17 +32,19 @@ class Embeddings(nn.Module):
         self.word = nn.Embedding(cfg.vocab_size, size, padding_idx=cfg.pad_token_id)
         roberta = cfg.family == "roberta"  # RoBERTa: positions count from after the padding index
         self.position = AbsolutePositions(cfg.max_position_embeddings, size,
-                                          padding_idx=cfg.pad_token_id if roberta else None, after_padding=roberta)
+                                          padding_idx=cfg.pad_token_id if roberta else None, after_padding=roberta) \
+            if cfg.positions == "absolute" else None
         self.token_type = nn.Embedding(cfg.type_vocab_size, size)
         self.norm = nn.LayerNorm(size, eps=cfg.layer_norm_eps)
         self.dropout = nn.Dropout(cfg.hidden_dropout)
 
     def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None, offset: int = 0) -> torch.Tensor:
         """`offset`: the absolute position of the first token (a later segment of a longer text)."""
-        positions = self.position.embedding(input_ids, offset)
         # token type 0 everywhere when not given, as transformers does; sums in transformers' order
         token_type = self.token_type(token_type_ids) if token_type_ids is not None else self.token_type.weight[0]
-        x = self.word(input_ids) + token_type + positions
+        x = self.word(input_ids) + token_type
+        if self.position is not None:
+            x = x + self.position.embedding(input_ids, offset)
         return self.dropout(self.norm(x))
 
 
@@ -57,12 +61,36 @@ class Encoder(nn.Module):
             cfg.num_layers, share=cfg.share_layers, layerdrop=cfg.layerdrop,
             checkpointing=cfg.activation_checkpointing)
         self.final_norm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps) if cfg.pre_ln else None
+        head_dim = cfg.hidden_size // cfg.num_heads
+        self.relative = XLRelative(cfg.hidden_size, cfg.num_heads, head_dim, cfg.recurrence.clamp_len) \
+            if cfg.positions == "xl" else None
+        self.mem_len = cfg.recurrence.mem_len
 
-    def forward(self, x: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, attention_mask: torch.Tensor | None, cache: MemoryCache | None = None,
+                doc_index: torch.Tensor | None = None) -> torch.Tensor:
+        """With relative positions, `cache` (if given) holds the memory of earlier segments and receives the
+        next one; `doc_index` [B, T] tells which positions continue the memory's document (see `memory`)."""
         if self.project is not None:
             x = self.project(x)
-        x = self.stack(x, mask=padding_mask(attention_mask)).hidden
+        if self.relative is None:
+            x = self.stack(x, mask=padding_mask(attention_mask)).hidden
+        else:
+            x = self._relative(x, attention_mask, cache, doc_index)
         return self.final_norm(x) if self.final_norm is not None else x
+
+    def _relative(self, x, attention_mask, cache, doc_index) -> torch.Tensor:
+        batch, length, hidden = x.shape
+        memory = cache.memory if cache is not None else None
+        if memory is None:
+            memory = Memory.empty(self.stack.depth, batch, hidden, x.dtype, x.device)
+        m = memory.length
+        score = self.relative.attention_score(length, m + length, query_offset=m, key_offset=0)
+        recurrent = cache is not None and self.mem_len > 0
+        out = self.stack(x, states=memory.layers if m else None, keep_states=recurrent,
+                         mask=memory_mask(memory, doc_index, attention_mask, length), score=score)
+        if recurrent:
+            cache.memory = next_memory(memory, out.states, doc_index, attention_mask, self.mem_len)
+        return out.hidden
 
 
 class MLMHead(nn.Module):
@@ -134,9 +162,10 @@ class EncoderForMaskedLM(nn.Module):
         init_weights(self, cfg.initializer_range, skip=(self.head.decoder,))
 
     def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-               token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
+               token_type_ids: torch.Tensor | None = None, cache: MemoryCache | None = None,
+               doc_index: torch.Tensor | None = None) -> torch.Tensor:
         """input_ids [B, T] -> hidden [B, T, H]. attention_mask [B, T]: 1 = attend, 0 = padding (HF convention)."""
-        return self.encoder(self.embeddings(input_ids, token_type_ids), attention_mask)
+        return self.encoder(self.embeddings(input_ids, token_type_ids), attention_mask, cache, doc_index)
 
     def mlm_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """hidden [..., H] -> logits [..., V]; pass only the masked positions to skip full-vocab work elsewhere."""
@@ -145,7 +174,8 @@ class EncoderForMaskedLM(nn.Module):
     def forward(self, batch: Mapping[str, torch.Tensor]) -> ModelOutput:
         """MLM logits at `batch["positions"]` (or everywhere), plus NSP/SOP logits when the model has the pair
         head. The batch keys are listed in `pretrain.models.output`."""
-        hidden = self.encode(batch["input_ids"], batch.get("attention_mask"), batch.get("token_type_ids"))
+        hidden = self.encode(batch["input_ids"], batch.get("attention_mask"), batch.get("token_type_ids"),
+                             batch.get("memory"), batch.get("doc_index"))
         positions = batch.get("positions")
         logits = self.mlm_logits(hidden if positions is None else hidden[positions])
         pair = self.pair_head(hidden) if self.pair_head is not None else None

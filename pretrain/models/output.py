@@ -8,6 +8,10 @@ Batch keys a model reads (others, such as the objective's labels, are ignored):
     decoder_attention_mask  [B, T_dec] (T5, BART; absent: nothing padded)
     positions               bool [B, T] (decoder's [B, T_dec]): run the vocabulary head only where True, so
                             `logits` is [N, V] for the N True entries (absent: everywhere, [B, T, V])
+    memory                  a `pretrain.models.memory.MemoryCache` (recurrent models: Transformer-XL memory of
+                            earlier segments, read and replaced by the forward; absent: no memory)
+    doc_index               [B, T] documents begun in this segment at or before each position (recurrent
+                            models: 0 = continues the memory's document; absent: every position does)
     task                    ELECTRA only: "discriminator" (default) or "generator"
 Losses call the model through this forward (never its submodules) so that ZeRO-3's hooks gather every weight.
 """

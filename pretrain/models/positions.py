@@ -116,3 +116,50 @@ class T5Buckets(PositionScheme):
         keys = torch.arange(key_offset, key_offset + key_len, device=device)
         queries = torch.arange(query_offset, query_offset + query_len, device=device)
         return self.bias(self.bucket(keys[None, :] - queries[:, None])).permute(2, 0, 1)[None]
+
+
+class XLRelative(PositionScheme):
+    """Transformer-XL's relative positions (Dai et al. 2019, section 3.3), bidirectional as XLNet's `bi`
+    attention: the score of query i and key j adds  u . k_j + (q_i + v) . W_r R(d)  to  q_i . k_j, where
+    d = (query_offset + i) - (key_offset + j) runs both ways, R is the sinusoidal encoding of d (clamped to
+    +-clamp_len when clamp_len > 0), and u, v ([heads, head_dim]) are the content and position biases.
+
+    u, v and the projection W_r are shared by all layers (the scheme is owned by the stack), so the projected
+    encodings are computed once per forward; the q . k term is SDPA's own.
+    """
+
+    def __init__(self, hidden_size: int, num_heads: int, head_dim: int, clamp_len: int = 0):
+        super().__init__()
+        self.hidden_size, self.num_heads, self.head_dim, self.clamp_len = hidden_size, num_heads, head_dim, clamp_len
+        self.projection = nn.Linear(hidden_size, num_heads * head_dim, bias=False)
+        self.content_bias = nn.Parameter(torch.zeros(num_heads, head_dim))
+        self.position_bias = nn.Parameter(torch.zeros(num_heads, head_dim))
+
+    def encodings(self, distances: torch.Tensor) -> torch.Tensor:
+        """[P] distances -> [P, hidden] sinusoids (sin and cos halves, as Transformer-XL)."""
+        if self.clamp_len:
+            distances = distances.clamp(-self.clamp_len, self.clamp_len)
+        # Computed here, not kept as a buffer: nothing to load, nothing left on the meta device
+        inv_freq = 1.0 / 10000 ** (torch.arange(0, self.hidden_size, 2.0, device=distances.device) / self.hidden_size)
+        angles = distances.float()[:, None] * inv_freq[None, :]
+        return torch.cat([angles.sin(), angles.cos()], dim=-1)
+
+    def attention_score(self, query_len: int, key_len: int, query_offset: int = 0,
+                        key_offset: int = 0) -> ScoreTerm:
+        device = self.projection.weight.device
+        nearest = query_offset - (key_offset + key_len - 1)  # the smallest distance: first query, last key
+        distances = torch.arange(nearest, nearest + query_len + key_len - 1, device=device)
+        r = self.projection(self.encodings(distances).to(self.projection.weight.dtype))
+        r = r.view(-1, self.num_heads, self.head_dim).transpose(0, 1)  # [heads, P, d]
+        # Query i and key j are at distance index (i - j) + key_len - 1 into `distances`.
+        index = (torch.arange(query_len, device=device)[:, None] - torch.arange(key_len, device=device)[None, :]
+                 + key_len - 1)
+        scale = self.head_dim ** -0.5
+        u, v = self.content_bias[None, :, None, :], self.position_bias[None, :, None, :]
+
+        def score(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+            content = (u * k).sum(-1)[:, :, None, :]  # [B, heads, 1, S]
+            by_distance = torch.matmul(q + v, r.transpose(-1, -2).to(q.dtype))  # [B, heads, T, P]
+            position = torch.gather(by_distance, -1, index.expand(*by_distance.shape[:2], -1, -1))
+            return scale * (content + position)
+        return score

@@ -12,6 +12,7 @@ from torch import nn
 
 from pretrain.models.config import ModelConfig
 from pretrain.models.attention import additive, causal_mask, padding_mask, with_bias
+from pretrain.models.memory import Memory, MemoryCache, memory_mask, next_memory
 from pretrain.models.output import ModelOutput
 from pretrain.models.layers import LayerStack, RMSNorm, TransformerLayer
 from pretrain.models.positions import T5Buckets
@@ -31,15 +32,28 @@ class T5Stack(nn.Module):
         self.final_norm = RMSNorm(cfg.hidden_size, cfg.layer_norm_eps)
         self.dropout = nn.Dropout(cfg.hidden_dropout)
         self.decoder = decoder
+        self.mem_len = 0 if decoder else cfg.recurrence.mem_len  # the decoder attends to this segment only
 
     def forward(self, x: torch.Tensor, attention_mask: torch.Tensor | None, context: torch.Tensor | None = None,
-                context_mask: torch.Tensor | None = None) -> torch.Tensor:
+                context_mask: torch.Tensor | None = None, cache: MemoryCache | None = None,
+                doc_index: torch.Tensor | None = None) -> torch.Tensor:
+        """The encoder with a `cache` (model.recurrence.mem_len > 0) attends to its memory too, the buckets
+        reading the true distances between this segment's queries and the memory's keys."""
         t = x.shape[1]
+        x = self.dropout(x)
+        if self.mem_len and cache is not None:
+            memory = cache.memory or Memory.empty(self.stack.depth, x.shape[0], x.shape[2], x.dtype, x.device)
+            m = memory.length
+            mask = with_bias(memory_mask(memory, doc_index, attention_mask, t),
+                             self.position_bias.attention_bias(t, m + t, query_offset=m), x.dtype)
+            out = self.stack(x, states=memory.layers if m else None, keep_states=True, mask=mask)
+            cache.memory = next_memory(memory, out.states, doc_index, attention_mask, self.mem_len)
+            return self.dropout(self.final_norm(out.hidden))
         mask = causal_mask(t, attention_mask, x.device) if self.decoder else padding_mask(attention_mask)
         # The bias is computed once (HF: in the first layer) and added to every layer's scores with the mask.
         mask = with_bias(mask, self.position_bias.attention_bias(t, t), x.dtype)
         cross = {"context": context, "context_mask": additive(padding_mask(context_mask), x.dtype)}
-        x = self.stack(self.dropout(x), mask=mask, **(cross if self.decoder else {})).hidden
+        x = self.stack(x, mask=mask, **(cross if self.decoder else {})).hidden
         return self.dropout(self.final_norm(x))
 
 
@@ -77,12 +91,14 @@ class T5ForConditionalGeneration(nn.Module):
 
         self.apply(init_one)
 
-    def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        return self.encoder(self.shared(input_ids), attention_mask)
+    def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+               cache: MemoryCache | None = None, doc_index: torch.Tensor | None = None) -> torch.Tensor:
+        return self.encoder(self.shared(input_ids), attention_mask, cache=cache, doc_index=doc_index)
 
     def forward(self, batch: Mapping) -> ModelOutput:
         """Decoder logits [B, T_dec, V], or [N, V] at the True entries of `batch["positions"]` [B, T_dec]."""
-        encoded = self.encode(batch["input_ids"], batch.get("attention_mask"))
+        encoded = self.encode(batch["input_ids"], batch.get("attention_mask"), batch.get("memory"),
+                              batch.get("doc_index"))
         hidden = self.decoder(self.shared(batch["decoder_input_ids"]), batch.get("decoder_attention_mask"),
                               encoded, batch.get("attention_mask"))
         positions = batch.get("positions")

@@ -25,6 +25,7 @@ class CollatorContext:
     seq_len: int  # the model's sequence length (data.seq_len)
     seed: int  # the run's seed: masking noise for sample i derives from (seed, i)
     dataset: str  # where the dataset's tokenizer.json is (a directory or URL); read only if `tokenizer` is used
+    recurrent: bool = False  # the model carries memory across segments: the collator marks documents (doc_index)
 
     @cached_property
     def tokenizer(self):

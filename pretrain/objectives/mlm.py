@@ -7,7 +7,8 @@ from pretrain.objectives.losses import mlm_loss
 
 def make_collator(cfg, ctx):
     require_mask_token(cfg.name, ctx.manifest)
-    return MLMCollator(cfg.mlm, ctx.manifest.special_tokens, ctx.manifest.vocab_size, ctx.seq_len, ctx.seed)
+    return MLMCollator(cfg.mlm, ctx.manifest.special_tokens, ctx.manifest.vocab_size, ctx.seq_len, ctx.seed,
+                       doc_index=ctx.recurrent)
 
 
 OBJECTIVE = Objective("mlm", make_collator, lambda cfg: mlm_loss, needs=frozenset({"encoder", "mlm_head"}))
