@@ -43,12 +43,18 @@ class SentencePairCollator(MLMCollator):
         return gather_body(batch.sentence_start[:, :self.raw_length], src, True)  # a new document: a new sentence
 
     def __call__(self, batch: SegmentBatch) -> dict:
+        return to_tensors(self.pair_rows(batch))
+
+    def pair_rows(self, batch: SegmentBatch, swap: bool = True, flips: np.ndarray | None = None
+                  ) -> dict[str, np.ndarray]:
+        """The rows as arrays; without `swap` every pair stays in order (UniLM's rows); `flips` [B] bool, if
+        given, decides which rows are swapped / replaced instead of the coin (StructBERT's three-way task)."""
         n = len(batch)
         inputs = np.empty((n, self.seq_len), dtype=np.int64)
         types = np.zeros((n, self.seq_len), dtype=np.int64)
         pair_labels = np.zeros(n, dtype=np.int64)
         sentences = self._sentence_starts(batch)
-        if self.task == "nsp":
+        if self.task == "nsp" and swap:
             assert batch.partner is not None, "NSP needs the loader's partner segments (SegmentBatch.partner)"
             partners = self.bodies(batch.partner)
         for row, (index, body) in enumerate(zip(batch.indices, self.bodies(batch), strict=True)):
@@ -57,7 +63,9 @@ class SentencePairCollator(MLMCollator):
             inside = np.flatnonzero(sentences[row, lo:hi + 1]) + lo if sentences is not None else []
             cut = int(inside[rng.integers(len(inside))]) if len(inside) else int(rng.integers(lo, hi + 1))
             a, b = body[:cut], body[cut:]
-            flip = bool(rng.random() < 0.5)
+            flip = bool(rng.random() < 0.5) and swap
+            if flips is not None:
+                flip = bool(flips[row])
             if flip and self.task == "sop":
                 a, b = b, a
             elif flip:  # NSP: as many tokens of a random other segment, from a random point of it
@@ -69,5 +77,4 @@ class SentencePairCollator(MLMCollator):
             types[row, len(a) + 2:] = 1
             pair_labels[row] = int(flip)
         inputs, labels = self.mask_batch(inputs, batch.indices)
-        return to_tensors({"input_ids": inputs, "labels": labels, "token_type_ids": types,
-                           "pair_labels": pair_labels})
+        return {"input_ids": inputs, "labels": labels, "token_type_ids": types, "pair_labels": pair_labels}
