@@ -94,6 +94,7 @@ class MaskedLMCollator:
             return ids, None
         words = np.ones((n, self.seq_len), dtype=bool)
         words[:, 1:-1] = gather_body(batch.word_start[:, :width], src, True)
+        words[:, 1] = True  # a segment cut mid-word: its first piece begins the row's first word
         return ids, words
 
     def __call__(self, batch: SegmentBatch) -> dict:

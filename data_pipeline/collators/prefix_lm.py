@@ -41,7 +41,7 @@ class PrefixLMCollator:
             cut = prefix_length(width, seeded_rng(self.seed, int(index)))
             inputs[row, :cut + 1] = np.append(tokens[row, :cut], self.eos)
             labels[row, :width - cut + 1] = np.append(tokens[row, cut:], self.eos)
-        decoder_inputs = np.concatenate([np.full((n, 1), self.pad), np.where(labels == IGNORE, self.pad, labels)[:, :-1]],
-                                        axis=1)
+        targets = np.where(labels == IGNORE, self.pad, labels)
+        decoder_inputs = np.concatenate([np.full((n, 1), self.pad), targets[:, :-1]], axis=1)
         return to_tensors({"input_ids": inputs, "attention_mask": (inputs != self.pad).astype(np.int64),
                            "decoder_input_ids": decoder_inputs, "labels": labels})
