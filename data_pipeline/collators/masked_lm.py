@@ -123,51 +123,44 @@ def mask_words(ids: np.ndarray, word_start: np.ndarray, keys: np.ndarray, cfg: M
         cand = np.flatnonzero(candidate[r])
         if not len(cand):
             continue
-        starts = cand[np.flatnonzero(np.diff(numbers[r][cand], prepend=-1))]  # first token of each word
-        ends = np.append(starts[1:], cand[-1] + 1)
-        ends = np.minimum(ends, [_run_end(candidate[r], s) for s in starts])
-        if cfg.unit == "span":
-            spans = _spans(starts, ends, len(cand), cfg, rng, candidate[r])
-        else:
-            picked = _whole_words(starts, ends, len(cand), cfg, rng) if cfg.unit == "whole_word" else \
-                _ngrams(starts, ends, len(cand), cfg, rng)
-            spans = [(a, b) for a, b in picked]
-        per_span = cfg.unit == "span"
-        for a, b in spans:
-            where = np.arange(a, b)
-            fresh = where[labels[r, where] == IGNORE]
-            labels[r, fresh] = ids[r, fresh]
-            if cfg.sbo:
-                left[r, where], right[r, where], position[r, where] = a - 1, b, where - a + 1
-            draws = np.full(len(where), rng.random()) if per_span else rng.random(len(where))
-            randoms = rng.integers(0, vocab_size, len(where))
-            inputs[r, where] = np.where(draws < cfg.replace_with_mask, mask_id,
-                                        np.where(draws < cfg.replace_with_mask + cfg.replace_with_random, randoms,
-                                                 ids[r, where]))
+        first = np.flatnonzero(np.diff(numbers[r][cand], prepend=-1))  # words are contiguous runs of one number
+        starts, ends = cand[first], cand[np.append(first[1:], len(cand)) - 1] + 1
+        pick = {"span": _spans, "whole_word": _whole_words, "ngram": _ngrams}[cfg.unit]
+        spans = pick(starts.tolist(), ends.tolist(), len(cand), cfg, rng, candidate[r])
+        if not spans:
+            continue
+        bounds = np.array(spans, dtype=np.int64)
+        sizes = bounds[:, 1] - bounds[:, 0]
+        span_of = np.repeat(np.arange(len(spans)), sizes)
+        where = np.arange(int(sizes.sum())) - np.repeat(np.cumsum(sizes) - sizes, sizes) + bounds[span_of, 0]
+        labels[r, where] = ids[r, where]
+        if cfg.sbo:
+            left[r, where], right[r, where] = bounds[span_of, 0] - 1, bounds[span_of, 1]
+            position[r, where] = where - bounds[span_of, 0] + 1
+        # 80/10/10 per span (SpanBERT) or per token (BERT's whole-word and ALBERT's n-gram masking).
+        draws = rng.random(len(spans))[span_of] if cfg.unit == "span" else rng.random(len(where))
+        randoms = rng.integers(0, vocab_size, len(where))
+        inputs[r, where] = np.where(draws < cfg.replace_with_mask, mask_id,
+                                    np.where(draws < cfg.replace_with_mask + cfg.replace_with_random, randoms,
+                                             ids[r, where]))
     return {"input_ids": inputs, "labels": labels, "sbo_left": left, "sbo_right": right, "sbo_position": position}
 
 
-def _run_end(candidate: np.ndarray, start: int) -> int:
-    """The end of the run of candidates from `start` (a word stops at a separator)."""
-    stop = np.flatnonzero(~candidate[start:])
-    return start + int(stop[0]) if len(stop) else len(candidate)
-
-
-def _whole_words(starts, ends, n, cfg, rng) -> list[tuple[int, int]]:
+def _whole_words(starts, ends, n, cfg, rng, candidate=None) -> list[tuple[int, int]]:
     budget = max(1, round(n * cfg.mask_prob))
     chosen, covered = [], 0
     for w in rng.permutation(len(starts)):
         if covered >= budget:
             break
-        size = int(ends[w] - starts[w])
+        size = ends[w] - starts[w]
         if covered + size > budget:
             continue
-        chosen.append((int(starts[w]), int(ends[w])))
+        chosen.append((starts[w], ends[w]))
         covered += size
     return chosen
 
 
-def _ngrams(starts, ends, n, cfg, rng) -> list[tuple[int, int]]:
+def _ngrams(starts, ends, n, cfg, rng, candidate=None) -> list[tuple[int, int]]:
     budget = max(1, round(n * cfg.mask_prob))
     probs = ngram_distribution(cfg.max_ngram)
     taken = np.zeros(len(starts), dtype=bool)
