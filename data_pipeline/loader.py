@@ -167,13 +167,18 @@ class _RankStream(IterableDataset):
             indices = (self.base + (groups[:, None] * self.world + self.rank) * self.micro_batch) + offsets
             return indices, self.order.segments_at(indices)
 
+        partners = getattr(self.collate, "wants_partner", False)  # NSP: a random other segment per row
         indices, chosen = lookup(worker)
         self.segments.prefetch(chosen)  # a remote dataset's shards of the first batches, fetched together
         for group in itertools.count(worker + workers * LOOKUP_GROUPS, workers * LOOKUP_GROUPS):
             following = lookup(group)  # one lookup ahead, so that prefetch sees past the end of this one
             ahead = np.concatenate([chosen, following[1]])
             for k, (row_indices, row_segments) in enumerate(zip(indices, chosen, strict=True)):
-                batch = self.collate(self.segments.read_batch(row_segments, row_indices))
+                batch = self.segments.read_batch(row_segments, row_indices)
+                if partners:
+                    batch.partner = self.segments.read_batch(
+                        partner_segments(self.order.seed, row_indices, row_segments, len(self.segments)), row_indices)
+                batch = self.collate(batch)
                 self.segments.prefetch(ahead[k + 1:k + 1 + LOOKUP_GROUPS])  # fetched while this batch trains
                 yield batch
             indices, chosen = following
@@ -247,6 +252,15 @@ def sample_hash(seed: int, indices: np.ndarray, length: int) -> np.ndarray:
         key = mix64(np.uint64(seed) * np.uint64(0x9E3779B97F4A7C15))
         rows = mix64(np.asarray(indices, dtype=np.uint64) ^ key)[:, None]
         return mix64(rows + np.arange(length, dtype=np.uint64)[None, :] * np.uint64(0xD1B54A32D192ED03))
+
+
+def partner_segments(seed: int, indices: np.ndarray, segments: np.ndarray, n: int) -> np.ndarray:
+    """For each sample, another segment of the corpus (never its own when n > 1), chosen from (seed, sample
+    index) alone: NSP's random next sentence is the same at any micro-batch size, world size and after resume."""
+    if n < 2:
+        return np.asarray(segments, dtype=np.int64)
+    draw = (sample_hash(seed ^ 0x4E5350, indices, 1)[:, 0] % np.uint64(n - 1)).astype(np.int64)
+    return (np.asarray(segments, dtype=np.int64) + 1 + draw) % n
 
 
 def to_tensors(arrays: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
