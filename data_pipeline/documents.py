@@ -5,6 +5,10 @@ line), parquet and csv (through `datasets` in streaming mode), and directories w
 `datasets.Dataset.save_to_disk` (memory-mapped Arrow). JSON Lines and text are read by Graft itself, in
 binary, so that every problem is reported with its file and line and a bad line can be skipped alone.
 
+Parallel text (for TLM): JSON Lines records with two text fields and their two language-code fields
+(`ReadOptions.pair_fields`, `language_fields`); such a record's text is a `PairText`, both sides joined by a
+newline (what tokenizer training and the size checks read), which carries the sides and languages apart.
+
 Every record yields a `Record`: its text, or the reason it was skipped. Empty documents are always
 skipped; other bad records (invalid UTF-8, malformed JSON, a missing text field, binary data, a document
 over the size limit) raise a `UserError` naming file and line unless `skip_bad` is set.
@@ -35,12 +39,35 @@ class Record:
     skipped: str | None = None  # one of SKIP_REASONS
 
 
+class PairText(str):
+    """A parallel record: the two sides joined by a newline, with `sides` and `languages` kept apart."""
+
+    sides: tuple[str, str]
+    languages: tuple[str, str]
+
+    def __new__(cls, first: str, second: str, languages: tuple[str, str]):
+        text = super().__new__(cls, first + "\n" + second)
+        text.sides, text.languages = (first, second), languages
+        return text
+
+
 @dataclass
 class ReadOptions:
     text_field: str = "text"
     txt_mode: str = "paragraph"  # "paragraph": blank lines separate documents; "line": one per line
     max_doc_bytes: int = DEFAULT_MAX_DOC_BYTES
     skip_bad: bool = False
+    pair_fields: tuple[str, str] | None = None  # parallel jsonl: the two text fields (then text_field is unused)
+    language_fields: tuple[str, str] | None = None  # parallel jsonl: the fields holding each side's language code
+
+    def __post_init__(self):
+        if (self.pair_fields is None) != (self.language_fields is None):
+            raise UserError("parallel text needs both --pair-fields and --language-fields (two field names each)")
+        for name, fields in (("--pair-fields", self.pair_fields), ("--language-fields", self.language_fields)):
+            if fields is not None and (len(fields) != 2 or len(set(fields)) != 2):
+                raise UserError(f"{name} takes two different field names, got {', '.join(fields)}")
+        if self.pair_fields is not None:
+            self.pair_fields, self.language_fields = tuple(self.pair_fields), tuple(self.language_fields)
 
 
 def is_saved_dataset(path: Path) -> bool:
@@ -93,6 +120,10 @@ def iter_records(paths: list[Path], options: ReadOptions, start: tuple[int, int]
                 reason = _problem(text, options)
             if reason not in (None, "empty") and not options.skip_bad:
                 explain = _EXPLAIN[reason].format(field=options.text_field)
+                if reason == "missing_text_field" and options.pair_fields:
+                    explain = (f"expected an object with non-empty string fields {', '.join(options.pair_fields)} "
+                               f"(the two sides) and {', '.join(options.language_fields)} (their language codes); "
+                               "set the names with --pair-fields and --language-fields")
                 raise UserError(f"{where}: {explain}; fix the input or pass --skip-bad to skip and "
                                 "count such records")
             yield Record(position=(index, n), text=None if reason else text, skipped=reason)
@@ -126,6 +157,8 @@ def _problem(text: str, options: ReadOptions) -> str | None:
 
 def _file_records(path: Path, options: ReadOptions) -> Iterator[tuple[str, str | None, str | None]]:
     """(where, text, reason) per record; reason is set for records that could not even be decoded."""
+    if options.pair_fields is not None and (is_saved_dataset(path) or path.suffix not in JSONL_SUFFIXES):
+        raise UserError(f"{path}: parallel text (--pair-fields) is read from .jsonl files only")
     if is_saved_dataset(path):
         yield from _saved_dataset_records(path, options.text_field)
     elif path.suffix in DATASETS_SUFFIXES:
@@ -171,11 +204,23 @@ def _jsonl_records(path: Path, options: ReadOptions):
         except json.JSONDecodeError:
             yield where, None, "malformed_json"
             continue
-        text = record.get(options.text_field) if isinstance(record, dict) else None
+        text = _pair(record, options) if options.pair_fields else \
+            record.get(options.text_field) if isinstance(record, dict) else None
         if not isinstance(text, str):
             yield where, None, "missing_text_field"
             continue
         yield where, text, None
+
+
+def _pair(record, options: ReadOptions) -> PairText | None:
+    """The parallel record's PairText, or None when a field is missing, not a string, or a side is empty."""
+    if not isinstance(record, dict):
+        return None
+    sides = [record.get(f) for f in options.pair_fields]
+    languages = [record.get(f) for f in options.language_fields]
+    if not all(isinstance(v, str) and v.strip() for v in sides + languages):
+        return None
+    return PairText(sides[0], sides[1], (languages[0].strip(), languages[1].strip()))
 
 
 def _paragraph_records(path: Path, options: ReadOptions):

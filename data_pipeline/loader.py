@@ -151,8 +151,13 @@ class _RankStream(IterableDataset):
             groups = group + workers * np.arange(LOOKUP_GROUPS)
             indices = (self.base + (groups[:, None] * self.world + self.rank) * self.micro_batch) + offsets
             chosen = self.order.segments_at(indices)
-            for row_indices, row_segments in zip(indices, chosen):
-                batch = self.collate(self.segments.read_batch(row_segments, row_indices))
+            partners = getattr(self.collate, "wants_partner", False)  # NSP: a random other segment per row
+            for row_indices, row_segments in zip(indices, chosen, strict=True):
+                batch = self.segments.read_batch(row_segments, row_indices)
+                if partners:
+                    batch.partner = self.segments.read_batch(
+                        partner_segments(self.order.seed, row_indices, row_segments, len(self.segments)), row_indices)
+                batch = self.collate(batch)
                 yield ring.pack(batch) if ring else batch
 
 
@@ -214,6 +219,15 @@ def sample_hash(seed: int, indices: np.ndarray, length: int) -> np.ndarray:
         key = mix64(np.uint64(seed) * np.uint64(0x9E3779B97F4A7C15))
         rows = mix64(np.asarray(indices, dtype=np.uint64) ^ key)[:, None]
         return mix64(rows + np.arange(length, dtype=np.uint64)[None, :] * np.uint64(0xD1B54A32D192ED03))
+
+
+def partner_segments(seed: int, indices: np.ndarray, segments: np.ndarray, n: int) -> np.ndarray:
+    """For each sample, another segment of the corpus (never its own when n > 1), chosen from (seed, sample
+    index) alone: NSP's random next sentence is the same at any micro-batch size, world size and after resume."""
+    if n < 2:
+        return np.asarray(segments, dtype=np.int64)
+    draw = (sample_hash(seed ^ 0x4E5350, indices, 1)[:, 0] % np.uint64(n - 1)).astype(np.int64)
+    return (np.asarray(segments, dtype=np.int64) + 1 + draw) % n
 
 
 def to_tensors(arrays: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:

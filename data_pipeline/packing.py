@@ -2,7 +2,8 @@
 
 Segment i covers global tokens [i * length, (i + 1) * length) of the shards in manifest order, so any
 segment is found in O(log shards) with no index to build. Document boundaries inside a segment are kept
-so collators can separate documents.
+so collators can separate documents; so are, for format-2 datasets, word and sentence starts (and for
+parallel text the start of each pair's second side and every token's language).
 
 The loader reads whole batches (`read_batch`): one vectorised gather per shard from its memory map and one
 boolean [batch, length] mask of document starts, so no Python runs per sample on the training path.
@@ -16,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from data_pipeline.errors import UserError
-from data_pipeline.shards import DEFAULT_CACHE, Manifest, Shard, is_url, open_shard
+from data_pipeline.shards import DEFAULT_CACHE, SENTENCE, SIDE, WORD, Manifest, Shard, is_url, open_shard
 
 DEFAULT_CACHE_BYTES = 16 << 30
 MAX_MAPPED_REMOTE = 4
@@ -31,11 +32,20 @@ class Segment:
 
 @dataclass
 class SegmentBatch:
-    """What a collator gets: a batch of equal-length segments as arrays."""
+    """What a collator gets: a batch of equal-length segments as arrays.
+
+    The boundary arrays are None for a format-1 dataset (see collators/boundaries.py for the error an objective
+    that needs them raises)."""
 
     indices: np.ndarray  # [B] int64 global sample indices (seed each row's noise)
     tokens: np.ndarray  # [B, length] int64 raw token ids
     doc_start: np.ndarray  # [B, length] bool: a document begins at this position
+    word_start: np.ndarray | None = None  # [B, length] bool: a word (pre-token) begins here; format 2
+    sentence_start: np.ndarray | None = None  # [B, length] bool: a sentence begins here; format 2
+    side_start: np.ndarray | None = None  # [B, length] bool: a parallel pair's second side begins here
+    language: np.ndarray | None = None  # [B, length] int64 language index (manifest.languages) of parallel text
+    segment_ids: np.ndarray | None = None  # [B] int64 which segment of the dataset each row is (static masking)
+    partner: "SegmentBatch | None" = None  # per row, another segment of the corpus (NSP's negatives), if asked
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -53,6 +63,16 @@ class SegmentBatch:
             doc_start[row, np.asarray(s.doc_starts, dtype=np.int64)] = True
         return cls(np.array([s.index for s in segments], dtype=np.int64), tokens, doc_start)
 
+    @classmethod
+    def from_flags(cls, indices: np.ndarray, tokens: np.ndarray, doc_start: np.ndarray, flags: np.ndarray | None,
+                   language: np.ndarray | None = None, segment_ids: np.ndarray | None = None) -> "SegmentBatch":
+        """The batch whose boundaries are a format-2 shard's flag bytes `flags` [B, length] (None: format 1)."""
+        if flags is None:
+            return cls(indices, tokens, doc_start, segment_ids=segment_ids)
+        side = flags & SIDE != 0
+        return cls(indices, tokens, doc_start, flags & WORD != 0, flags & SENTENCE != 0,
+                   side if language is not None else None, language, segment_ids)
+
 
 class PackedSegments:
     def __init__(self, root: str | Path, length: int, cache_dir: str | Path | None = None,
@@ -69,6 +89,7 @@ class PackedSegments:
         self.stamps = Path(cache_dir or DEFAULT_CACHE) / "verified"
         self.length = length
         self.dtype = np.dtype(self.manifest.dtype)
+        self.flags, self.languages = self.manifest.has_boundaries, bool(self.manifest.languages)
         self._starts = np.cumsum([0] + [s.tokens for s in self.manifest.shards])
         self._shards: list[Shard | None] = [None] * len(self.manifest.shards)
         if len(self) == 0:
@@ -87,9 +108,11 @@ class PackedSegments:
                 for other in [i for i, m in enumerate(self._shards) if m is not None][:-MAX_MAPPED_REMOTE]:
                     self._shards[other] = None
                 self._shards[s] = self.cache.open(  # downloaded and verified
-                    info, lambda local: open_shard(local.parent, replace(info, path=local.name), self.dtype))
+                    info, lambda local: open_shard(local.parent, replace(info, path=local.name), self.dtype,
+                                                   flags=self.flags, languages=self.languages))
             else:
-                self._shards[s] = open_shard(self.root, info, self.dtype, verify=True, stamps=self.stamps)
+                self._shards[s] = open_shard(self.root, info, self.dtype, verify=True, stamps=self.stamps,
+                                             flags=self.flags, languages=self.languages)
         return self._shards[s]
 
     def read(self, segment: int) -> tuple[np.ndarray, np.ndarray]:
@@ -103,28 +126,38 @@ class PackedSegments:
         rows, length = len(segments), self.length
         tokens = np.empty((rows, length), dtype=np.int64)
         doc_start = np.zeros((rows, length), dtype=bool)
+        flags = np.empty((rows, length), dtype=np.uint8) if self.flags else None
+        language = np.empty((rows, length), dtype=np.int64) if self.languages else None
+        out = (tokens, doc_start, flags, language)
         begin = segments * length
         first = np.searchsorted(self._starts, begin, side="right") - 1  # the shard holding a row's first token
         last = np.searchsorted(self._starts, begin + length - 1, side="right") - 1
         whole = first == last
         for s in np.unique(first[whole]):  # the common case: one gather per shard for all its rows
             here = np.flatnonzero(whole & (first == s))
-            self._copy(int(s), here, begin[here] - self._starts[s], length, 0, tokens, doc_start)
+            self._copy(int(s), here, begin[here] - self._starts[s], length, 0, *out)
         for row in np.flatnonzero(~whole):  # a segment across shard boundaries: piece by piece (rare)
             pos, end = int(begin[row]), int(begin[row]) + length
             for s in range(int(first[row]), int(last[row]) + 1):
                 n = min(end, int(self._starts[s + 1])) - pos
                 if n:  # empty shards hold nothing
                     self._copy(s, np.array([row]), np.array([pos - int(self._starts[s])]), n, pos - int(begin[row]),
-                               tokens, doc_start)
+                               *out)
                 pos += n
-        return SegmentBatch(np.asarray(indices, dtype=np.int64), tokens, doc_start)
+        return SegmentBatch.from_flags(np.asarray(indices, dtype=np.int64), tokens, doc_start, flags, language,
+                                       segments)
 
     def _copy(self, s: int, rows: np.ndarray, lo: np.ndarray, n: int, at: int, tokens: np.ndarray,
-              doc_start: np.ndarray) -> None:
-        """Shard s's tokens [lo, lo + n) into columns [at, at + n) of `rows`, with their document starts."""
+              doc_start: np.ndarray, flags: np.ndarray | None, language: np.ndarray | None) -> None:
+        """Shard s's tokens [lo, lo + n) into columns [at, at + n) of `rows`, with their document starts (and
+        boundary flags and languages, where the dataset has them)."""
         shard = self._shard(s)
-        tokens[rows, at:at + n] = shard.tokens[lo[:, None] + np.arange(n)]
+        where = lo[:, None] + np.arange(n)
+        tokens[rows, at:at + n] = shard.tokens[where]
+        if flags is not None:
+            flags[rows, at:at + n] = shard.flags[where]
+        if language is not None:
+            language[rows, at:at + n] = shard.languages[where]
         offsets = shard.offsets
         bounds = lo.astype(np.uint64)  # offsets are uint64: searching int64 in them would compare as float64
         first, last = np.searchsorted(offsets, bounds), np.searchsorted(offsets, bounds + np.uint64(n))

@@ -5,6 +5,10 @@ batch of records meanwhile. After every shard, `prepare_state.json` records the 
 input position right after the shard's last document: an interrupted prepare re-run with the same inputs
 continues from there. A finished dataset records its inputs' fingerprint in `summary.json`; re-running
 the same prepare finds it and changes nothing.
+
+Format 2: beside every token, its word-start and sentence-start flags (sentences.py); for parallel text
+(`pair_fields`), each record is one document, side one then side two, with the second side's first token
+flagged and every token's language recorded.
 """
 
 from __future__ import annotations
@@ -23,10 +27,12 @@ from typing import Iterator
 import numpy as np
 from tqdm import tqdm
 
-from data_pipeline.documents import (DEFAULT_MAX_DOC_BYTES, ReadOptions, Record, expand_inputs, is_saved_dataset,
-                                     iter_documents, iter_records)
+from data_pipeline.documents import (DEFAULT_MAX_DOC_BYTES, PairText, ReadOptions, Record, expand_inputs,
+                                     is_saved_dataset, iter_documents, iter_records)
 from data_pipeline.errors import UserError
-from data_pipeline.shards import MANIFEST, Manifest, ShardInfo, file_sha256, token_dtype, write_atomic, write_shard
+from data_pipeline.sentences import word_and_sentence_flags
+from data_pipeline.shards import (FORMAT_VERSION, MANIFEST, SIDE, Manifest, ShardInfo, file_sha256, token_dtype,
+                                  write_atomic, write_shard)
 from data_pipeline.tokenizer import load_tokenizer, read_tokenizer, special_token_ids, tokenizer_hash, train_tokenizer
 
 TOKENIZER_FILE = "tokenizer.json"
@@ -52,10 +58,12 @@ class PrepareSummary:
 def prepare(inputs: list[Path | str], out: Path, vocab_size: int = 8192, tokenizer: Path | None = None,
             text_field: str = "text", shard_tokens: int = DEFAULT_SHARD_TOKENS, tokenizer_kind: str = "wordpiece",
             txt_mode: str = "paragraph", skip_bad: bool = False, max_doc_bytes: int = DEFAULT_MAX_DOC_BYTES,
-            progress: bool = True) -> PrepareSummary:
+            progress: bool = True, pair_fields: tuple[str, str] | None = None,
+            language_fields: tuple[str, str] | None = None) -> PrepareSummary:
     """Tokenize every document of `inputs` (files, globs, saved `datasets` directories) into shards under `out`.
 
-    Trains a tokenizer of `tokenizer_kind` on the inputs unless `tokenizer` names an existing one.
+    Trains a tokenizer of `tokenizer_kind` on the inputs unless `tokenizer` names an existing one. With
+    `pair_fields` and `language_fields` (two JSON field names each) the inputs are parallel jsonl records.
     """
     out = Path(out)
     paths = expand_inputs([str(p) for p in inputs])
@@ -63,7 +71,8 @@ def prepare(inputs: list[Path | str], out: Path, vocab_size: int = 8192, tokeniz
         raise UserError(f"--shard-tokens must be positive, got {shard_tokens}")
     if max_doc_bytes <= 0:
         raise UserError(f"--max-doc-mb must be positive, got {max_doc_bytes / 2**20:g}")
-    options = ReadOptions(text_field=text_field, txt_mode=txt_mode, max_doc_bytes=max_doc_bytes, skip_bad=skip_bad)
+    options = ReadOptions(text_field=text_field, txt_mode=txt_mode, max_doc_bytes=max_doc_bytes, skip_bad=skip_bad,
+                          pair_fields=pair_fields, language_fields=language_fields)
     fingerprint = _fingerprint(paths, options, tokenizer, tokenizer_kind, vocab_size, shard_tokens)
 
     if (out / MANIFEST).exists():
@@ -93,7 +102,7 @@ def prepare(inputs: list[Path | str], out: Path, vocab_size: int = 8192, tokeniz
         special_token_ids(tok)  # fails early when a special token is missing
         write_atomic(out / TOKENIZER_FILE, text.encode())
         state = {"fingerprint": fingerprint, "tokenizer_sha256": tokenizer_hash(text), "shards": [],
-                 "position": [0, 0], "records_read": 0, "skipped": {}, "text_bytes": 0}
+                 "position": [0, 0], "records_read": 0, "skipped": {}, "text_bytes": 0, "languages": []}
         _save_state(out, state)
         resumed = False
     else:
@@ -123,12 +132,22 @@ def _encode(paths, options, out: Path, tok, state: dict, shard_tokens: int, resu
             progress: bool) -> PrepareSummary:
     dtype = token_dtype(tok.get_vocab_size())
     manifest = Manifest(vocab_size=tok.get_vocab_size(), dtype=dtype.str, tokenizer_sha256=state["tokenizer_sha256"],
-                        special_tokens=special_token_ids(tok), shards=[ShardInfo(**s) for s in state["shards"]])
+                        special_tokens=special_token_ids(tok), shards=[ShardInfo(**s) for s in state["shards"]],
+                        format_version=FORMAT_VERSION, languages=list(state.get("languages", [])))
+    parallel = options.pair_fields is not None
     _remove_stray_shards(out, len(manifest.shards))
     counts = Counter(state["skipped"])
     records_read, text_bytes = state["records_read"], state["text_bytes"]
     pending: list[np.ndarray] = []
+    pending_flags: list[np.ndarray] = []
+    pending_languages: list[np.ndarray] = []
     pending_tokens = 0
+
+    def write(pending, pending_flags, pending_languages):
+        path = out / f"shard_{len(manifest.shards):05d}.bin"
+        manifest.shards.append(write_shard(path, pending, dtype, pending_flags,
+                                           pending_languages if parallel else None))
+
     started = time.perf_counter()
     bar = tqdm(desc="tokenizing", unit=" docs", disable=not progress, initial=records_read)
     for batch, encodings in _encoded(tok, _prefetched(_record_batches(paths, options, tuple(state["position"])))):
@@ -138,18 +157,28 @@ def _encode(paths, options, out: Path, tok, state: dict, shard_tokens: int, resu
             if record.text is None:
                 counts[record.skipped] += 1
                 continue
-            ids = np.asarray(next(encoded).ids, dtype=dtype)
-            if len(ids) == 0:
+            sides = record.text.sides if isinstance(record.text, PairText) else (record.text,)
+            encodings_of = [next(encoded) for _ in sides]
+            if any(len(e.ids) == 0 for e in encodings_of):
                 counts["no_tokens"] += 1
                 continue
+            ids = np.concatenate([np.asarray(e.ids, dtype=dtype) for e in encodings_of])
+            side_flags = [word_and_sentence_flags(e.word_ids, e.offsets, t) for e, t in zip(encodings_of, sides, strict=True)]
+            if parallel:
+                side_flags[1][0] |= SIDE
+                pending_languages.append(np.concatenate(
+                    [np.full(len(e.ids), _language_index(manifest.languages, code), dtype=np.uint8)
+                     for e, code in zip(encodings_of, record.text.languages, strict=True)]))
             text_bytes += len(record.text.encode("utf-8"))
             pending.append(ids)
+            pending_flags.append(np.concatenate(side_flags))
             pending_tokens += len(ids)
             if pending_tokens >= shard_tokens:
-                manifest.shards.append(write_shard(out / f"shard_{len(manifest.shards):05d}.bin", pending, dtype))
-                pending, pending_tokens = [], 0
+                write(pending, pending_flags, pending_languages)
+                pending, pending_flags, pending_languages, pending_tokens = [], [], [], 0
                 state.update(shards=[asdict(s) for s in manifest.shards], position=list(record.position),
-                             records_read=records_read, skipped=dict(counts), text_bytes=text_bytes)
+                             records_read=records_read, skipped=dict(counts), text_bytes=text_bytes,
+                             languages=manifest.languages)
                 _save_state(out, state)
         bar.update(len(batch))
         elapsed = max(time.perf_counter() - started, 1e-9)
@@ -157,7 +186,7 @@ def _encode(paths, options, out: Path, tok, state: dict, shard_tokens: int, resu
                         MBps=f"{text_bytes / elapsed / 1e6:.1f}", refresh=False)
     bar.close()
     if pending:
-        manifest.shards.append(write_shard(out / f"shard_{len(manifest.shards):05d}.bin", pending, dtype))
+        write(pending, pending_flags, pending_languages)
     if manifest.total_tokens == 0:
         raise UserError("every document tokenized to nothing; check the input files and the tokenizer")
     manifest.save(out)  # after every shard: a dataset without a manifest is visibly unfinished
@@ -172,8 +201,10 @@ def _encode(paths, options, out: Path, tok, state: dict, shard_tokens: int, resu
 
 def _encoded(tok, batches: Iterator[list[Record]]):
     """(batch, encodings of its kept texts), encoding the next batch on all cores while this one is written."""
-    def encode(batch):
-        return tok.encode_batch([r.text for r in batch if r.text is not None], add_special_tokens=False)
+    def encode(batch):  # a parallel record's two sides are encoded apart
+        texts = [side for r in batch if r.text is not None
+                 for side in (r.text.sides if isinstance(r.text, PairText) else (r.text,))]
+        return tok.encode_batch(texts, add_special_tokens=False)
 
     with ThreadPoolExecutor(max_workers=1) as pool:  # encode_batch releases the GIL
         current = next(batches, None)
@@ -184,6 +215,15 @@ def _encoded(tok, batches: Iterator[list[Record]]):
             future = pool.submit(encode, following) if following is not None else None
             yield current, encodings
             current = following
+
+
+def _language_index(languages: list[str], code: str) -> int:
+    """The index of language `code` in the dataset's table, added on first sight (so in input order)."""
+    if code not in languages:
+        if len(languages) == 255:
+            raise UserError(f"parallel text with more than 255 languages (at {code!r}); split the inputs")
+        languages.append(code)
+    return languages.index(code)
 
 
 def _record_batches(paths, options, start) -> Iterator[list[Record]]:

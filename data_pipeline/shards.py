@@ -2,9 +2,12 @@
 
 A shard is one file: the tokens of whole documents as a flat little-endian array (uint16 when the
 vocabulary fits, else uint32), zero-padded to 8 bytes, followed by the document offsets as little-endian
-uint64 (documents + 1 entries, the first 0). `manifest.json` beside the shards records the format version,
-tokenizer hash, vocabulary size, dtype, special token ids, and per shard its relative path, token and
-document counts, byte size and sha256.
+uint64 (documents + 1 entries, the first 0). Format 2 appends one byte of boundary flags per token (WORD:
+a word begins here, SENTENCE: a sentence begins here, SIDE: the second side of a parallel pair begins
+here), and for parallel datasets one byte per token naming its language (an index into the manifest's
+`languages`). `manifest.json` beside the shards records the format version, tokenizer hash, vocabulary
+size, dtype, special token ids, languages, and per shard its relative path, token and document counts,
+byte size and sha256. Format 1 datasets (no flags) are still read.
 """
 
 from __future__ import annotations
@@ -19,7 +22,9 @@ import numpy as np
 
 from data_pipeline.errors import UserError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # what `graft prepare` writes
+READABLE_VERSIONS = (1, 2)
+WORD, SENTENCE, SIDE = 1, 2, 4  # bits of a format-2 shard's per-token flags
 MANIFEST = "manifest.json"
 # Graft's local cache: remote shards, and stamps of local shards that passed their sha256 check.
 DEFAULT_CACHE = Path(os.environ.get("GRAFT_CACHE", Path.home() / ".cache" / "graft"))
@@ -50,7 +55,13 @@ class Manifest:
     tokenizer_sha256: str
     special_tokens: dict[str, int]
     shards: list[ShardInfo] = field(default_factory=list)
-    format_version: int = FORMAT_VERSION
+    format_version: int = 1  # 2: the shards carry word/sentence flags (a manifest written by hand has none)
+    languages: list[str] = field(default_factory=list)  # parallel datasets: language index -> code
+
+    @property
+    def has_boundaries(self) -> bool:
+        """Whether the shards record word and sentence starts (format 2)."""
+        return self.format_version >= 2
 
     @property
     def total_tokens(self) -> int:
@@ -76,9 +87,9 @@ class Manifest:
             manifest = cls(**raw)
         except (ValueError, TypeError, KeyError) as exc:
             raise UserError(f"{path} is not a valid Graft manifest ({exc}); re-run `graft prepare`") from exc
-        if manifest.format_version != FORMAT_VERSION:
+        if manifest.format_version not in READABLE_VERSIONS:
             raise UserError(f"{path} has format version {manifest.format_version}, this Graft reads "
-                            f"{FORMAT_VERSION}; re-run `graft prepare` with this version")
+                            f"{' and '.join(map(str, READABLE_VERSIONS))}; re-run `graft prepare` with this version")
         for shard in manifest.shards:
             if Path(shard.path).is_absolute() or ".." in Path(shard.path).parts:
                 raise UserError(f"{path}: shard path {shard.path!r} escapes the dataset root")
@@ -113,13 +124,18 @@ def write_atomic(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def write_shard(path: Path, docs: list[np.ndarray], dtype: np.dtype) -> ShardInfo:
-    """Write the documents (token arrays) as one shard file; returns its manifest entry (path is the name)."""
+def write_shard(path: Path, docs: list[np.ndarray], dtype: np.dtype, flags: list[np.ndarray] | None = None,
+                languages: list[np.ndarray] | None = None) -> ShardInfo:
+    """Write the documents (token arrays) as one shard file; returns its manifest entry (path is the name).
+    Format 2 passes `flags` (uint8 per token, as the tokens) and, for parallel text, `languages`."""
     tokens = np.concatenate(docs).astype(dtype, copy=False) if docs else np.zeros(0, dtype)
     offsets = np.zeros(len(docs) + 1, dtype="<u8")
     np.cumsum([len(d) for d in docs], out=offsets[1:])
     pad = (-tokens.nbytes) % 8
     data = tokens.tobytes() + b"\0" * pad + offsets.tobytes()
+    for extra in (flags, languages):
+        if extra is not None:
+            data += (np.concatenate(extra) if extra else np.zeros(0)).astype(np.uint8).tobytes()
     write_atomic(path, data)
     return ShardInfo(path=path.name, tokens=len(tokens), documents=len(docs), bytes=len(data),
                      sha256=hashlib.sha256(data).hexdigest())
@@ -131,12 +147,15 @@ class Shard:
 
     tokens: np.ndarray
     offsets: np.ndarray
+    flags: np.ndarray | None = None  # format 2: uint8 WORD | SENTENCE | SIDE bits per token
+    languages: np.ndarray | None = None  # parallel datasets: uint8 language index per token
 
 
 def open_shard(root: Path, info: ShardInfo, dtype: np.dtype, verify: bool = False,
-               stamps: Path | None = None) -> Shard:
+               stamps: Path | None = None, flags: bool = False, languages: bool = False) -> Shard:
     """The shard `info` under `root`, memory-mapped. Its size is always checked; with `verify` its sha256 too,
-    and with `stamps` (a directory) only once per file version: see `verify_once`."""
+    and with `stamps` (a directory) only once per file version: see `verify_once`. `flags` and `languages`
+    say whether the shard carries them (format 2, parallel text)."""
     path = root / info.path
     if not path.is_file():
         raise UserError(f"shard {path} listed in the manifest is missing; re-run `graft prepare`")
@@ -151,8 +170,14 @@ def open_shard(root: Path, info: ShardInfo, dtype: np.dtype, verify: bool = Fals
     token_bytes = info.tokens * dtype.itemsize
     tokens = raw[:token_bytes].view(dtype)
     start = token_bytes + (-token_bytes) % 8
-    offsets = raw[start:start + (info.documents + 1) * 8].view("<u8")
-    return Shard(tokens=tokens, offsets=offsets)
+    end = start + (info.documents + 1) * 8
+    offsets = raw[start:end].view("<u8")
+    shard = Shard(tokens=tokens, offsets=offsets)
+    if flags:
+        shard.flags, end = raw[end:end + info.tokens], end + info.tokens
+    if languages:
+        shard.languages = raw[end:end + info.tokens]
+    return shard
 
 
 def verify_sha256(path: Path, info: ShardInfo) -> None:

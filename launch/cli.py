@@ -16,7 +16,8 @@ def _prepare(args) -> None:
     summary = prepare(args.inputs, Path(args.out), vocab_size=args.vocab_size,
                       tokenizer=Path(args.tokenizer) if args.tokenizer else None, text_field=args.text_field,
                       shard_tokens=args.shard_tokens, tokenizer_kind=args.tokenizer_kind, txt_mode=args.txt_docs,
-                      skip_bad=args.skip_bad, max_doc_bytes=int(args.max_doc_mb * 2**20))
+                      skip_bad=args.skip_bad, max_doc_bytes=int(args.max_doc_mb * 2**20),
+                      pair_fields=args.pair_fields, language_fields=args.language_fields)
     skipped = ", ".join(f"{n:,} {reason}" for reason, n in summary.skipped.items()) or "none"
     print(f"prepared {args.out}: {summary.records_read:,} records read, {summary.documents:,} documents kept "
           f"({summary.tokens:,} tokens in {summary.shards} shard(s), vocabulary {summary.vocab_size:,}); "
@@ -105,6 +106,11 @@ def build_parser() -> argparse.ArgumentParser:
                                                            "stopping at the first")
     p.add_argument("--max-doc-mb", type=float, default=DEFAULT_MAX_DOC_BYTES / 2**20,
                    help="largest document accepted, in MiB (default: %(default)g)")
+    p.add_argument("--pair-fields", nargs=2, metavar=("FIELD_A", "FIELD_B"),
+                   help="parallel text (TLM): the two JSON fields holding a record's sides, e.g. --pair-fields en fr")
+    p.add_argument("--language-fields", nargs=2, metavar=("LANG_A", "LANG_B"),
+                   help="parallel text: the two JSON fields holding each side's language code, e.g. "
+                        "--language-fields lang_a lang_b")
     p.set_defaults(run=_prepare)
 
     p = commands.add_parser(

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from data_pipeline.collators.boundaries import body_sources, gather_body
 from data_pipeline.errors import UserError
 from data_pipeline.loader import sample_hash, to_tensors
 from data_pipeline.permutation import mix64
@@ -51,19 +52,9 @@ class MLMCollator:
         """[B, raw_length]: each segment's tokens with [SEP] before every inner document start, cut to
         raw_length (the segments are raw_length long, so the [SEP]s push tokens out at the end)."""
         tokens, starts = batch.tokens[:, : self.raw_length], batch.doc_start[:, : self.raw_length]
-        split = np.flatnonzero(starts[:, 1:].any(axis=1))  # rows with a document boundary inside
-        if not len(split):  # the common case at long document lengths
+        if not starts[:, 1:].any():  # the common case at long document lengths
             return tokens
-        out = tokens.copy()
-        tokens, starts = tokens[split], starts[split]
-        # Token j moves right by the number of inner starts at or before it; the places left free hold [SEP].
-        length = self.raw_length
-        dest = np.arange(length, dtype=np.int32) + np.cumsum(starts, axis=1, dtype=np.int32) - starts[:, :1]
-        keep = dest < length
-        rows = np.full((len(split), length), self.sep, dtype=np.int64)
-        rows.ravel()[(dest + (np.arange(len(split), dtype=np.int32) * length)[:, None])[keep]] = tokens[keep]
-        out[split] = rows
-        return out
+        return gather_body(tokens, body_sources(starts, self.raw_length), self.sep)
 
     def mask_batch(self, ids: np.ndarray, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(masked ids, labels) for rows `ids` [B, T] of samples `indices`: BERT's 80/10/10 corruption of

@@ -75,7 +75,9 @@ def test_text_infilling_masks_about_30_percent_in_spans():
 def test_sentence_pair_rows_and_labels():
     for task in ("sop", "nsp"):
         c = SentencePairCollator(MLMConfig(), BERT_IDS, vocab_size=2000, seq_len=32, seed=0, task=task)
-        batch = c(segments(c.raw_length, n=16))
+        rows = segments(c.raw_length, n=16)
+        rows.partner = segments(c.raw_length, n=16)  # the loader reads these for NSP
+        batch = c(rows)
         ids, types = batch["input_ids"], batch["token_type_ids"]
         assert ids.shape == (16, 32) and (ids[:, 0] == 2).all()
         assert ((batch["labels"] == IGNORE) | (batch["labels"] >= 10)).all()
