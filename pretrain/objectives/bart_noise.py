@@ -12,4 +12,6 @@ def make_collator(cfg, ctx):
 
 
 OBJECTIVE = Objective("bart_noise", make_collator, lambda cfg: seq2seq_loss,
-                      needs=frozenset({"encoder_decoder", "reconstruction_targets"}))
+                      needs=frozenset({"encoder_decoder", "reconstruction_targets"}),
+                      data="format 2 (mask_length subword, permute 0: any)",
+                      description="BART's five noises: mask, delete, infill, permute, rotate (objective.bart)")

@@ -15,4 +15,6 @@ def make_collator(cfg, ctx):
     return MaskedLMCollator(cfg.masking, m.special_tokens, m.vocab_size, ctx.seq_len, ctx.seed)
 
 
-OBJECTIVE = Objective("masked_lm", make_collator, lambda cfg: mlm_loss, needs=frozenset({"encoder", "mlm_head"}))
+OBJECTIVE = Objective("masked_lm", make_collator, lambda cfg: mlm_loss, needs=frozenset({"encoder", "mlm_head"}),
+                      data="format 2 (unit token: any)",
+                      description="MLM by whole word, n-gram or SpanBERT span; static or dynamic (objective.masking)")

@@ -10,4 +10,6 @@ def make_collator(cfg, ctx):
     return MLMCollator(cfg.mlm, ctx.manifest.special_tokens, ctx.manifest.vocab_size, ctx.seq_len, ctx.seed)
 
 
-OBJECTIVE = Objective("mlm", make_collator, lambda cfg: mlm_loss, needs=frozenset({"encoder", "mlm_head"}))
+OBJECTIVE = Objective("mlm", make_collator, lambda cfg: mlm_loss, needs=frozenset({"encoder", "mlm_head"}),
+                      data="any",
+                      description="BERT/RoBERTa masked LM: 15% of tokens, 80/10/10, new masks every epoch")

@@ -11,4 +11,6 @@ def make_collator(cfg, ctx):
 
 
 OBJECTIVE = Objective("mlm_nsp", make_collator, lambda cfg: mlm_pair_loss,
-                      needs=frozenset({"encoder", "mlm_head", "nsp_head"}), model_head="pretraining")
+                      needs=frozenset({"encoder", "mlm_head", "nsp_head"}), model_head="pretraining",
+                      data="any (format 2: cut at a sentence)",
+                      description="BERT's MLM + next-sentence prediction (negative B a random other segment)")

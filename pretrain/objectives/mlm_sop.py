@@ -11,4 +11,6 @@ def make_collator(cfg, ctx):
 
 
 OBJECTIVE = Objective("mlm_sop", make_collator, lambda cfg: mlm_pair_loss,
-                      needs=frozenset({"encoder", "mlm_head", "sop_head"}), model_head="pretraining")
+                      needs=frozenset({"encoder", "mlm_head", "sop_head"}), model_head="pretraining",
+                      data="any (format 2: cut at a sentence)",
+                      description="ALBERT's MLM + sentence-order prediction, split at a sentence start")

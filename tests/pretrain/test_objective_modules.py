@@ -15,7 +15,7 @@ from pretrain.objectives.base import Objective
 # objectives added since.
 TRAINS = {"mlm": ["bert", "roberta", "albert"], "mlm_nsp": ["bert"], "mlm_sop": ["albert"], "rtd": ["electra"],
           "span_corruption": ["t5"], "text_infilling": ["bart"],
-          "masked_lm": ["bert", "roberta", "albert"], "prefix_lm": ["t5", "bart"], "bart_noise": ["bart"],
+          "masked_lm": ["bert", "roberta", "albert"], "prefix_lm": ["t5"], "bart_noise": ["bart"],
           "tlm": ["bert", "albert"], "unilm": ["bert", "albert"]}
 
 
