@@ -26,6 +26,15 @@ NATIVE = {"bert": "mlm", "roberta": "mlm", "albert": "mlm_sop", "electra": "rtd"
 
 
 @dataclass
+class PairTermConfig:
+    weight: float = 1.0  # mlm_nsp / mlm_sop: the NSP/SOP term's weight beside MLM's (BERT, ALBERT: 1)
+
+    def __post_init__(self):
+        if not self.weight >= 0:
+            raise UserError(f"objective.pair.weight must be >= 0, got {self.weight}")
+
+
+@dataclass
 class ObjectiveConfig:
     name: str = "mlm"  # one of OBJECTIVES
     mlm: mlm.MLMConfig = field(default_factory=mlm.MLMConfig)  # masking: mlm, mlm_nsp, mlm_sop, rtd, tlm, unilm
@@ -34,6 +43,7 @@ class ObjectiveConfig:
     infilling: text_infilling.InfillingConfig = field(default_factory=text_infilling.InfillingConfig)
     masking: masked_lm.MaskingConfig = field(default_factory=masked_lm.MaskingConfig)  # masked_lm's units, static
     bart: bart_noise.BartNoiseConfig = field(default_factory=bart_noise.BartNoiseConfig)  # bart_noise's ratios
+    pair: PairTermConfig = field(default_factory=PairTermConfig)  # the sentence-pair term's weight
     unilm: unilm.UniLMConfig = field(default_factory=unilm.UniLMConfig)  # unilm's shares of its four masks
 
     def __post_init__(self):

@@ -48,7 +48,14 @@ def test_objective_preset_trains_and_its_loss_falls(preset, datasets, tmp_path):
     run_graft("train", REPO_ROOT / "configs" / "objectives" / f"{preset}.yaml",
               f"data.path={datasets[KIND.get(preset, 'wordpiece')]}", f"train.run_dir={run}",
               f"train.max_steps={STEPS}", f"train.save_every={STEPS}", "optim.lr=3e-3", "engine.zero_stage=0",
-              "engine.micro_batch_size=8", "engine.global_batch_size=8", "data.num_workers=0", "--nproc", "1")
+              "engine.micro_batch_size=8", "engine.global_batch_size=8", "data.num_workers=0", "--nproc", "1",
+              *(["objective.pair.weight=0.5"] if preset in ("mlm_nsp", "mlm_sop") else []))
     losses = logged_losses(run)
     assert len(losses) == STEPS
     assert sum(losses[-2:]) < sum(losses[:2]), losses
+    if preset in ("mlm_nsp", "mlm_sop"):  # composed: each term logged on its own, the total their weighted sum
+        from pretrain.metrics import read_metrics
+
+        record = read_metrics(run)[STEPS]
+        term = preset.removeprefix("mlm_")
+        assert record["loss"] == pytest.approx(record["loss/mlm"] + 0.5 * record[f"loss/{term}"], rel=1e-4)
