@@ -127,6 +127,16 @@ def _scaling(args) -> None:
             params=args.params, seed=args.seed)
 
 
+def _objectives(args) -> None:
+    from pretrain.objectives import OBJECTIVES, trained_families
+
+    rows = [(o.name, ", ".join(trained_families(o)), o.data, o.description) for o in OBJECTIVES.values()]
+    widths = [max(len(r[i]) for r in rows + [("objective", "families", "data", "")]) for i in range(3)]
+    for row in [("objective", "families", "data", "description"), *rows]:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row[:3], widths, strict=True)) + "  " + row[3])
+    print("select one with objective.name=NAME (presets: configs/objectives/); its options are objective.BLOCK.*")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="graft",
@@ -317,6 +327,13 @@ def build_parser() -> argparse.ArgumentParser:
     from launch.slurm_cli import add_parser as add_slurm_parser
 
     add_slurm_parser(commands)
+
+
+    p = commands.add_parser("objectives", help="list the pretraining objectives",
+                            description="Every objective objective.name selects: the model families it trains, "
+                                        "the dataset it needs (any format; format 2 = word/sentence starts from "
+                                        "graft prepare; parallel = prepared with --pair-fields), what it does.")
+    p.set_defaults(run=_objectives)
     return parser
 
 

@@ -54,12 +54,15 @@ class Attention(nn.Module):
 
 
 def padding_mask(attention_mask: torch.Tensor | None) -> torch.Tensor | None:
-    """[B, S] (1 = token, 0 = padding) -> bool [B, 1, 1, S], or None when nothing is padded.
+    """[B, S] (1 = token, 0 = padding) -> bool [B, 1, 1, S], or None when nothing is padded; a per-sample
+    [B, T, S] mask (UniLM's, True = may attend) -> [B, 1, T, S].
 
     No mask lets SDPA pick its fastest kernel; the all() check costs one host sync.
     """
     if attention_mask is None or bool(attention_mask.all()):
         return None
+    if attention_mask.dim() == 3:
+        return attention_mask[:, None].bool()
     return attention_mask[:, None, None, :].bool()
 
 

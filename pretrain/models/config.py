@@ -16,11 +16,12 @@ HEADS = ("mlm", "pretraining")  # pretraining = MLM plus the pooler and NSP/SOP 
 # encoder | encoder_decoder; mlm_head (main output: MLM logits); nsp_head / sop_head (BertForPreTraining's /
 # AlbertForPreTraining's pair head, with model.head=pretraining); rtd_heads (ELECTRA's generator and
 # discriminator); sentinel_targets (T5: a decoder that emits sentinel-delimited spans, as its tokenizer and
-# generation config expect); reconstruction_targets (BART: a decoder that emits the whole original text).
+# generation config expect); reconstruction_targets (BART: a decoder that emits the whole original text);
+# token_types (a token-type embedding with at least 2 rows: segments A/B, TLM's languages).
 CAPABILITIES = {
-    "bert": frozenset({"encoder", "mlm_head", "nsp_head"}),
+    "bert": frozenset({"encoder", "mlm_head", "nsp_head", "token_types"}),
     "roberta": frozenset({"encoder", "mlm_head"}),
-    "albert": frozenset({"encoder", "mlm_head", "sop_head"}),
+    "albert": frozenset({"encoder", "mlm_head", "sop_head", "token_types"}),
     "electra": frozenset({"encoder", "rtd_heads"}),
     "t5": frozenset({"encoder_decoder", "sentinel_targets"}),
     "bart": frozenset({"encoder_decoder", "reconstruction_targets"}),

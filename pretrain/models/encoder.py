@@ -38,13 +38,16 @@ class Embeddings(nn.Module):
         self.norm = nn.LayerNorm(size, eps=cfg.layer_norm_eps)
         self.dropout = nn.Dropout(cfg.hidden_dropout)
 
-    def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None, offset: int = 0) -> torch.Tensor:
-        """`offset`: the absolute position of the first token (a later segment of a longer text)."""
+    def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None, offset: int = 0,
+                position_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """`offset`: the absolute position of the first token (a later segment of a longer text); `position_ids`
+        [B, T]: explicit positions instead (TLM's restart at each side)."""
         # token type 0 everywhere when not given, as transformers does; sums in transformers' order
         token_type = self.token_type(token_type_ids) if token_type_ids is not None else self.token_type.weight[0]
         x = self.word(input_ids) + token_type
         if self.position is not None:
-            x = x + self.position.embedding(input_ids, offset)
+            explicit = position_ids is not None
+            x = x + (self.position(position_ids) if explicit else self.position.embedding(input_ids, offset))
         return self.dropout(self.norm(x))
 
 
@@ -163,9 +166,11 @@ class EncoderForMaskedLM(nn.Module):
 
     def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                token_type_ids: torch.Tensor | None = None, cache: MemoryCache | None = None,
-               doc_index: torch.Tensor | None = None) -> torch.Tensor:
-        """input_ids [B, T] -> hidden [B, T, H]. attention_mask [B, T]: 1 = attend, 0 = padding (HF convention)."""
-        return self.encoder(self.embeddings(input_ids, token_type_ids), attention_mask, cache, doc_index)
+               doc_index: torch.Tensor | None = None, position_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """input_ids [B, T] -> hidden [B, T, H]. attention_mask [B, T]: 1 = attend, 0 = padding (HF convention),
+        or [B, T, T] per sample (UniLM); position_ids [B, T] override the default positions (TLM)."""
+        return self.encoder(self.embeddings(input_ids, token_type_ids, position_ids=position_ids), attention_mask,
+                            cache, doc_index)
 
     def mlm_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """hidden [..., H] -> logits [..., V]; pass only the masked positions to skip full-vocab work elsewhere."""
@@ -175,7 +180,7 @@ class EncoderForMaskedLM(nn.Module):
         """MLM logits at `batch["positions"]` (or everywhere), plus NSP/SOP logits when the model has the pair
         head. The batch keys are listed in `pretrain.models.output`."""
         hidden = self.encode(batch["input_ids"], batch.get("attention_mask"), batch.get("token_type_ids"),
-                             batch.get("memory"), batch.get("doc_index"))
+                             batch.get("memory"), batch.get("doc_index"), batch.get("position_ids"))
         positions = batch.get("positions")
         logits = self.mlm_logits(hidden if positions is None else hidden[positions])
         pair = self.pair_head(hidden) if self.pair_head is not None else None

@@ -2,7 +2,9 @@
 
 Batch keys a model reads (others, such as the objective's labels, are ignored):
     input_ids               [B, T] token ids (the encoder's, for T5/BART)
-    attention_mask          [B, T] 1 = token, 0 = padding (absent: nothing padded)
+    attention_mask          [B, T] 1 = token, 0 = padding (absent: nothing padded); encoders also take a
+                            per-sample [B, T, T] (True = query i may attend to key j: UniLM)
+    position_ids            [B, T] explicit positions (BERT, RoBERTa, ALBERT: TLM; absent: 0..T-1)
     token_type_ids          [B, T] segment ids (BERT, ALBERT, ELECTRA; absent: all 0)
     decoder_input_ids       [B, T_dec] (T5, BART)
     decoder_attention_mask  [B, T_dec] (T5, BART; absent: nothing padded)

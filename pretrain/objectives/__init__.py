@@ -15,22 +15,36 @@ from dataclasses import dataclass, field
 
 from data_pipeline.errors import UserError
 from pretrain.models.config import CAPABILITIES, FAMILIES, ModelConfig
-from pretrain.objectives import mlm, mlm_nsp, mlm_sop, rtd, span_corruption, text_infilling
+from pretrain.objectives import (bart_noise, masked_lm, mlm, mlm_nsp, mlm_sop, prefix_lm, rtd, span_corruption,
+                                 text_infilling, tlm, unilm)
 from pretrain.objectives.base import CollatorContext, Objective
 
-MODULES = (mlm, mlm_nsp, mlm_sop, rtd, span_corruption, text_infilling)
+MODULES = (mlm, mlm_nsp, mlm_sop, rtd, span_corruption, text_infilling, masked_lm, prefix_lm, bart_noise, tlm, unilm)
 OBJECTIVES: dict[str, Objective] = {m.OBJECTIVE.name: m.OBJECTIVE for m in MODULES}
 NATIVE = {"bert": "mlm", "roberta": "mlm", "albert": "mlm_sop", "electra": "rtd", "t5": "span_corruption",
           "bart": "text_infilling"}
 
 
 @dataclass
+class PairTermConfig:
+    weight: float = 1.0  # mlm_nsp / mlm_sop: the NSP/SOP term's weight beside MLM's (BERT, ALBERT: 1)
+
+    def __post_init__(self):
+        if not self.weight >= 0:
+            raise UserError(f"objective.pair.weight must be >= 0, got {self.weight}")
+
+
+@dataclass
 class ObjectiveConfig:
     name: str = "mlm"  # one of OBJECTIVES
-    mlm: mlm.MLMConfig = field(default_factory=mlm.MLMConfig)  # masking: mlm, mlm_nsp, mlm_sop, rtd
+    mlm: mlm.MLMConfig = field(default_factory=mlm.MLMConfig)  # masking: mlm, mlm_nsp, mlm_sop, rtd, tlm, unilm
     rtd: rtd.RTDConfig = field(default_factory=rtd.RTDConfig)  # rtd's discriminator weight
     span: span_corruption.SpanCorruptionConfig = field(default_factory=span_corruption.SpanCorruptionConfig)
     infilling: text_infilling.InfillingConfig = field(default_factory=text_infilling.InfillingConfig)
+    masking: masked_lm.MaskingConfig = field(default_factory=masked_lm.MaskingConfig)  # masked_lm's units, static
+    bart: bart_noise.BartNoiseConfig = field(default_factory=bart_noise.BartNoiseConfig)  # bart_noise's ratios
+    pair: PairTermConfig = field(default_factory=PairTermConfig)  # the sentence-pair term's weight
+    unilm: unilm.UniLMConfig = field(default_factory=unilm.UniLMConfig)  # unilm's shares of its four masks
 
     def __post_init__(self):
         if self.name not in OBJECTIVES:

@@ -40,6 +40,8 @@ class Objective:
     loss: Callable[[Any], Callable]  # (ObjectiveConfig) -> ((model, batch) -> loss)
     needs: frozenset[str]  # model capabilities it requires (see ModelConfig.capabilities)
     model_head: str = "mlm"  # the model.head it needs (BERT/ALBERT)
+    data: str = "any"  # the dataset it needs: any (format 1 or 2), format 2 (word/sentence starts), parallel
+    description: str = ""  # one line for `graft objectives`
 
 
 def require_mask_token(name: str, manifest: Manifest) -> None:

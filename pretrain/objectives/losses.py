@@ -15,13 +15,16 @@ def mlm_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Te
     return F.cross_entropy(logits.float(), labels[positions])
 
 
-def mlm_pair_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """MLM plus NSP/SOP, summed as in BERT's and ALBERT's pretraining."""
+def mlm_pair_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], task: str = "pair",
+                  pair_weight: float = 1.0) -> dict[str, torch.Tensor]:
+    """MLM plus `pair_weight` x NSP/SOP (BERT's and ALBERT's pretraining sum them, weight 1); both terms are
+    returned beside the total, so the trainer logs them as loss/mlm and loss/TASK."""
     labels = batch["labels"]
     positions = labels != IGNORE
     out = model({**batch, "positions": positions})
-    return (F.cross_entropy(out.logits.float(), labels[positions])
-            + F.cross_entropy(out.pair_logits.float(), batch["pair_labels"]))
+    mlm = F.cross_entropy(out.logits.float(), labels[positions])
+    pair = F.cross_entropy(out.pair_logits.float(), batch["pair_labels"])
+    return {"loss": mlm + pair_weight * pair, "mlm": mlm.detach(), task: pair.detach()}
 
 
 def replaced_token_detection_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor],

@@ -11,4 +11,6 @@ def make_collator(cfg, ctx):
                        doc_index=ctx.recurrent)
 
 
-OBJECTIVE = Objective("mlm", make_collator, lambda cfg: mlm_loss, needs=frozenset({"encoder", "mlm_head"}))
+OBJECTIVE = Objective("mlm", make_collator, lambda cfg: mlm_loss, needs=frozenset({"encoder", "mlm_head"}),
+                      data="any",
+                      description="BERT/RoBERTa masked LM: 15% of tokens, 80/10/10, new masks every epoch")

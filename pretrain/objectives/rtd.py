@@ -23,4 +23,6 @@ def loss(cfg):
     return partial(replaced_token_detection_loss, discriminator_weight=cfg.rtd.discriminator_weight)
 
 
-OBJECTIVE = Objective("rtd", mlm_collator, loss, needs=frozenset({"encoder", "rtd_heads"}))
+OBJECTIVE = Objective("rtd", mlm_collator, loss, needs=frozenset({"encoder", "rtd_heads"}),
+                      data="any",
+                      description="ELECTRA's replaced-token detection: generator MLM + discriminator")

@@ -10,4 +10,6 @@ def make_collator(cfg, ctx):
 
 
 OBJECTIVE = Objective("span_corruption", make_collator, lambda cfg: seq2seq_loss,
-                      needs=frozenset({"encoder_decoder", "sentinel_targets"}))
+                      needs=frozenset({"encoder_decoder", "sentinel_targets"}),
+                      data="any",
+                      description="T5's span corruption: sentinel-delimited spans, 15% noise, mean span 3")

@@ -10,4 +10,6 @@ def make_collator(cfg, ctx):
 
 
 OBJECTIVE = Objective("text_infilling", make_collator, lambda cfg: seq2seq_loss,
-                      needs=frozenset({"encoder_decoder", "reconstruction_targets"}))
+                      needs=frozenset({"encoder_decoder", "reconstruction_targets"}),
+                      data="any",
+                      description="BART's text infilling with sentence permutation (the original collator)")

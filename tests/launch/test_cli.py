@@ -97,3 +97,15 @@ def test_fp16_without_support_is_refused_before_the_run_dir_exists(small_dataset
                 "--nproc", "2")
     assert "engine.precision=fp16" in err
     assert not (tmp_path / "r").exists()  # so the same command with bf16 or fp32 just works
+
+
+def test_objectives_lists_every_objective_with_families_data_and_description():
+    from conftest import run_graft
+    from pretrain.objectives import OBJECTIVES
+
+    lines = run_graft("objectives").stdout.splitlines()
+    assert lines[0].split()[:3] == ["objective", "families", "data"]
+    rows = {line.split()[0]: line for line in lines[1:-1]}
+    assert set(rows) == set(OBJECTIVES)
+    assert "bert, roberta, albert" in rows["masked_lm"] and "parallel" in rows["tlm"] and "t5" in rows["prefix_lm"]
+    assert all(OBJECTIVES[name].description in line for name, line in rows.items())

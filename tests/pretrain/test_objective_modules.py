@@ -11,9 +11,12 @@ from pretrain.models.config import ModelConfig
 from pretrain.objectives import MODULES, OBJECTIVES, ObjectiveConfig, check_fits, trained_families
 from pretrain.objectives.base import Objective
 
-# What each objective trained before the objectives became modules (the registry's family lists then).
+# What each objective trained before the objectives became modules (the registry's family lists then), and the
+# objectives added since.
 TRAINS = {"mlm": ["bert", "roberta", "albert"], "mlm_nsp": ["bert"], "mlm_sop": ["albert"], "rtd": ["electra"],
-          "span_corruption": ["t5"], "text_infilling": ["bart"]}
+          "span_corruption": ["t5"], "text_infilling": ["bart"],
+          "masked_lm": ["bert", "roberta", "albert"], "prefix_lm": ["t5"], "bart_noise": ["bart"],
+          "tlm": ["bert", "albert"], "unilm": ["bert", "albert"]}
 
 
 def test_one_module_per_objective_each_named_after_it():
@@ -42,3 +45,33 @@ def test_unknown_objective_and_unknown_option_are_errors_naming_them():
         load_config(None, ["objective.name=nope", "train.run_dir=x", "data.path=y", "model.vocab_size=99"])
     with pytest.raises(UserError, match="objective.span.nope"):
         load_config(None, ["objective.span.nope=1", "train.run_dir=x", "data.path=y", "model.vocab_size=99"])
+
+
+@pytest.mark.parametrize("block", ["masking", "bart", "unilm"])
+def test_the_new_objectives_blocks_refuse_unknown_options_naming_them(block):
+    with pytest.raises(UserError, match=f"objective.{block}.nope"):
+        load_config(None, [f"objective.{block}.nope=1", "train.run_dir=x", "data.path=y", "model.vocab_size=99"])
+
+
+def test_bart_noise_preset_is_barts_released_recipe():
+    from conftest import REPO_ROOT
+
+    cfg = load_config(REPO_ROOT / "configs" / "objectives" / "bart_noise.yaml",
+                      ["train.run_dir=x", "data.path=y", "model.vocab_size=99"])
+    bart = cfg.objective.bart
+    assert (bart.mask_ratio, bart.random_ratio, bart.poisson_lambda, bart.permute_ratio, bart.replace_length) == (
+        0.3, 0.1, 3.5, 1.0, 1)
+
+
+def test_sbo_is_refused_until_its_head_exists():
+    from pretrain.objectives.masked_lm import make_collator
+
+    cfg = ObjectiveConfig(name="masked_lm")
+    cfg.masking.unit, cfg.masking.sbo = "span", True
+
+    class Ctx:
+        class manifest:
+            special_tokens = {"cls": 1, "sep": 2, "mask": 3}
+            vocab_size = 99
+    with pytest.raises(UserError, match="objective.masking.sbo"):
+        make_collator(cfg, Ctx)
