@@ -77,7 +77,10 @@ def test_sentence_pair_rows_and_labels():
     for task in ("sop", "nsp"):
         c = SentencePairCollator(MLMConfig(), BERT_IDS, vocab_size=2000, seq_len=32, seed=0, task=task)
         rows = segments(c.raw_length, n=16)
-        rows.partner = segments(c.raw_length, n=16)  # the loader reads these for NSP
+        # The loader reads a random other segment per row for NSP; here row i's partner is segment 15 - i.
+        rows.partner = SegmentBatch.of([Segment(index=i, tokens=np.arange(10, 10 + c.raw_length) + 100 * (15 - i),
+                                                doc_starts=np.array([0])) for i in range(16)])
+        partners = c.bodies(rows.partner)
         batch = c(rows)
         ids, types = batch["input_ids"], batch["token_type_ids"]
         assert ids.shape == (16, 32) and (ids[:, 0] == 2).all()
@@ -96,6 +99,8 @@ def test_sentence_pair_rows_and_labels():
                 assert np.array_equal(np.concatenate([a, b]), body)
             elif task == "sop":  # the same two halves, swapped
                 assert np.array_equal(np.concatenate([b, a]), body)
-            else:  # NSP: the segment's start, then as many tokens from the end of the next row's segment
+            else:  # NSP: the segment's start, then as many consecutive tokens of its partner segment
                 assert np.array_equal(a, body[:len(a)])
-                assert np.array_equal(b, bodies[(row + 1) % 16][-len(b):])
+                other = partners[row]
+                assert any(np.array_equal(b, other[i:i + len(b)]) for i in range(len(other) - len(b) + 1))
+                assert not set(b.tolist()) & set(body.tolist())
