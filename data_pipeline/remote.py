@@ -108,7 +108,9 @@ class ShardCache:
                 if path.is_file():
                     return None
                 if not self._downloading(path) and self._evict(need):
-                    fd, part = tempfile.mkstemp(dir=self.dir, prefix=f".part-{need}-{path.name}-")
+                    # The owner's pid in the name: a process killed mid-download (a DataLoader worker shut down
+                    # with its prefetch threads) frees its room at once, not after STALE_PART_S.
+                    fd, part = tempfile.mkstemp(dir=self.dir, prefix=f".part-{need}-{path.name}-{os.getpid()}-")
                     os.close(fd)
                     return Path(part)
             # The room is claimed by downloads in flight, or this very file is one of them: wait for them.
@@ -133,9 +135,10 @@ class ShardCache:
                         "the dataset written by `graft prepare`")
 
     def _live_part(self, p: Path) -> bool:
-        """Whether `p`, a `.part` file, belongs to a download in flight; a stale one is deleted."""
+        """Whether `p`, a `.part` file, belongs to a download in flight (its process is alive and it is recent);
+        a stale one is deleted."""
         try:
-            if time.time() - p.stat().st_mtime <= STALE_PART_S:
+            if _process_alive(int(p.name.rsplit("-", 2)[1])) and time.time() - p.stat().st_mtime <= STALE_PART_S:
                 return True
         except FileNotFoundError:
             return False
@@ -165,6 +168,17 @@ class ShardCache:
             p.unlink(missing_ok=True)
             used -= size
         return used + need <= self.max_bytes
+
+
+def _process_alive(pid: int) -> bool:
+    """Whether process `pid` exists on this machine (the cache is a local directory)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True
 
 
 def _content_problem(path: Path, info: ShardInfo) -> str | None:
