@@ -88,6 +88,9 @@ def _submit(run_dirs: list[Path], options: SlurmOptions, resumed: bool) -> str:
         (run_dir / "logs").mkdir(exist_ok=True)
         (run_dir / SCRIPT_FILE).write_text(text)
         snapshots.append(_snapshot(run_dir, options))
+    if shutil.which("sbatch") is None:
+        raise UserError(f"sbatch not found: submit from a SLURM login node (the script is ready in "
+                        f"{run_dirs[0] / SCRIPT_FILE})")
     result = subprocess.run(["sbatch", "--parsable", str(run_dirs[0] / SCRIPT_FILE)], capture_output=True,
                             text=True)
     if result.returncode != 0:

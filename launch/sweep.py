@@ -24,6 +24,8 @@ from tqdm import tqdm
 
 from data_pipeline.errors import UserError
 from data_pipeline.shards import write_atomic
+from launch.slurm import submit_array
+from launch.slurm_script import SlurmOptions
 from launch.sweep_plan import Point, edge_warnings, measure, point_config
 from pretrain import checkpoint
 from pretrain.metrics import SUMMARY_FILE
@@ -139,19 +141,14 @@ def _train_locally(config: str, overrides: list[str], point: Point, sweep_dir: P
 
 def _submit_slurm(config: str, overrides: list[str], todo: list[Point], sweep_dir: Path, status: dict[str, str],
                   nproc: int) -> None:
-    """One SLURM job array, a task per unfinished point, through `launch.slurm.submit_array(commands, log_dir)`
-    (a list of `graft train` command lines; the array's task i runs command i)."""
-    import importlib
-
-    try:
-        slurm = importlib.import_module("launch.slurm")
-    except ModuleNotFoundError:
-        slurm = None
-    if slurm is None or not hasattr(slurm, "submit_array"):
-        raise UserError("--backend slurm needs launch.slurm.submit_array (SLURM job arrays), which this Graft does "
-                        "not have yet; run the sweep with --backend local, or submit one `graft slurm submit` per "
-                        f"point from {sweep_dir / SWEEP_FILE}")
-    commands = [train_command(config, overrides, p, sweep_dir, status[p.name] == "resume", nproc) for p in todo]
-    job = slurm.submit_array(commands, sweep_dir / "logs")
-    print(f"submitted {len(commands)} points as SLURM job array {job}; re-run this command when it ends to "
-          "resubmit what did not finish")
+    """One SLURM job array, an element per new point, each in its own run directory (`launch.slurm`); a point
+    with a checkpoint already continues with `graft slurm submit --resume` (its own job)."""
+    started = [p.name for p in todo if status[p.name] != "new"]
+    if started:
+        raise UserError(f"points {', '.join(started)} were started before; continue each with `graft slurm submit "
+                        f"--resume {sweep_dir / 'runs'}/NAME`, then re-run this sweep for the rest")
+    run_dirs = [run_dir_of(sweep_dir, p) for p in todo]
+    configs = [point_config(config, overrides, p) for p in todo]
+    job = submit_array(configs, run_dirs, SlurmOptions(procs_per_node=nproc))
+    print(f"submitted {len(todo)} points as SLURM job array {job}; `graft slurm status {run_dirs[0]}` follows the "
+          "first; re-run this command when the array ends to fit or resubmit what did not finish")

@@ -82,12 +82,14 @@ def test_a_recipe_setting_the_architecture_is_refused(tmp_path, monkeypatch):
 def test_held_out_loss_is_scored_at_15_percent_whatever_rate_training_uses(small_dataset, heldout_dataset):
     from data_pipeline.collators.mlm import IGNORE
     from data_pipeline.shards import Manifest
+    from pretrain.objectives.base import CollatorContext
     from pretrain.trainer import _eval_batches
 
     def batches(rate):
         cfg = load_config(TINY, [f"data.path={small_dataset}", "train.run_dir=unused",
                                  f"train.eval_data={heldout_dataset}", f"objective.mlm.mask_prob={rate}"])
-        return _eval_batches(cfg, Manifest.load(small_dataset), 0, 1, 4)
+        context = CollatorContext(Manifest.load(small_dataset), cfg.data.seq_len, cfg.seed, str(small_dataset))
+        return _eval_batches(cfg, context, 0, 1, 4)
 
     at_15, at_40 = batches(0.15), batches(0.4)
     for a, b in zip(at_15, at_40, strict=True):
