@@ -67,7 +67,7 @@ def shorten(batch: dict[str, torch.Tensor], length: int) -> dict[str, torch.Tens
     """Each [B, T] row cut into T / length rows of `length` tokens: the same tokens, masks and labels, shorter
     attention. Positions restart at 0 in every piece (the longer ones are learnt once rows are full length)."""
     rows, full = batch["input_ids"].shape
-    if length == full:
+    if length >= full:  # no cut: also batches narrower than data.seq_len (BART's trimmed encoder input)
         return batch
     assert all(v.shape == (rows, full) for v in batch.values()), "only per-token [B, T] batches can be cut"
     return {k: v.reshape(rows * full // length, length) for k, v in batch.items()}
