@@ -1,5 +1,7 @@
 """Evaluation speed with Transformer-XL memory versus re-encoding a sliding window (Dai et al. 2019, Table 9).
 
+    PYTHONPATH=. python bench/xl_eval.py [--segment 128 --segments 8 --windows 5]
+
 Both score every position of a long text with the same attention length A (keys each scored position sees):
 - with memory: segments of `--segment` tokens, each attending to itself and a memory of A - segment earlier
   positions; one forward scores `segment` positions;

@@ -1,0 +1,81 @@
+"""Does Transformer-XL memory help an encoder on long documents? Held-out MLM loss, memory versus none.
+
+    PYTHONPATH=. python bench/xl_quality.py [--steps 300 --mem-len 128]
+
+Long documents: the sections of each page of the sample corpus joined in order (pages of a few thousand
+tokens). The last `--heldout-pages` pages are held out. Two encoders of the quickstart's sizes with XL relative
+positions train with recurrence lanes at equal segment length, steps and batch: one with a memory of
+`--mem-len` positions, one without (mem_len 0). Each is evaluated by `graft eval`'s reader over the held-out
+documents, segment by segment (the first segment has no memory either way), two seeds per side.
+
+Prints, last, one JSON line: {"xl_long_doc_loss_ratio": mean loss with memory / without (goal: < 1),
+"xl_seed_spread": the larger difference between one side's two seeds / the mean loss without memory}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.common import REPO_ROOT, SAMPLE_CORPUS  # noqa: E402
+from pretrain.long_eval import evaluate_long  # noqa: E402
+
+
+def long_pages(work: Path, heldout: int) -> tuple[Path, Path]:
+    """Two jsonl files of pages (sections joined in corpus order): training pages and held-out pages."""
+    pages: dict[str, list[str]] = {}
+    for line in SAMPLE_CORPUS.read_text().splitlines():
+        record = json.loads(line)
+        pages.setdefault(record["source"], []).append(record["text"])
+    docs = [json.dumps({"text": "\n\n".join(texts)}) for texts in pages.values()]
+    work.mkdir(parents=True, exist_ok=True)
+    train, held = work / "pages_train.jsonl", work / "pages_heldout.jsonl"
+    train.write_text("\n".join(docs[:-heldout]) + "\n")
+    held.write_text("\n".join(docs[-heldout:]) + "\n")
+    return train, held
+
+
+def graft(*args) -> None:
+    subprocess.run([sys.executable, "-m", "launch.cli", *map(str, args)], check=True, cwd=REPO_ROOT,
+                   stdout=subprocess.DEVNULL)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--work", default="/tmp/graft-bench/xl_quality", help="scratch directory")
+    parser.add_argument("--steps", type=int, default=300, help="training steps per run (default 300)")
+    parser.add_argument("--mem-len", type=int, default=128, help="memory of the recurrent runs (default 128)")
+    parser.add_argument("--heldout-pages", type=int, default=30, help="pages held out (default 30)")
+    parser.add_argument("--segments", type=int, default=8, help="segments read per held-out page (default 8)")
+    args = parser.parse_args()
+    work = Path(args.work)
+    train, held = long_pages(work, args.heldout_pages)
+    data, heldout = work / "data", work / "heldout"
+    if not (data / "manifest.json").is_file():
+        graft("prepare", train, "--out", data, "--vocab-size", 8192)
+    if not (heldout / "manifest.json").is_file():
+        graft("prepare", held, "--out", heldout, "--tokenizer", data / "tokenizer.json")
+    losses: dict[str, list[float]] = {"memory": [], "none": []}
+    for side, mem_len in (("memory", args.mem_len), ("none", 0)):
+        for seed in (0, 1):
+            run = work / f"{side}_seed{seed}"
+            if not (run / "summary.json").is_file():
+                graft("train", REPO_ROOT / "configs" / "quickstart.yaml", f"data.path={data}", f"train.run_dir={run}",
+                      f"seed={seed}", "model.positions=xl", f"model.recurrence.mem_len={mem_len}", "data.lanes=true",
+                      f"train.max_steps={args.steps}", f"train.save_every={args.steps}", "train.log_every=50")
+            report = evaluate_long(run, heldout, mem_len=args.mem_len, segments=args.segments)
+            curve = report["with_memory"] if side == "memory" else report["without_memory"]
+            losses[side].append(sum(curve) / len(curve))
+            print(f"{side} seed {seed}: held-out loss per segment {' '.join(f'{v:.3f}' for v in curve)}")
+    mean = {side: sum(v) / len(v) for side, v in losses.items()}
+    spread = max(abs(v[0] - v[1]) for v in losses.values()) / mean["none"]
+    print(json.dumps({"xl_long_doc_loss_ratio": round(mean["memory"] / mean["none"], 4),
+                      "xl_seed_spread": round(spread, 4)}))
+
+
+if __name__ == "__main__":
+    main()
