@@ -12,8 +12,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+from data_pipeline.sample_corpus import SAMPLE_CORPUS
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
-SAMPLE_CORPUS = REPO_ROOT / "data_pipeline" / "sample_corpus" / "python_docs.jsonl"
 PAGE_REPORTING_ORDER = Path("/sys/module/page_reporting/parameters/page_reporting_order")
 MADV_POPULATE_WRITE = 23  # linux/mman.h; Python's mmap module does not name it
 

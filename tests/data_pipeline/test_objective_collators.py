@@ -29,10 +29,11 @@ from data_pipeline.loader import partner_segments
 from data_pipeline.packing import PackedSegments, SegmentBatch
 from data_pipeline.prepare import prepare
 from data_pipeline.sentences import word_and_sentence_flags
+from data_pipeline.sample_corpus import SAMPLE_CORPUS
 from data_pipeline.shards import Manifest
 from data_pipeline.tokenizer import load_tokenizer
 
-CORPUS = "data_pipeline/sample_corpus/python_docs.jsonl"
+CORPUS = SAMPLE_CORPUS
 KINDS = ("wordpiece", "bytelevel_bpe", "unigram")
 
 
