@@ -71,8 +71,7 @@ def installed_doc_version():
 
 def test_build_reproduces_bundled_file(tmp_path):
     """build.py turns the python3.11-doc reST sources into exactly the bundled file (installed here as root)."""
-    version = installed_doc_version()
-    if version != BUILT_FROM_VERSION:
+    if installed_doc_version() != BUILT_FROM_VERSION or not DEBIAN_SOURCES.is_dir():
         apt_install(f"python3.11-doc={BUILT_FROM_VERSION}")
     assert DEBIAN_SOURCES.is_dir(), f"python3.11-doc is installed but {DEBIAN_SOURCES} is missing"
     out = tmp_path / "python_docs.jsonl"
