@@ -35,8 +35,12 @@ class BartStack(nn.Module):
         self.decoder = decoder
 
     def forward(self, tokens: torch.Tensor, attention_mask: torch.Tensor | None, context: torch.Tensor | None = None,
-                context_mask: torch.Tensor | None = None) -> torch.Tensor:
-        positions = self.positions.embedding(tokens[..., 0])  # [B, T]: BART's positions read only its shape
+                context_mask: torch.Tensor | None = None, position_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """`position_ids` [B, T]: explicit positions (MASS's decoder at its fragment's place); absent: 0..T-1."""
+        if position_ids is not None:
+            positions = self.positions.at(position_ids)
+        else:
+            positions = self.positions.embedding(tokens[..., 0])  # [B, T]: BART's positions read only its shape
         x = self.dropout(self.embed_norm(tokens + positions))
         if self.decoder:
             mask = causal_mask(tokens.shape[1], attention_mask, x.device)
@@ -64,7 +68,8 @@ class BartForConditionalGeneration(nn.Module):
         """Decoder logits [B, T_dec, V], or [N, V] at the True entries of `batch["positions"]` [B, T_dec]."""
         encoded = self.encode(batch["input_ids"], batch.get("attention_mask"))
         hidden = self.decoder(self.shared(batch["decoder_input_ids"]) * self.embed_scale,
-                              batch.get("decoder_attention_mask"), encoded, batch.get("attention_mask"))
+                              batch.get("decoder_attention_mask"), encoded, batch.get("attention_mask"),
+                              batch.get("decoder_position_ids"))
         positions = batch.get("positions")
         logits = self.lm_head(hidden if positions is None else hidden[positions]) + self.final_logits_bias.squeeze(0)
         return ModelOutput(logits, hidden=hidden)

@@ -36,9 +36,10 @@ class T5Stack(nn.Module):
 
     def forward(self, x: torch.Tensor, attention_mask: torch.Tensor | None, context: torch.Tensor | None = None,
                 context_mask: torch.Tensor | None = None, cache: MemoryCache | None = None,
-                doc_index: torch.Tensor | None = None) -> torch.Tensor:
+                doc_index: torch.Tensor | None = None, position_ids: torch.Tensor | None = None) -> torch.Tensor:
         """The encoder with a `cache` (model.recurrence.mem_len > 0) attends to its memory too, the buckets
-        reading the true distances between this segment's queries and the memory's keys."""
+        reading the true distances between this segment's queries and the memory's keys. `position_ids`
+        [B, T]: the tokens' explicit positions (MASS's decoder), from which the buckets read the distances."""
         t = x.shape[1]
         x = self.dropout(x)
         if self.mem_len and cache is not None:
@@ -51,7 +52,9 @@ class T5Stack(nn.Module):
             return self.dropout(self.final_norm(out.hidden))
         mask = causal_mask(t, attention_mask, x.device) if self.decoder else padding_mask(attention_mask)
         # The bias is computed once (HF: in the first layer) and added to every layer's scores with the mask.
-        mask = with_bias(mask, self.position_bias.attention_bias(t, t), x.dtype)
+        bias = self.position_bias.attention_bias(t, t) if position_ids is None else \
+            self.position_bias.bias_at(position_ids, position_ids)
+        mask = with_bias(mask, bias, x.dtype)
         cross = {"context": context, "context_mask": additive(padding_mask(context_mask), x.dtype)}
         x = self.stack(x, mask=mask, **(cross if self.decoder else {})).hidden
         return self.dropout(self.final_norm(x))
@@ -100,6 +103,6 @@ class T5ForConditionalGeneration(nn.Module):
         encoded = self.encode(batch["input_ids"], batch.get("attention_mask"), batch.get("memory"),
                               batch.get("doc_index"))
         hidden = self.decoder(self.shared(batch["decoder_input_ids"]), batch.get("decoder_attention_mask"),
-                              encoded, batch.get("attention_mask"))
+                              encoded, batch.get("attention_mask"), position_ids=batch.get("decoder_position_ids"))
         positions = batch.get("positions")
         return ModelOutput(self.lm_head(hidden if positions is None else hidden[positions]), hidden=hidden)

@@ -42,6 +42,7 @@ class Objective:
     model_head: str = "mlm"  # the model.head it needs (BERT/ALBERT)
     data: str = "any"  # the dataset it needs: any (format 1 or 2), format 2 (word/sentence starts), parallel
     description: str = ""  # one line for `graft objectives`
+    model_settings: tuple = ()  # (model field, value) pairs it needs, e.g. (("query_stream", True),)
 
 
 def require_mask_token(name: str, manifest: Manifest) -> None:

@@ -56,3 +56,12 @@ def seq2seq_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torc
     positions = labels != IGNORE
     logits = model({**batch, "positions": positions}).logits
     return F.cross_entropy(logits.float(), labels[positions])
+
+
+def permuted_lm_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """XLNet: cross-entropy of the query stream's predictions at each row's targets (`target_mapping` [B, P, T],
+    labels [B, P] in the targets' row order; IGNORE pads rows with fewer targets)."""
+    positions = batch["target_mapping"].sum(1) > 0
+    labels = batch["labels"]
+    logits = model({**batch, "positions": positions}).logits
+    return F.cross_entropy(logits.float(), labels[labels != IGNORE])
