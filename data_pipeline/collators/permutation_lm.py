@@ -2,12 +2,13 @@
 two-stream attention masks it implies.
 
 Rows are [CLS] body [SEP] with [SEP] between documents, as the MLM family's (the export is the family's
-masked-LM class, fine-tuned on such rows). Targets (HF's DataCollatorForPermutationLanguageModeling, XLNet's partial prediction): walking the row,
-each step takes a span of L ~ U{1..max_span_length} tokens inside a context of L / plm_probability tokens,
-at a uniform offset in it; so about plm_probability of the tokens are predicted (XLNet's K = 6 at 1/6).
-[CLS]/[SEP]/<pad> are never targets. The factorization order puts every non-target first (they see each
-other fully) and the targets after them in a random order. Query i may attend to key j iff j is a
-non-target, or j is a target strictly before i in the order; the content stream adds i itself.
+masked-LM class, fine-tuned on such rows). Targets (HF's DataCollatorForPermutationLanguageModeling, XLNet's
+partial prediction): walking the row, each step takes a span of L ~ U{1..max_span_length} tokens inside a
+context of L / plm_probability tokens, at a uniform offset in it; so about plm_probability of the tokens
+are predicted (XLNet's K = 6 at 1/6). [CLS]/[SEP]/<pad> are never targets. The factorization order puts
+every non-target first (they see each other fully) and the targets after them in a random order. Query i
+may attend to key j iff j is a non-target, or j is a target strictly before i in the order; the content
+stream adds i itself.
 
 Output (noise from (seed, sample index)): input_ids (the original tokens: the query stream never reads a
 target's own token, the content stream does), perm_mask [B, T, T] bool (True: query i must NOT attend to j,

@@ -206,7 +206,7 @@ class EncoderForMaskedLM(nn.Module):
 
     def forward(self, batch: Mapping[str, torch.Tensor]) -> ModelOutput:
         """MLM logits at `batch["positions"]` (or everywhere), plus NSP/SOP logits when the model has the pair
-        head; with `perm_mask`, the query stream's logits (XLNet). The batch keys are in `pretrain.models.output`."""
+        head. The batch keys are listed in `pretrain.models.output`."""
         if "perm_mask" in batch:
             return self._permuted(batch)
         hidden = self.encode(batch["input_ids"], batch.get("attention_mask"), batch.get("token_type_ids"),
@@ -217,9 +217,10 @@ class EncoderForMaskedLM(nn.Module):
         return ModelOutput(logits=logits, pair_logits=pair, hidden=hidden)
 
     def _permuted(self, batch: Mapping[str, torch.Tensor]) -> ModelOutput:
-        """XLNet's two-stream attention: the content stream h of token i sees the tokens perm_mask allows and i
-        itself; the query stream g of i sees the same tokens' content but not i, starting from the learned
-        vector at i's position, so a prediction never reads its own token nor any later in the order."""
+        """The forward of a batch with `perm_mask`: XLNet's two-stream attention, the logits the query stream's.
+        The content stream h of token i sees the tokens perm_mask allows and i itself; the query stream g of i
+        sees the same tokens' content but not i, starting from the learned vector at i's position, so a
+        prediction never reads its own token nor any later in the order."""
         input_ids, types, position_ids = batch["input_ids"], batch.get("token_type_ids"), batch.get("position_ids")
         allowed = ~batch["perm_mask"].bool()
         attention_mask = batch.get("attention_mask")

@@ -404,6 +404,7 @@ def collators(manifest_of):
         "contrastive": (wp, lambda m: ContrastiveViewsCollator(m.special_tokens, 64, 1)),
         "prefix_lm": (ug, lambda m: PrefixLMCollator(m.special_tokens, 64, 1)),
         "mass": (ug, lambda m: MassCollator(MassConfig(), m.special_tokens, m.vocab_size, 64, 1)),
+        "mass_bart": (bb, lambda m: MassCollator(MassConfig(), m.special_tokens, m.vocab_size, 64, 1)),
         "bart": (bb, lambda m: BartNoiseCollator(BartNoiseConfig(insert_ratio=0.05, rotate_ratio=0.5),
                                                  m.special_tokens, m.vocab_size, 64, 1)),
     }

@@ -16,7 +16,8 @@ from pretrain.objectives.base import Objective
 TRAINS = {"mlm": ["bert", "roberta", "albert"], "mlm_nsp": ["bert"], "mlm_sop": ["albert"], "rtd": ["electra"],
           "span_corruption": ["t5"], "text_infilling": ["bart"],
           "masked_lm": ["bert", "roberta", "albert"], "prefix_lm": ["t5"], "bart_noise": ["bart"],
-          "tlm": ["bert", "albert"], "unilm": ["bert", "albert"]}
+          "tlm": ["bert", "albert"], "unilm": ["bert", "albert"],
+          "mass": ["t5", "bart"], "permuted_lm": ["bert", "roberta", "albert"]}
 
 
 def test_one_module_per_objective_each_named_after_it():

@@ -11,6 +11,8 @@ from conftest import REPO_ROOT, SAMPLE_CORPUS, logged_losses, run_graft
 
 pytestmark = pytest.mark.slow
 PRESETS = sorted(p.stem for p in (REPO_ROOT / "configs" / "objectives").glob("*.yaml"))
+# trained with their export checked in test_objectives_mass_xlnet.py
+PRESETS = [p for p in PRESETS if p not in ("mass", "mass_bart", "permuted_lm")]
 KIND = {"masked_lm_span": "bytelevel_bpe", "bart_noise": "bytelevel_bpe", "prefix_lm": "unigram", "tlm": "parallel"}
 STEPS = 8
 
