@@ -97,12 +97,11 @@ def main() -> None:
                                 for r, w, s in zip(ids_, words, special, strict=True)])
     plm_len = args.seq_len - args.seq_len % 2  # HF's PLM needs an even length
     plm = PermutationLMCollator(PermutationLMConfig(), ids, plm_len, 0)
-    plm_batches = [segments.read_batch(rng.integers(0, len(segments) - 1, args.batch), np.arange(args.batch))
-                   for _ in range(args.batches)]
-    plm_segments = PackedSegments(data, plm_len, cache_dir=str(args.work / "cache"))
+    plm_segments = PackedSegments(data, plm.raw_length, cache_dir=str(args.work / "cache"))
     plm_batches = [plm_segments.read_batch(rng.integers(0, len(plm_segments), args.batch), np.arange(args.batch))
                    for _ in range(args.batches)]
-    hf_plm_examples = [[torch.from_numpy(r) for r in b.tokens] for b in plm_batches]
+    # the same [CLS] ... [SEP] rows for transformers
+    hf_plm_examples = [[torch.from_numpy(r) for r in plm.layout.rows(b)[0]] for b in plm_batches]
 
     hf_mlm = DataCollatorForLanguageModeling(tokenizer, seed=0)
     hf_wwm = DataCollatorForLanguageModeling(tokenizer, whole_word_mask=True, mask_replace_prob=1.0,
