@@ -11,10 +11,11 @@ import pytest
 import torch
 import transformers as T
 
-from conftest import REPO_ROOT, SAMPLE_CORPUS, logged_losses, run_graft
+from conftest import REPO_ROOT, logged_losses, run_graft
 from data_pipeline.collators.mass import MassCollator, MassConfig
 from data_pipeline.collators.permutation_lm import PermutationLMCollator, PermutationLMConfig
 from data_pipeline.packing import SegmentBatch
+from data_pipeline.sample_corpus import SAMPLE_CORPUS
 from pretrain import checkpoint
 from pretrain.config import load_config
 from pretrain.models import build_model
