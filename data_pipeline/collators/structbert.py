@@ -29,8 +29,7 @@ TRIGRAM = 3
 @dataclass
 class StructBERTConfig:
     shuffle_prob: float = 0.05  # share of tokens in shuffled trigrams (StructBERT's 5%)
-    word_weight: float = 1.0  # the word-structural term's weight beside MLM's (StructBERT: 1); objective.pair.weight
-    # weights the sentence-structural term
+    word_weight: float = 1.0  # the word-structural term's weight beside MLM's (StructBERT sums the terms: 1)
 
     def __post_init__(self):
         if not 0 <= self.shuffle_prob < 0.5:
