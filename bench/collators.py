@@ -39,7 +39,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from bench.common import prepared_corpus  # noqa: E402
+from bench.common import SAMPLE_CORPUS, prepared_corpus  # noqa: E402
 from data_pipeline.collators.masked_lm import MaskedLMCollator, MaskingConfig  # noqa: E402
 from data_pipeline.collators.permutation_lm import PermutationLMCollator, PermutationLMConfig  # noqa: E402
 from data_pipeline.packing import PackedSegments  # noqa: E402
@@ -169,7 +169,7 @@ def fraction_data(work: Path, name: str, family: str) -> Path:
     if (out / "manifest.json").is_file():
         return out
     work.mkdir(parents=True, exist_ok=True)
-    with open(REPO / "data_pipeline" / "sample_corpus" / "python_docs.jsonl") as src:
+    with open(SAMPLE_CORPUS) as src:
         texts = [json.loads(line)["text"] for _, line in zip(range(600), src, strict=False)]
     raw = work / f"fraction_{tag}.jsonl"
     options = {}
