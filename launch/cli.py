@@ -18,7 +18,8 @@ def _prepare(args) -> None:
                       tokenizer=args.tokenizer, text_field=args.text_field,
                       shard_tokens=args.shard_tokens, tokenizer_kind=args.tokenizer_kind, txt_mode=args.txt_docs,
                       skip_bad=args.skip_bad, max_doc_bytes=int(args.max_doc_mb * 2**20),
-                      pair_fields=args.pair_fields, language_fields=args.language_fields)
+                      pair_fields=args.pair_fields, language_fields=args.language_fields,
+                      language_field=args.language_field)
     skipped = ", ".join(f"{n:,} {reason}" for reason, n in summary.skipped.items()) or "none"
     print(f"prepared {args.out}: {summary.records_read:,} records read, {summary.documents:,} documents kept "
           f"({summary.tokens:,} tokens in {summary.shards} shard(s), vocabulary {summary.vocab_size:,}); "
@@ -185,6 +186,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--language-fields", nargs=2, metavar=("LANG_A", "LANG_B"),
                    help="parallel text: the two JSON fields holding each side's language code, e.g. "
                         "--language-fields lang_a lang_b")
+    p.add_argument("--language-field", metavar="LANG",
+                   help="monolingual text of several languages (multilingual MLM): the JSON field holding each "
+                        "record's language code, e.g. --language-field lang")
     p.set_defaults(run=_prepare)
 
     p = commands.add_parser(

@@ -31,6 +31,7 @@ from pretrain.hf.writer import write_safetensors
 from pretrain.metrics import read_metrics
 from pretrain.models import build_model
 from pretrain.models.config import ModelConfig, architecture_changes
+from pretrain.models.objective_heads import is_head_key
 from pretrain.run_dir import CONFIG_FILE, ENGINE_DIR, METRICS_FILE
 from pretrain.zero_checkpoint import ZeroCheckpoint
 
@@ -78,7 +79,7 @@ def export(run_dir: Path, out_dir: Path, max_shard_bytes: int | None = None, ste
     staging.mkdir(parents=True)
     kwargs = {"max_shard_bytes": max_shard_bytes} if max_shard_bytes else {}
     if remote:  # Graft's own tensor names (tied aliases stored too), its own code
-        keys = [(k, k) for k in reader.shapes] + list(graft_tied(cfg.model).items())  # (name, stored as)
+        keys = [(k, k) for k in reader.shapes if not is_head_key(k)] + list(graft_tied(cfg.model).items())
         write_safetensors(staging, [(PREFIX + k, reader.shapes[source]) for k, source in keys],
                           lambda i, keys=keys, pieces=reader.pieces: pieces(keys[i][1]), **kwargs)
         write_code(staging)
@@ -108,9 +109,10 @@ def export(run_dir: Path, out_dir: Path, max_shard_bytes: int | None = None, ste
 
 def _check_matches(reader: ZeroCheckpoint, skeleton: torch.nn.Module, cfg: ModelConfig, ckpt: Path,
                    remote: bool = False) -> None:
-    """The checkpoint must hold exactly the tensors of the run's model family and sizes (those of `skeleton`)."""
+    """The checkpoint must hold exactly the tensors of the run's model family and sizes (those of `skeleton`),
+    beside those of the objective's pretraining-only heads, which the export leaves out."""
     expected = {k: v.shape for k, v in skeleton.state_dict().items() if k not in graft_tied(cfg)}
-    found = reader.shapes
+    found = {k: v for k, v in reader.shapes.items() if not is_head_key(k)}
     missing = sorted(set(expected) - set(found))
     unexpected = sorted(set(found) - set(expected))
     if missing or unexpected:

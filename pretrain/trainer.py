@@ -25,7 +25,7 @@ from pretrain.failures import Fault, end_data_workers, strike_in_main, with_coll
 from pretrain.flops import batch_flops, peak_flops
 from pretrain.metrics import MetricsLog, WindowMeter, console_line, write_summary
 from pretrain.models.layers import set_layerdrop_step
-from pretrain.objectives import build_objective
+from pretrain.objectives import build_objective, objective_heads
 from pretrain.objectives.base import CollatorContext
 from pretrain.recurrence import LaneMemory
 from pretrain.optim import build_optimizer, learning_rate
@@ -61,12 +61,13 @@ def _train(run_dir: Path, resume: bool, stop_request: StopRequest, watchdog: Han
     manifest = keep_dataset_files(run_dir, cfg.data.path, rank == 0, cfg.data.remote)  # export needs no dataset
     recurrent = cfg.model.recurrence.mem_len > 0
     context = CollatorContext(manifest, cfg.data.seq_len, cfg.seed, dataset_source(run_dir, cfg.data.path),
-                              recurrent=recurrent)
+                              recurrent=recurrent, type_vocab_size=cfg.model.type_vocab_size)
     collate, loss_fn = build_objective(cfg.objective, context)
     start = _resume_point(run_dir) if resume else None
 
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank and at every world size
-    model = construct_model(cfg.model, cfg.engine, world)  # ZeRO-3: partitioned as it is built (and loaded)
+    # ZeRO-3: partitioned as it is built (and loaded), with the objective's pretraining-only heads
+    model = construct_model(cfg.model, cfg.engine, world, objective_heads(cfg.objective))
     # A ZeRO 1-3 checkpoint holds one shard per saving rank: at another world size, read the universal form.
     saved_world = checkpoint.read_meta(start).get("world_size", world) if start is not None else world
     universal = cfg.engine.zero_stage > 0 and saved_world != world

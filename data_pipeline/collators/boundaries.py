@@ -21,7 +21,7 @@ def require_boundaries(source: Manifest | SegmentBatch, objective: str, parallel
     if not has:
         raise UserError(f"objective {objective} needs word and sentence starts, which this dataset (format 1) does "
                         "not record; re-run `graft prepare` on the raw text to write format 2")
-    pairs = bool(source.languages) if isinstance(source, Manifest) else source.language is not None
+    pairs = source.parallel if isinstance(source, Manifest) else source.side_start is not None
     if parallel and not pairs:
         raise UserError(f"objective {objective} needs parallel text; prepare it with `graft prepare PAIRS.jsonl "
                         "--pair-fields A B --language-fields LANG_A LANG_B`")

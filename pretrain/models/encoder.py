@@ -18,6 +18,7 @@ from pretrain.models.attention import padding_mask
 from pretrain.models.output import ModelOutput
 from pretrain.models.layers import ACTIVATIONS, LayerStack, TransformerLayer, make_norm
 from pretrain.models.memory import Memory, MemoryCache, memory_mask, next_memory
+from pretrain.models.objective_heads import head_outputs
 from pretrain.models.positions import AbsolutePositions, XLRelative
 
 
@@ -206,7 +207,8 @@ class EncoderForMaskedLM(nn.Module):
 
     def forward(self, batch: Mapping[str, torch.Tensor]) -> ModelOutput:
         """MLM logits at `batch["positions"]` (or everywhere), plus NSP/SOP logits when the model has the pair
-        head. The batch keys are listed in `pretrain.models.output`."""
+        head, and the outputs of the pretraining-only heads attached (`objective_heads`). The batch keys are
+        listed in `pretrain.models.output`."""
         if "perm_mask" in batch:
             return self._permuted(batch)
         hidden = self.encode(batch["input_ids"], batch.get("attention_mask"), batch.get("token_type_ids"),
@@ -214,7 +216,7 @@ class EncoderForMaskedLM(nn.Module):
         positions = batch.get("positions")
         logits = self.mlm_logits(hidden if positions is None else hidden[positions])
         pair = self.pair_head(hidden) if self.pair_head is not None else None
-        return ModelOutput(logits=logits, pair_logits=pair, hidden=hidden)
+        return ModelOutput(logits=logits, pair_logits=pair, hidden=hidden, heads=head_outputs(self, hidden, batch))
 
     def _permuted(self, batch: Mapping[str, torch.Tensor]) -> ModelOutput:
         """The forward of a batch with `perm_mask`: XLNet's two-stream attention, the logits the query stream's.

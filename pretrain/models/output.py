@@ -38,3 +38,4 @@ class ModelOutput:
     pair_logits: torch.Tensor | None = None  # NSP/SOP logits [B, 2] (BERT/ALBERT with model.head=pretraining)
     hidden: torch.Tensor | None = None  # the last hidden states [B, T, H] (the decoder's for T5/BART)
     states: list | None = None  # new per-layer state (e.g. a recurrent model's next memories); None: stateless
+    heads: dict | None = None  # the pretraining-only heads' outputs by name (pretrain.models.objective_heads)

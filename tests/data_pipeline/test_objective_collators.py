@@ -401,7 +401,7 @@ def collators(manifest_of):
                                                         64, 1)),
         "unilm": (wp, lambda m: UniLMCollator(UniLMConfig(), mlm, m.special_tokens, m.vocab_size, 64, 1)),
         "plm": (wp, lambda m: PermutationLMCollator(PermutationLMConfig(), m.special_tokens, 64, 1)),
-        "contrastive": (wp, lambda m: ContrastiveViewsCollator(m.special_tokens, 64, 1)),
+        "contrastive": (wp, lambda m: ContrastiveViewsCollator(mlm, m.special_tokens, m.vocab_size, 64, 1)),
         "prefix_lm": (ug, lambda m: PrefixLMCollator(m.special_tokens, 64, 1)),
         "mass": (ug, lambda m: MassCollator(MassConfig(), m.special_tokens, m.vocab_size, 64, 1)),
         "mass_bart": (bb, lambda m: MassCollator(MassConfig(), m.special_tokens, m.vocab_size, 64, 1)),
