@@ -53,7 +53,9 @@ def long_documents(data: Path, length: int, min_segments: int, max_documents: in
 
 
 def evaluate_long(run_dir: Path, data: Path, mem_len: int | None = None, segments: int = 8,
-                  max_documents: int = 64, batch: int = 16) -> dict:
+                  max_documents: int = 64, batch: int = 16, mask_seed: int | None = None) -> dict:
+    """The report (see the module docstring); `mask_seed`: the masking noise's seed (default: the run's), the
+    same for runs to be compared on the same masked positions."""
     cfg = load_config(run_dir / CONFIG_FILE)
     if mem_len is not None:
         cfg.model = dataclasses.replace(cfg.model, recurrence=dataclasses.replace(cfg.model.recurrence,
@@ -70,7 +72,8 @@ def evaluate_long(run_dir: Path, data: Path, mem_len: int | None = None, segment
     if latest is None:
         raise UserError(f"{run_dir} has no complete checkpoint to evaluate")
     manifest = Manifest.load(data)
-    collate = MLMCollator(MLMConfig(), manifest.special_tokens, manifest.vocab_size, cfg.data.seq_len, cfg.seed,
+    collate = MLMCollator(MLMConfig(), manifest.special_tokens, manifest.vocab_size, cfg.data.seq_len,
+                          cfg.seed if mask_seed is None else mask_seed,
                           doc_index=True)
     docs = long_documents(data, collate.raw_length, segments, max_documents)
     model = build_model(cfg.model)
