@@ -1,6 +1,6 @@
 """Does Transformer-XL memory help an encoder on long documents? Held-out MLM loss, memory versus none.
 
-    PYTHONPATH=. python bench/xl_quality.py [--steps 1500 --mem-len 64 --seq-len 32 --segments 24]
+    PYTHONPATH=. python bench/xl_quality.py [--steps 2000 --mem-len 64 --seq-len 16 --segments 48 --jobs 2]
 
 Long documents: the sections of each page of the sample corpus joined in order (pages of a few thousand
 tokens). The last `--heldout-pages` pages are held out. Two small encoders (hidden 64, 2 layers, a 4,000-token
@@ -49,43 +49,56 @@ MODEL = ["model.hidden_size=64", "model.num_layers=2", "model.num_heads=2", "mod
          "engine.zero_stage=0", "engine.micro_batch_size=16", "engine.global_batch_size=16"]
 
 
-def graft(*args) -> None:
-    # One thread per process: on a shared machine more threads only contend.
-    subprocess.run([sys.executable, "-m", "launch.cli", *map(str, args)], check=True, cwd=REPO_ROOT,
-                   stdout=subprocess.DEVNULL, env={**os.environ, "OMP_NUM_THREADS": "1"})
+def graft_command(*args) -> list[str]:
+    return [sys.executable, "-m", "launch.cli", *map(str, args)]
+
+
+def run_all(commands: list[list[str]], jobs: int) -> None:
+    """Run the commands, `jobs` at a time, one CPU thread each (on a shared machine more threads only contend)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    running: list[subprocess.Popen] = []
+    for command in [*commands, None]:
+        while running and (command is None or len(running) >= jobs):
+            if running[0].wait() != 0:
+                raise SystemExit(f"failed: {' '.join(running[0].args)}")
+            running.pop(0)
+        if command is not None:
+            running.append(subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, env=env))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", default="/tmp/graft-bench/xl_quality", help="scratch directory")
-    parser.add_argument("--steps", type=int, default=1500, help="training steps per run (default %(default)s)")
+    parser.add_argument("--steps", type=int, default=2000, help="training steps per run (default %(default)s)")
     parser.add_argument("--mem-len", type=int, default=64, help="memory of the recurrent runs (default %(default)s)")
-    parser.add_argument("--seq-len", type=int, default=32, help="segment length, data.seq_len (default %(default)s)")
+    parser.add_argument("--seq-len", type=int, default=16, help="segment length, data.seq_len (default %(default)s)")
     parser.add_argument("--heldout-pages", type=int, default=30, help="pages held out (default %(default)s)")
-    parser.add_argument("--segments", type=int, default=24,
+    parser.add_argument("--segments", type=int, default=48,
                         help="segments read per held-out page (default %(default)s)")
+    parser.add_argument("--jobs", type=int, default=2, help="trainings run at once (default %(default)s)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     work = Path(args.work)
     train, held = long_pages(work, args.heldout_pages)
     data, heldout = work / "data", work / "heldout"
     if not (data / "manifest.json").is_file():
-        graft("prepare", train, "--out", data, "--vocab-size", 4000)
+        run_all([graft_command("prepare", train, "--out", data, "--vocab-size", 4000)], 1)
     if not (heldout / "manifest.json").is_file():
-        graft("prepare", held, "--out", heldout, "--tokenizer", data / "tokenizer.json")
+        run_all([graft_command("prepare", held, "--out", heldout, "--tokenizer", data / "tokenizer.json")], 1)
+    runs = {(side, seed): (work / f"{side}_seed{seed}_{args.steps}_{args.seq_len}_{mem_len}", mem_len)
+            for side, mem_len in (("memory", args.mem_len), ("none", 0)) for seed in (0, 1)}
+    run_all([graft_command("train", REPO_ROOT / "configs" / "quickstart.yaml", f"data.path={data}",
+                           f"train.run_dir={run}", f"seed={seed}", "model.positions=xl",
+                           f"model.recurrence.mem_len={mem_len}", "data.lanes=true", f"data.seq_len={args.seq_len}",
+                           *MODEL, f"train.max_steps={args.steps}", f"train.save_every={args.steps}",
+                           "train.log_every=100")
+             for (side, seed), (run, mem_len) in runs.items() if not (run / "summary.json").is_file()], args.jobs)
     losses: dict[str, list[float]] = {"memory": [], "none": []}
-    for side, mem_len in (("memory", args.mem_len), ("none", 0)):
-        for seed in (0, 1):
-            run = work / f"{side}_seed{seed}_{args.steps}_{args.seq_len}_{mem_len}"
-            if not (run / "summary.json").is_file():
-                graft("train", REPO_ROOT / "configs" / "quickstart.yaml", f"data.path={data}", f"train.run_dir={run}",
-                      f"seed={seed}", "model.positions=xl", f"model.recurrence.mem_len={mem_len}", "data.lanes=true",
-                      f"data.seq_len={args.seq_len}", *MODEL, f"train.max_steps={args.steps}",
-                      f"train.save_every={args.steps}", "train.log_every=100")
-            report = evaluate_long(run, heldout, mem_len=args.mem_len, segments=args.segments, mask_seed=0)
-            curve = report["with_memory"] if side == "memory" else report["without_memory"]
-            losses[side].append(sum(curve) / len(curve))
-            print(f"{side} seed {seed}: held-out loss per segment {' '.join(f'{v:.3f}' for v in curve)}")
+    for (side, seed), (run, _) in runs.items():
+        report = evaluate_long(run, heldout, mem_len=args.mem_len, segments=args.segments, mask_seed=0)
+        curve = report["with_memory"] if side == "memory" else report["without_memory"]
+        losses[side].append(sum(curve) / len(curve))
+        print(f"{side} seed {seed}: held-out loss per segment {' '.join(f'{v:.3f}' for v in curve)}")
     mean = {side: sum(v) / len(v) for side, v in losses.items()}
     spread = max(abs(v[0] - v[1]) for v in losses.values()) / mean["none"]
     print(json.dumps({"xl_long_doc_loss_ratio": round(mean["memory"] / mean["none"], 4),
