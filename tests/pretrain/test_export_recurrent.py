@@ -12,7 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from conftest import REPO_ROOT, run_graft
+from conftest import REPO_ROOT, logged_losses, run_graft
 from pretrain.hf.remote_code import PREFIX, write_code, write_config
 from pretrain.models import build_model
 from pretrain.models.config import ModelConfig, RecurrenceConfig
@@ -149,9 +149,14 @@ def test_trained_seq2seq_with_memory_exports_and_evaluates(family, kind, objecti
     # BART: XL positions; a larger init, as at BART's 0.02 the fresh decoder all but ignores the encoder (and so
     # the memory: the losses would agree to the report's 5 decimals)
     bart = ["model.positions=xl", "model.initializer_range=0.2"] if family == "bart" else []
-    run_graft("train", REPO_ROOT / "configs" / "models" / f"{family}-tiny.yaml", f"data.path={tmp_path / 'data'}",
-              f"train.run_dir={run}", "model.recurrence.mem_len=24", "data.lanes=true", "train.max_steps=2",
-              "train.save_every=2", "data.num_workers=0", *bart)
+    common = [REPO_ROOT / "configs" / "models" / f"{family}-tiny.yaml", f"data.path={tmp_path / 'data'}",
+              "model.recurrence.mem_len=24", "data.lanes=true", "train.max_steps=2", "train.save_every=1",
+              "data.num_workers=0", *bart]
+    run_graft("train", *common, f"train.run_dir={run}")
+    if family == "bart":  # interrupted after step 1 and resumed: the lanes' memory comes back from the checkpoint
+        run_graft("train", *common, f"train.run_dir={tmp_path / 'resumed'}", "train.exit_at_step=1")
+        run_graft("train", *common, f"train.run_dir={tmp_path / 'resumed'}", "--resume")
+        assert logged_losses(tmp_path / "resumed") == logged_losses(run)
     exported = run_graft("export", run, tmp_path / "export")
     assert "GraftForSeq2SeqLM (remote code)" in exported.stdout
     config = json.loads((tmp_path / "export" / "config.json").read_text())
