@@ -208,11 +208,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=_train)
 
     p = commands.add_parser(
-        "eval", help="held-out MLM loss over long documents, with and without Transformer-XL memory",
+        "eval", help="held-out loss over long documents, with and without Transformer-XL memory",
         description="Read each long held-out document segment by segment (data.seq_len), once carrying the "
-                    "memory and once without, and report the MLM loss (15% masked) per segment index: how the "
-                    "memory helps with distance into a document. Writes JSON and a PNG plot.")
-    p.add_argument("run_dir", metavar="RUN_DIR", help="a run with relative positions (model.positions=xl)")
+                    "memory and once without, and report the loss per segment index: how the memory helps with "
+                    "distance into a document. Encoders: MLM loss (15% masked); T5 and BART: the run's span "
+                    "corruption or text infilling loss. Writes JSON and a PNG plot.")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a run with relative positions (model.positions=xl, or T5)")
     p.add_argument("--data", required=True, help="a `graft prepare` directory of held-out long documents "
                                                  "(prepared with the run's tokenizer)")
     p.add_argument("--mem-len", type=int, help="memory length to evaluate with (default: the run's)")

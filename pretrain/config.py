@@ -83,7 +83,8 @@ class RunConfig:
 
     def __post_init__(self):
         check_fits(self.objective, self.model)  # e.g. span corruption cannot train a BERT
-        self.curriculum.check(self.engine.global_batch_size, self.data.seq_len, self.objective.name)
+        self.curriculum.check(self.engine.global_batch_size, self.data.seq_len, self.objective.name,
+                              self.data.lanes)
         if self.model.recurrence.mem_len and not self.data.lanes:
             raise UserError("model.recurrence.mem_len needs data.lanes=true: a memory is only meaningful when row "
                             "j of each batch continues row j of the previous one")

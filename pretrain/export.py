@@ -198,17 +198,18 @@ def _write_model_card(cfg: RunConfig, manifest: Manifest, run_dir: Path, ckpt: P
     metrics = read_metrics(run_dir) if (run_dir / METRICS_FILE).is_file() else {}
     last = metrics[max(metrics)] if metrics else {}
     family = cfg.model.family
-    if cfg.model.is_encoder_decoder:
+    if needs_remote_code(cfg.model):  # Graft's own code: a forward with memory (no generate)
+        auto = "AutoModelForSeq2SeqLM" if cfg.model.is_encoder_decoder else "AutoModelForMaskedLM"
+        tag = "text2text-generation" if cfg.model.is_encoder_decoder else "fill-mask"
+        usage = (f'from transformers import {auto}\n'
+                 f'model = {auto}.from_pretrained("{name}", trust_remote_code=True)\n'
+                 f'out = model(**inputs); next_out = model(**next_inputs, memory=out.memory)  # Transformer-XL memory')
+    elif cfg.model.is_encoder_decoder:
         tag, usage = "text2text-generation", (
             f'from transformers import AutoModelForSeq2SeqLM, AutoTokenizer\n'
             f'tok = AutoTokenizer.from_pretrained("{name}")\n'
             f'model = AutoModelForSeq2SeqLM.from_pretrained("{name}")\n'
             f'print(tok.decode(model.generate(**tok("A list is a", return_tensors="pt"))[0]))')
-    elif needs_remote_code(cfg.model):
-        tag, usage = "fill-mask", (
-            f'from transformers import AutoModelForMaskedLM\n'
-            f'model = AutoModelForMaskedLM.from_pretrained("{name}", trust_remote_code=True)\n'
-            f'out = model(**inputs); next_out = model(**next_inputs, memory=out.memory)  # Transformer-XL memory')
     else:
         tag, usage = "fill-mask", (
             f'from transformers import AutoModelForSequenceClassification\n'

@@ -10,7 +10,8 @@ from dataclasses import asdict, dataclass, field
 
 FAMILIES = ("bert", "roberta", "albert", "electra", "t5", "bart")
 ENCODER_DECODERS = ("t5", "bart")
-POSITIONS = ("absolute", "xl")  # xl: Transformer-XL's relative sinusoidal encoding (encoder families)
+POSITIONS = ("absolute", "xl")  # xl: Transformer-XL's relative sinusoidal encoding (encoder families, BART)
+XL_FAMILIES = ("bert", "roberta", "albert", "bart")  # model.positions=xl; with T5 also model.recurrence
 HEADS = ("mlm", "pretraining")  # pretraining = MLM plus the pooler and NSP/SOP head (BERT, ALBERT)
 # What each family's model offers an objective (pretrain.objectives matches them against what it needs):
 # encoder | encoder_decoder; mlm_head (main output: MLM logits); nsp_head / sop_head (BertForPreTraining's /
@@ -85,7 +86,7 @@ class ModelConfig:
     layerdrop: float = 0.0  # probability of skipping each layer in training
     activation_checkpointing: bool = False  # recompute layer activations in backward to save memory
     init_from: str | None = None  # a Hugging Face model directory to start from (written by `graft import`)
-    positions: str = "absolute"  # encoder families: absolute (learned, as BERT) | xl (relative, Transformer-XL)
+    positions: str = "absolute"  # encoder families and BART: absolute (learned) | xl (relative, Transformer-XL)
     recurrence: RecurrenceConfig = field(default_factory=RecurrenceConfig)  # segment memory (Transformer-XL)
     # XLNet's query stream (objective permuted_lm; bert, roberta, albert): a learned vector, pretraining only
     query_stream: bool = False
@@ -97,12 +98,12 @@ class ModelConfig:
             self.recurrence = RecurrenceConfig(**self.recurrence)
         if self.positions not in POSITIONS:
             raise ValueError(f"model.positions {self.positions!r} is not known; choose one of {', '.join(POSITIONS)}")
-        if self.positions == "xl" and self.family not in ("bert", "roberta", "albert"):
-            raise ValueError(f"model.positions=xl exists for bert, roberta and albert, not {self.family} (T5's "
+        if self.positions == "xl" and self.family not in XL_FAMILIES:
+            raise ValueError(f"model.positions=xl exists for {', '.join(XL_FAMILIES)}, not {self.family} (T5's "
                              "buckets are relative already and take a memory as they are)")
-        if self.recurrence.mem_len and self.family not in ("bert", "roberta", "albert", "t5"):
-            raise ValueError(f"model.recurrence exists for bert, roberta, albert and t5, not {self.family}")
-        if self.recurrence.mem_len and self.family in ("bert", "roberta", "albert") and self.positions != "xl":
+        if self.recurrence.mem_len and self.family not in (*XL_FAMILIES, "t5"):
+            raise ValueError(f"model.recurrence exists for {', '.join(XL_FAMILIES)} and t5, not {self.family}")
+        if self.recurrence.mem_len and self.family in XL_FAMILIES and self.positions != "xl":
             raise ValueError("model.recurrence.mem_len needs relative positions: set model.positions=xl (absolute "
                              "positions cannot tell a memory from the segment)")
         if self.query_stream and "query_stream" not in CAPABILITIES[self.family]:

@@ -17,7 +17,7 @@ from pretrain.models.config import ModelConfig
 from pretrain.models.attention import padding_mask
 from pretrain.models.output import ModelOutput
 from pretrain.models.layers import ACTIVATIONS, LayerStack, TransformerLayer, make_norm
-from pretrain.models.memory import Memory, MemoryCache, memory_mask, next_memory
+from pretrain.models.memory import MemoryCache, stack_with_memory
 from pretrain.models.objective_heads import head_outputs
 from pretrain.models.positions import AbsolutePositions, XLRelative
 
@@ -105,22 +105,8 @@ class Encoder(nn.Module):
         if self.relative is None:
             x = self.stack(x, mask=padding_mask(attention_mask)).hidden
         else:
-            x = self._relative(x, attention_mask, cache, doc_index)
+            x = stack_with_memory(self.stack, self.relative, x, attention_mask, cache, doc_index, self.mem_len)
         return self.final_norm(x) if self.final_norm is not None else x
-
-    def _relative(self, x, attention_mask, cache, doc_index) -> torch.Tensor:
-        batch, length, hidden = x.shape
-        memory = cache.memory if cache is not None else None
-        if memory is None:
-            memory = Memory.empty(self.stack.depth, batch, hidden, x.dtype, x.device)
-        m = memory.length
-        score = self.relative.attention_score(length, m + length, query_offset=m, key_offset=0)
-        recurrent = cache is not None and self.mem_len > 0
-        out = self.stack(x, states=memory.layers if m else None, keep_states=recurrent,
-                         mask=memory_mask(memory, doc_index, attention_mask, length), score=score)
-        if recurrent:
-            cache.memory = next_memory(memory, out.states, doc_index, attention_mask, self.mem_len)
-        return out.hidden
 
 
 class MLMHead(nn.Module):

@@ -12,7 +12,7 @@ from torch import nn
 
 from pretrain.models.config import ModelConfig
 from pretrain.models.attention import additive, causal_mask, padding_mask, with_bias
-from pretrain.models.memory import Memory, MemoryCache, memory_mask, next_memory
+from pretrain.models.memory import MemoryCache, stack_with_memory
 from pretrain.models.output import ModelOutput
 from pretrain.models.layers import LayerStack, RMSNorm, TransformerLayer
 from pretrain.models.positions import T5Buckets
@@ -43,13 +43,8 @@ class T5Stack(nn.Module):
         t = x.shape[1]
         x = self.dropout(x)
         if self.mem_len and cache is not None:
-            memory = cache.memory or Memory.empty(self.stack.depth, x.shape[0], x.shape[2], x.dtype, x.device)
-            m = memory.length
-            mask = with_bias(memory_mask(memory, doc_index, attention_mask, t),
-                             self.position_bias.attention_bias(t, m + t, query_offset=m), x.dtype)
-            out = self.stack(x, states=memory.layers if m else None, keep_states=True, mask=mask)
-            cache.memory = next_memory(memory, out.states, doc_index, attention_mask, self.mem_len)
-            return self.dropout(self.final_norm(out.hidden))
+            x = stack_with_memory(self.stack, self.position_bias, x, attention_mask, cache, doc_index, self.mem_len)
+            return self.dropout(self.final_norm(x))
         mask = causal_mask(t, attention_mask, x.device) if self.decoder else padding_mask(attention_mask)
         # The bias is computed once (HF: in the first layer) and added to every layer's scores with the mask.
         bias = self.position_bias.attention_bias(t, t) if position_ids is None else \
