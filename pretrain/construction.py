@@ -27,7 +27,7 @@ def model_construction(cfg: EngineConfig, world: int) -> contextlib.AbstractCont
     deepspeed.init_distributed(dist_backend="nccl" if torch.cuda.is_available() else "gloo",
                                auto_mpi_discovery=False, verbose=False, timeout=collective_timeout(cfg))
     init = deepspeed.zero.Init(config_dict_or_path=deepspeed_config(cfg, world))
-    bound_collectives(collective_timeout(cfg))  # zero.Init made DeepSpeed's groups
+    bound_collectives(collective_timeout(cfg))  # any group zero.Init made (hpZ); it partitions over the world group
     return init
 
 
