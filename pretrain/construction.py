@@ -8,6 +8,7 @@ from typing import Callable
 
 import torch
 
+from pretrain.distributed import bound_collectives
 from pretrain.engine_config import EngineConfig, collective_timeout, deepspeed_config
 from pretrain.import_hf import load_pretrained
 from pretrain.models import build_model
@@ -27,7 +28,9 @@ def model_construction(cfg: EngineConfig, world: int) -> contextlib.AbstractCont
     # zero.Init partitions over the process group, so it must exist now; Accelerate then adopts it.
     deepspeed.init_distributed(dist_backend="nccl" if torch.cuda.is_available() else "gloo",
                                auto_mpi_discovery=False, verbose=False, timeout=collective_timeout(cfg))
-    return deepspeed.zero.Init(config_dict_or_path=deepspeed_config(cfg, world))
+    init = deepspeed.zero.Init(config_dict_or_path=deepspeed_config(cfg, world))
+    bound_collectives(collective_timeout(cfg))  # any group zero.Init made (hpZ); it partitions over the world group
+    return init
 
 
 def construct_model(cfg: ModelConfig, engine: EngineConfig, world: int,

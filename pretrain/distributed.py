@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import logging
 import os
 import socket
@@ -17,6 +18,23 @@ def init_distributed() -> tuple[int, int]:
     if not torch.cuda.is_available():
         os.environ.setdefault("DS_ACCELERATOR", "cpu")
     return int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+
+
+def bound_collectives(timeout: datetime.timedelta) -> None:
+    """Give every process group that exists now `timeout` for its collectives.
+
+    `init_process_group(timeout=...)` only bounds the default group. DeepSpeed runs its collectives in groups
+    of its own, made with `torch.distributed.new_group(ranks)` and no timeout (the data-parallel group is a
+    clone of the world group, deepspeed/utils/groups.py `_clone_world_group`), and torch gives such a group its
+    backend default, 30 minutes for gloo, whatever the default group has. Call this once DeepSpeed has made
+    its groups (after `zero.Init`, after the engine is built)."""
+    import torch.distributed as dist
+    from torch.distributed import distributed_c10d as c10d
+
+    if not dist.is_initialized():
+        return
+    for group in list(c10d._world.pg_map):  # the groups this rank is a member of
+        c10d._set_pg_timeout(timeout, group)
 
 
 def _free_port() -> int:

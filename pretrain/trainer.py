@@ -21,7 +21,7 @@ from pretrain.curriculum import batch_size_at, seq_len_at, shorten
 from pretrain.dataset_copy import dataset_source, keep_dataset_files
 from pretrain.distributed import init_distributed
 from pretrain.engine import Engine, loss_terms
-from pretrain.failures import Fault, end_data_workers, strike_in_main, with_collate_fault
+from pretrain.failures import end_data_workers, strike_in_main, with_collate_fault
 from pretrain.flops import batch_flops, peak_flops
 from pretrain.metrics import MetricsLog, WindowMeter, console_line, write_summary
 from pretrain.models.layers import set_layerdrop_step
@@ -31,7 +31,7 @@ from pretrain.recurrence import LaneMemory
 from pretrain.optim import build_optimizer, learning_rate
 from pretrain.run_dir import CONFIG_FILE
 from pretrain.signals import StopRequest
-from pretrain.watchdog import HangWatchdog, forced_hang
+from pretrain.watchdog import HangWatchdog
 
 
 
@@ -74,8 +74,7 @@ def _train(run_dir: Path, resume: bool, stop_request: StopRequest, watchdog: Han
     engine = Engine(cfg.engine, world, run_dir, model, build_optimizer(model, cfg.optim), load_universal=universal,
                     unused_params=cfg.model.layerdrop > 0)
     torch.manual_seed(cfg.seed * 100_003 + rank + 1)  # dropout noise differs between ranks
-    fault = Fault.parse(cfg.train.debug_fail) if cfg.train.debug_fail else None
-    train_collate = with_collate_fault(collate, fault, rank, cfg.engine.global_batch_size)
+    train_collate = with_collate_fault(collate, cfg.train.debug_fault, rank, cfg.engine.global_batch_size)
     loader = Loader(cfg.data, collate.raw_length, train_collate, cfg.seed, rank, world, engine.micro_batch)
     _check_ramp(cfg, world, engine.micro_batch)
 
@@ -99,9 +98,8 @@ def _train(run_dir: Path, resume: bool, stop_request: StopRequest, watchdog: Han
     last, stopped_by = {}, "end" if stop == cfg.train.max_steps else "exit_at_step"
     batches = iter(loader)
     while state.step < stop:
-        strike_in_main(fault, rank, state.step + 1)
+        strike_in_main(cfg.train.debug_fault, rank, state.step + 1)
         wait_start = time.perf_counter()
-        forced_hang(cfg.train.debug_hang_at_step, state.step, rank, world)
         # The ramp and the curriculum are functions of the step: a resumed run continues them exactly.
         global_batch = batch_size_at(state.step, cfg.curriculum, cfg.engine.global_batch_size)
         length = seq_len_at(state.step, cfg.curriculum, cfg.data.seq_len)

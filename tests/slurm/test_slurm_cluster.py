@@ -116,7 +116,8 @@ def test_two_nodes_signalled_requeue_resumes_with_the_same_losses(cluster, small
 def test_node_lost_then_resume_on_the_remaining_node(cluster, small_dataset, reference, tmp_path):
     run_dir = tmp_path / "run"
     # The last rank (on gn2) stops before step 10, so the kill lands mid-run, after the checkpoint of step 8.
-    job = submit(cluster, small_dataset, run_dir, "--nodes", 2, "--procs-per-node", 1, "train.debug_hang_at_step=10")
+    job = submit(cluster, small_dataset, run_dir, "--nodes", 2, "--procs-per-node", 1,
+                 "train.debug_fault.place=hang", "train.debug_fault.step=10", "train.debug_fault.rank=1")
     wait_for_step(run_dir, 9)
     assert checkpoint.latest_checkpoint(run_dir).name == "step_00000008"
     second = cluster.nodes[1]
@@ -129,7 +130,7 @@ def test_node_lost_then_resume_on_the_remaining_node(cluster, small_dataset, ref
     assert info["JobState"] == "FAILED", log
     assert "error: graft: the training step failed" in log and "graft slurm submit --resume" in log
 
-    out = graft(cluster, "slurm", "submit", "--resume", run_dir, "--nodes", 1, "train.debug_hang_at_step=null").stdout
+    out = graft(cluster, "slurm", "submit", "--resume", run_dir, "--nodes", 1, "train.debug_fault.place=null").stdout
     job2 = job_of(out)
     info = finished(cluster, run_dir, job2)
     assert info["JobState"] == "COMPLETED", log_of(run_dir, job2)
@@ -146,7 +147,8 @@ def test_node_lost_then_resume_on_the_remaining_node(cluster, small_dataset, ref
 def test_watchdog_ends_a_hang_with_stacks_and_the_requeue_cap_stops_it(cluster, small_dataset, tmp_path):
     run_dir = tmp_path / "run"
     job = submit(cluster, small_dataset, run_dir, "--nodes", 1, "--procs-per-node", 2, "--max-requeues", 1,
-                 "train.debug_hang_at_step=3", "train.save_every=2", "train.hang_timeout_minutes=0.1")
+                 "train.debug_fault.place=hang", "train.debug_fault.step=3", "train.debug_fault.rank=1",
+                 "train.save_every=2", "train.hang_timeout_minutes=0.1")
     info = finished(cluster, run_dir, job)
     log = log_of(run_dir, job)
     assert info["JobState"] == "FAILED" and info["Restarts"] == "1" and info["ExitCode"] == "75:0", log
