@@ -109,7 +109,7 @@ def rank_pid(run_dir: Path, rank: int) -> int:
         environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
         parent = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
         parent_cmd = Path(f"/proc/{parent}/cmdline").read_bytes()
-        if f"RANK={rank}".encode() in environ and b"torch.distributed.run" in parent_cmd:
+        if f"RANK={rank}".encode() in environ and b"launch.torchrun" in parent_cmd:
             return pid
     raise AssertionError(f"no rank {rank} process")
 
