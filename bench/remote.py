@@ -1,6 +1,6 @@
 """Remote datasets: Graft's training loader through a slow, far-away store, versus the same loader on the local copy.
 
-Run: python bench/remote.py   [--latency-ms 100] [--mbps 20] [--shard-tokens 100000] [--batches 600]
+Run: python bench/remote.py   [--latency-ms 100] [--mbps 20] [--shard-tokens 100000] [--batches 1500]
                               [--step-ms 20] [--rounds 3] [--train-steps 20] [--prefetch-shards N]
 
 The sample corpus is prepared in small shards (`--shard-tokens`: 10 of them by default, each lasting ~50 batches,
@@ -75,11 +75,14 @@ def read_time(path: str, cache: Path, cache_bytes: int, batches: int, step_s: fl
     loader = Loader(cfg, collate.raw_length, collate, seed=0, rank=0, world=1, micro_batch=BATCH)
     start = time.perf_counter()
     it = iter(loader)
-    for _ in range(batches):
+    for i in range(batches):
         next(it)
+        if i == 0:
+            first = time.perf_counter() - start
         time.sleep(step_s)  # the training step
     elapsed = time.perf_counter() - start
     del it
+    log(f"  first batch after {first:.2f} s")  # the workers' start, the first window's shards
     return elapsed
 
 
@@ -132,7 +135,7 @@ def main():
     parser.add_argument("--latency-ms", type=float, default=100, help="wait before every response (default 100)")
     parser.add_argument("--mbps", type=float, default=20, help="bandwidth cap per response, MB/s (default 20)")
     parser.add_argument("--shard-tokens", type=int, default=100_000, help="tokens per shard (default 100,000)")
-    parser.add_argument("--batches", type=int, default=600, help="batches per loader read (default 600)")
+    parser.add_argument("--batches", type=int, default=1500, help="batches per loader read (default 1500)")
     parser.add_argument("--step-ms", type=float, default=20, help="the consumer's time per batch (default 20)")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds of the loader reads (default 3)")
     parser.add_argument("--train-steps", type=int, default=20, help="steps of each training run (default 20)")
