@@ -180,7 +180,7 @@ def _eval_batches(cfg: RunConfig, context: CollatorContext, rank: int, world: in
     """This rank's share of the first `eval_batches` held-out micro-batch groups: the same at every evaluation.
     `context` is the training dataset's. MLM objectives are scored at BERT's 15% masking with 80/10/10,
     whatever rate training uses, so that runs with different rates compare."""
-    if Manifest.load(cfg.train.eval_data).tokenizer_sha256 != context.manifest.tokenizer_sha256:
+    if Manifest.load(cfg.train.eval_data, cfg.data.remote).tokenizer_sha256 != context.manifest.tokenizer_sha256:
         raise UserError(f"train.eval_data ({cfg.train.eval_data}) was tokenized with another tokenizer than "
                         f"data.path; prepare it with --tokenizer {cfg.data.path}/tokenizer.json")
     objective = dataclasses.replace(cfg.objective, mlm=MLMConfig())
