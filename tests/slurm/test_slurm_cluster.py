@@ -79,7 +79,19 @@ def wait_for_step(run_dir, step, timeout=240) -> None:
 
 
 @pytest.fixture(scope="module")
-def reference(cluster, small_dataset, tmp_path_factory):
+def hang_job(cluster, small_dataset, tmp_path_factory):
+    """The watchdog test's job, submitted before the reference so that its waits (two hang timeouts, a
+    requeue) overlap the reference's run; on gn1 only, so that killing gn2's processes never reaches it:
+    (run dir, job id)."""
+    run_dir = tmp_path_factory.mktemp("hang") / "run"
+    job = submit(cluster, small_dataset, run_dir, "--nodes", 1, "--procs-per-node", 2, "--max-requeues", 1,
+                 "--sbatch=--nodelist=gn1",
+                 "train.debug_hang_at_step=3", "train.save_every=2", "train.hang_timeout_minutes=0.1")
+    return run_dir, job
+
+
+@pytest.fixture(scope="module")
+def reference(cluster, small_dataset, hang_job, tmp_path_factory):
     """1 node x 2 processes, uninterrupted: (run dir, losses)."""
     run_dir = tmp_path_factory.mktemp("reference") / "run"
     job = submit(cluster, small_dataset, run_dir, "--nodes", 1, "--procs-per-node", 2)
@@ -171,10 +183,8 @@ def test_two_nodes_requeue_then_node_lost_then_resume_on_one_node(cluster, small
     assert summary["step"] == 24 and summary["tokens"] == 24 * GLOBAL_BATCH * 32  # x seq_len 32
 
 
-def test_watchdog_ends_a_hang_with_stacks_and_the_requeue_cap_stops_it(cluster, small_dataset, tmp_path):
-    run_dir = tmp_path / "run"
-    job = submit(cluster, small_dataset, run_dir, "--nodes", 1, "--procs-per-node", 2, "--max-requeues", 1,
-                 "train.debug_hang_at_step=3", "train.save_every=2", "train.hang_timeout_minutes=0.1")
+def test_watchdog_ends_a_hang_with_stacks_and_the_requeue_cap_stops_it(cluster, hang_job):
+    run_dir, job = hang_job
     info = finished(cluster, run_dir, job)
     log = log_of(run_dir, job)
     assert info["JobState"] == "FAILED" and info["Restarts"] == "1" and info["ExitCode"] == "75:0", log
