@@ -78,6 +78,21 @@ def wait_for_step(run_dir, step, timeout=240) -> None:
     raise AssertionError(f"step {step} not reached in {timeout} s")
 
 
+def logged_steps(run_dir) -> list[int]:
+    """Every step in metrics.jsonl in the order logged: a step trained twice appears twice."""
+    return [json.loads(line)["step"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def wait_for_log(run_dir, job_id, text, timeout=240) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        path = run_dir / "logs" / f"slurm-{job_id}.out"
+        if path.exists() and text in path.read_text():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"{text!r} not in the log of job {job_id} after {timeout} s")
+
+
 @pytest.fixture(scope="module")
 def hang_job(cluster, small_dataset, tmp_path_factory):
     """The watchdog test's job, submitted before the reference so that its waits (two hang timeouts, a
@@ -85,7 +100,7 @@ def hang_job(cluster, small_dataset, tmp_path_factory):
     (run dir, job id)."""
     run_dir = tmp_path_factory.mktemp("hang") / "run"
     job = submit(cluster, small_dataset, run_dir, "--nodes", 1, "--procs-per-node", 2, "--max-requeues", 1,
-                 "--sbatch=--nodelist=gn1",
+                 f"--sbatch=--nodelist={cluster.nodes[0].name}",
                  "train.debug_hang_at_step=3", "train.save_every=2", "train.hang_timeout_minutes=0.1")
     return run_dir, job
 
@@ -112,21 +127,6 @@ def test_single_node_job_runs_to_completion(cluster, reference):
     status = graft(cluster, "slurm", "status", run_dir).stdout
     assert f"job {job}" in status and "COMPLETED" in status and "last step 24" in status, status
     assert "step     24" in graft(cluster, "slurm", "logs", run_dir).stdout
-
-
-def logged_steps(run_dir) -> list[int]:
-    """Every step in metrics.jsonl in the order logged: a step trained twice appears twice."""
-    return [json.loads(line)["step"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-
-
-def wait_for_log(run_dir, job_id, text, timeout=240) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        path = run_dir / "logs" / f"slurm-{job_id}.out"
-        if path.exists() and text in path.read_text():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"{text!r} not in the log of job {job_id} after {timeout} s")
 
 
 def test_two_nodes_requeue_then_node_lost_then_resume_on_one_node(cluster, small_dataset, reference, tmp_path):
