@@ -8,6 +8,7 @@ version with its uncommitted diff, the installed packages, the options), and a l
 from __future__ import annotations
 
 import dataclasses
+import importlib.metadata
 import json
 import shutil
 import subprocess
@@ -119,10 +120,24 @@ def _snapshot(run_dir: Path, options: SlurmOptions) -> Path:
     (snapshot / "options.json").write_text(json.dumps({**dataclasses.asdict(options), "argv": sys.argv}, indent=1))
     (snapshot / "code.txt").write_text(_code_version())
     (snapshot / "code.diff").write_text(_git("diff", "HEAD") or "")
-    packages = subprocess.run([sys.executable, "-m", "pip", "freeze", "--disable-pip-version-check"],
-                              capture_output=True, text=True)
-    (snapshot / "packages.txt").write_text(packages.stdout or packages.stderr)
+    (snapshot / "packages.txt").write_text(installed_packages())
     return snapshot
+
+
+def installed_packages() -> str:
+    """The installed distributions as NAME==VERSION, one a line (with "# from URL" for one installed from a
+    folder or a URL, "editable" where it is), as `pip freeze` would list them but read in this process:
+    starting pip took 10 s of a 18 s submission on a busy machine."""
+    lines = set()
+    for dist in importlib.metadata.distributions():
+        name = dist.metadata["Name"]
+        if not name:
+            continue
+        origin = json.loads(dist.read_text("direct_url.json") or "{}")
+        editable = origin.get("dir_info", {}).get("editable")
+        lines.add(f"{name}=={dist.version}" + (f"  # {'editable ' if editable else ''}from {origin['url']}"
+                                                if origin.get("url") else ""))
+    return "".join(f"{line}\n" for line in sorted(lines, key=str.lower))
 
 
 def _git(*args: str) -> str | None:

@@ -143,6 +143,10 @@ def _submit_slurm(config: str, overrides: list[str], todo: list[Point], sweep_di
                   nproc: int) -> None:
     """One SLURM job array, an element per new point, each in its own run directory (`launch.slurm`); a point
     with a checkpoint already continues with `graft slurm submit --resume` (its own job)."""
+    if not todo:
+        print(f"nothing to submit: every point has finished; fit it with: graft scaling {sweep_dir} --out "
+              f"{sweep_dir / 'scaling'}")
+        return
     started = [p.name for p in todo if status[p.name] != "new"]
     if started:
         raise UserError(f"points {', '.join(started)} were started before; continue each with `graft slurm submit "
