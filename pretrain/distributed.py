@@ -47,8 +47,9 @@ def exit_process(code: int) -> None:
     """Exit without finalizing the interpreter. Gloo's worker threads may still be releasing the tensors of
     finished collectives (a barrier keeps earlier work alive, ZeRO-3's all-gathers among it); one that needs the
     GIL once finalization has begun aborts the process ("terminate called without an active exception",
-    SIGABRT) after all its work is done: 1 run in 7 with the CPU busy. Every file the run writes is closed by
-    the time train() returns (callers must close theirs first); what is left to flush is flushed here."""
+    SIGABRT) after all its work is done (how often: bench/README.md, "Other history"). Every file the run
+    writes is closed by the time train() returns (callers must close theirs first); what is left to flush is
+    flushed here."""
     sys.stdout.flush()
     sys.stderr.flush()
     logging.shutdown()

@@ -141,8 +141,11 @@ def init_weights(module: nn.Module, std: float, skip: tuple = ()) -> None:
     """BERT's initialization (transformers' `_init_weights`), applied to every submodule.
 
     Through `Module.apply`, each submodule initializing only its own parameters: under
-    `deepspeed.zero.Init` (ZeRO-3), apply gathers one submodule's partitioned parameters at a time.
+    `deepspeed.zero.Init` (ZeRO-3), apply gathers one submodule's partitioned parameters at a time. A model
+    built on the meta device (for its shapes: export, model sizes) has nothing to initialize and is skipped.
     """
+    if all(p.is_meta for p in module.parameters()):
+        return
     def init_one(m: nn.Module) -> None:
         if any(m is s for s in skip):
             return  # tied to a weight initialized elsewhere

@@ -69,6 +69,8 @@ class T5ForConditionalGeneration(nn.Module):
     def _init_weights(self) -> None:
         """T5's initialization (transformers' `T5PreTrainedModel._init_weights`, factor 1), each submodule
         initializing only its own parameters through `Module.apply` (so `deepspeed.zero.Init` can gather them)."""
+        if all(p.is_meta for p in self.parameters()):
+            return  # built on the meta device for its shapes: nothing to initialize
         d, d_ff = self.config.hidden_size, self.config.intermediate_size
         inner = self.encoder.stack.layers[0].attn.query.out_features
         head_dim = inner // self.config.num_heads
