@@ -18,7 +18,7 @@ objective's preset (configs/objectives/, or the family's tiny model) at the quic
 loader's arrays vs one plain PyTorch training step on it (forward, backward, AdamW: a lower bound of the
 engine's step, so the share is an upper bound), medians of --steps; masked_lm is measured as SpanBERT's
 spans with SBO, its costliest unit.
-Run: python bench/collators.py [--batch 32 --seq-len 512] [--only-fractions]
+Run: python bench/collators.py [--batch 32 --seq-len 512] [--only-fractions] [--objectives NAME ...]
 The last line printed is one JSON object: collator_vs_hf_mlm, collator_vs_hf_wwm, collator_vs_hf_plm (Graft's
 batches/s over transformers'), each side's batches/s, and collator_step_fraction_<objective> for each objective.
 """
@@ -84,9 +84,11 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=5, help="step-fraction: steps timed per objective "
                                                              "(default: %(default)s)")
     parser.add_argument("--only-fractions", action="store_true", help="measure the step fractions only")
+    parser.add_argument("--objectives", nargs="+", metavar="NAME",
+                        help="step fractions of these objectives only (default: every one)")
     args = parser.parse_args()
     figures = {} if args.only_fractions else versus_transformers(args)
-    figures.update(step_fractions(args.work, args.steps))
+    figures.update(step_fractions(args.work, args.steps, args.objectives))
     print(json.dumps(figures))
 
 
@@ -187,8 +189,9 @@ def fraction_data(work: Path, name: str, family: str) -> Path:
     return out
 
 
-def step_fractions(work: Path, steps: int) -> dict:
-    """collator_step_fraction_<objective> for every objective without a transformers collator."""
+def step_fractions(work: Path, steps: int, only: list[str] | None = None) -> dict:
+    """collator_step_fraction_<objective> for every objective without a transformers collator (or those `only`
+    names)."""
     from data_pipeline.loader import partner_segments
     from pretrain.config import load_config
     from pretrain.models import build_model
@@ -197,7 +200,7 @@ def step_fractions(work: Path, steps: int) -> dict:
     from pretrain.objectives.base import CollatorContext
 
     figures = {}
-    for name in OBJECTIVES:
+    for name in only or OBJECTIVES:
         preset = objective_preset(name)
         if name in WITH_HF_COLLATOR or preset is None:
             continue
