@@ -173,6 +173,20 @@ def job_info(job_id: str) -> dict | None:
     return dict(item.split("=", 1) for item in first.split() if "=" in item)
 
 
+# Job states in which SLURM may still run the job (squeue's pending and running kinds).
+ACTIVE_STATES = frozenset({"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "SUSPENDED", "REQUEUED", "REQUEUE_HOLD",
+                           "REQUEUE_FED", "RESIZING", "SIGNALING", "STAGE_OUT"})
+
+
+def active_job(run_dir: Path) -> str | None:
+    """The id of the run's last SLURM job while SLURM may still run it; None when there is none."""
+    if not (Path(run_dir) / JOBS_FILE).is_file():
+        return None
+    job = last_job(run_dir)
+    info = job_info(job["job_id"])
+    return job["job_id"] if info is not None and info["JobState"] in ACTIVE_STATES else None
+
+
 def status(run_dir: Path) -> str:
     """Job state, requeue count, last step and loss, last checkpoint: one line each."""
     run_dir = Path(run_dir)

@@ -8,6 +8,7 @@ costs far more than its steps, so where one job can prove two things, it does.""
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -19,7 +20,7 @@ from cluster import slurm_available, start_cluster
 from conftest import REPO_ROOT, logged_losses
 from pretrain import checkpoint
 from pretrain.config import load_config, save_config
-from pretrain.metrics import read_metrics
+from pretrain.metrics import SUMMARY_FILE, read_metrics
 
 pytestmark = pytest.mark.slow
 TINY = REPO_ROOT / "configs" / "tiny.yaml"
@@ -240,6 +241,20 @@ def test_sweep_runs_as_one_job_array_and_its_results_are_collected(cluster, smal
     assert runs[0].params < runs[1].params and all(run.loss > 0 for run in runs)  # each element its own point
     again = graft(cluster, *args).stdout
     assert "2 points, 2 finished, 0 to train" in again and "nothing to submit" in again, again
+
+    # Point 0 as if its job had ended after a checkpoint but before the end (it continues from the checkpoint);
+    # point 1 as if it had died before its first checkpoint (its files are set aside and it starts afresh).
+    (run_dirs[0] / SUMMARY_FILE).unlink()
+    (run_dirs[1] / SUMMARY_FILE).unlink()
+    shutil.rmtree(run_dirs[1] / "checkpoints")
+    out = graft(cluster, *args).stdout
+    assert "2 points, 0 finished, 2 to train" in out, out
+    resumed = re.search(r"resubmitted \S+ to continue from its checkpoint: SLURM job (\d+)", out).group(1)
+    array = re.search(r"as SLURM job array (\d+)", out).group(1)
+    assert "submitted 1 points" in out and list(sweep.glob(f"runs/{run_dirs[1].name}.failed-*")), out
+    for run_dir, job in ((run_dirs[0], resumed), (run_dirs[1], array)):
+        assert finished(cluster, run_dir, job)["JobState"] == "COMPLETED", log_of(run_dir, job)
+    assert "2 points, 2 finished, 0 to train" in graft(cluster, *args).stdout
 
 
 def test_hostlist_expansion_matches_scontrol(cluster):
