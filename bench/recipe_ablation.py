@@ -81,6 +81,7 @@ VARIANTS: dict[str, list[str]] = {
     "r4": R4,
     "r4_lr2e-3_warmup150": [*R4, "optim.lr=2e-3", "optim.warmup_steps=150"],
     "r4_init0.1": [*R4, "model.initializer_range=0.1"],
+    "r4_mask40": [*R4, "objective.mlm.mask_prob=0.4"],  # equal tokens; more FLOPs (the MLM head on more positions)
 }
 
 
