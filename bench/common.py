@@ -12,8 +12,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+from data_pipeline.sample_corpus import SAMPLE_CORPUS
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
-SAMPLE_CORPUS = REPO_ROOT / "data_pipeline" / "sample_corpus" / "python_docs.jsonl"
 PAGE_REPORTING_ORDER = Path("/sys/module/page_reporting/parameters/page_reporting_order")
 MADV_POPULATE_WRITE = 23  # linux/mman.h; Python's mmap module does not name it
 
@@ -89,10 +90,10 @@ def host_backed_memory(nbytes: int):
 
     Such a VM (Firecracker with virtio-balloon free page reporting, as our 2-core machines are) returns every
     free block of 2^order pages to the host within milliseconds, and the next write to one traps into the
-    hypervisor: writing 1.25 GiB into the page cache took 0.25 s or 3 s depending on that alone. Inside this
-    context reporting is paused (the kernel's `page_reporting_order` raised past the largest block order,
-    which it accepts; root only; restored on exit) and `nbytes` of memory are touched once, so that freed
-    pages stay backed. Yields a line saying what was done, for the benchmark's output.
+    hypervisor, which can multiply the time of writing into the page cache (bench/README.md, export.py).
+    Inside this context reporting is paused (the kernel's `page_reporting_order` raised past the largest block
+    order, which it accepts; root only; restored on exit) and `nbytes` of memory are touched once, so that
+    freed pages stay backed. Yields a line saying what was done, for the benchmark's output.
     """
     if not PAGE_REPORTING_ORDER.exists():
         yield "no free page reporting on this machine"

@@ -47,6 +47,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from bench.common import host_backed_memory  # noqa: E402
+from data_pipeline.sample_corpus import SAMPLE_CORPUS  # noqa: E402
 
 
 def peak_rss_bytes() -> int:
@@ -155,7 +156,7 @@ def main() -> None:
     corpus = work / "corpus.jsonl"
     if not (work / "data" / "manifest.json").is_file():
         work.mkdir(parents=True, exist_ok=True)
-        with open(REPO / "data_pipeline" / "sample_corpus" / "python_docs.jsonl") as src:
+        with open(SAMPLE_CORPUS) as src:
             corpus.write_text("".join(itertools.islice(src, 200)))
         prepare([corpus], work / "data", vocab_size=2000)
     run_dir = work / "run"

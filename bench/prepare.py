@@ -20,9 +20,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from data_pipeline.prepare import prepare  # noqa: E402
+from data_pipeline.sample_corpus import SAMPLE_CORPUS  # noqa: E402
 from data_pipeline.tokenizer import train_tokenizer  # noqa: E402
 
-SAMPLE_CORPUS = REPO / "data_pipeline" / "sample_corpus" / "python_docs.jsonl"
 
 
 def log(*a):

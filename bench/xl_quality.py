@@ -1,12 +1,14 @@
 """Does Transformer-XL memory help an encoder on long documents? Held-out MLM loss, memory versus none.
 
-    PYTHONPATH=. python bench/xl_quality.py [--steps 300 --mem-len 128]
+    PYTHONPATH=. python bench/xl_quality.py [--steps 2000 --mem-len 64 --seq-len 16 --segments 48 --jobs 2]
 
 Long documents: the sections of each page of the sample corpus joined in order (pages of a few thousand
-tokens). The last `--heldout-pages` pages are held out. Two encoders of the quickstart's sizes with XL relative
+tokens). The last `--heldout-pages` pages are held out. Two small encoders (hidden 64, 2 layers, a 4,000-token
+vocabulary, one process, ZeRO 0, one CPU thread: cheap enough for a shared 2-core machine) with XL relative
 positions train with recurrence lanes at equal segment length, steps and batch: one with a memory of
 `--mem-len` positions, one without (mem_len 0). Each is evaluated by `graft eval`'s reader over the held-out
-documents, segment by segment (the first segment has no memory either way), two seeds per side.
+documents, segment by segment (the first segment has no memory either way), two seeds per side; the
+evaluation's masking noise is the same for every run (seed 0), so the runs are compared on the same positions.
 
 Prints, last, one JSON line: {"xl_long_doc_loss_ratio": mean loss with memory / without (goal: < 1),
 "xl_seed_spread": the larger difference between one side's two seeds / the mean loss without memory}.
@@ -16,11 +18,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import torch  # noqa: E402
+
 from bench.common import REPO_ROOT, SAMPLE_CORPUS  # noqa: E402
 from pretrain.long_eval import evaluate_long  # noqa: E402
 
@@ -39,38 +44,61 @@ def long_pages(work: Path, heldout: int) -> tuple[Path, Path]:
     return train, held
 
 
-def graft(*args) -> None:
-    subprocess.run([sys.executable, "-m", "launch.cli", *map(str, args)], check=True, cwd=REPO_ROOT,
-                   stdout=subprocess.DEVNULL)
+# The model and batch: small enough that a run takes minutes on a shared CPU.
+MODEL = ["model.hidden_size=64", "model.num_layers=2", "model.num_heads=2", "model.intermediate_size=256",
+         "engine.zero_stage=0", "engine.micro_batch_size=16", "engine.global_batch_size=16"]
+
+
+def graft_command(*args) -> list[str]:
+    return [sys.executable, "-m", "launch.cli", *map(str, args)]
+
+
+def run_all(commands: list[list[str]], jobs: int) -> None:
+    """Run the commands, `jobs` at a time, one CPU thread each (on a shared machine more threads only contend)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    running: list[subprocess.Popen] = []
+    for command in [*commands, None]:
+        while running and (command is None or len(running) >= jobs):
+            if running[0].wait() != 0:
+                raise SystemExit(f"failed: {' '.join(running[0].args)}")
+            running.pop(0)
+        if command is not None:
+            running.append(subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, env=env))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", default="/tmp/graft-bench/xl_quality", help="scratch directory")
-    parser.add_argument("--steps", type=int, default=300, help="training steps per run (default 300)")
-    parser.add_argument("--mem-len", type=int, default=128, help="memory of the recurrent runs (default 128)")
-    parser.add_argument("--heldout-pages", type=int, default=30, help="pages held out (default 30)")
-    parser.add_argument("--segments", type=int, default=8, help="segments read per held-out page (default 8)")
+    parser.add_argument("--steps", type=int, default=2000, help="training steps per run (default %(default)s)")
+    parser.add_argument("--mem-len", type=int, default=64, help="memory of the recurrent runs (default %(default)s)")
+    parser.add_argument("--seq-len", type=int, default=16, help="segment length, data.seq_len (default %(default)s)")
+    parser.add_argument("--heldout-pages", type=int, default=30, help="pages held out (default %(default)s)")
+    parser.add_argument("--segments", type=int, default=48,
+                        help="segments read per held-out page (default %(default)s)")
+    parser.add_argument("--jobs", type=int, default=2, help="trainings run at once (default %(default)s)")
     args = parser.parse_args()
+    torch.set_num_threads(1)
     work = Path(args.work)
     train, held = long_pages(work, args.heldout_pages)
     data, heldout = work / "data", work / "heldout"
     if not (data / "manifest.json").is_file():
-        graft("prepare", train, "--out", data, "--vocab-size", 8192)
+        run_all([graft_command("prepare", train, "--out", data, "--vocab-size", 4000)], 1)
     if not (heldout / "manifest.json").is_file():
-        graft("prepare", held, "--out", heldout, "--tokenizer", data / "tokenizer.json")
+        run_all([graft_command("prepare", held, "--out", heldout, "--tokenizer", data / "tokenizer.json")], 1)
+    runs = {(side, seed): (work / f"{side}_seed{seed}_{args.steps}_{args.seq_len}_{mem_len}", mem_len)
+            for side, mem_len in (("memory", args.mem_len), ("none", 0)) for seed in (0, 1)}
+    run_all([graft_command("train", REPO_ROOT / "configs" / "quickstart.yaml", f"data.path={data}",
+                           f"train.run_dir={run}", f"seed={seed}", "model.positions=xl",
+                           f"model.recurrence.mem_len={mem_len}", "data.lanes=true", f"data.seq_len={args.seq_len}",
+                           *MODEL, f"train.max_steps={args.steps}", f"train.save_every={args.steps}",
+                           "train.log_every=100")
+             for (side, seed), (run, mem_len) in runs.items() if not (run / "summary.json").is_file()], args.jobs)
     losses: dict[str, list[float]] = {"memory": [], "none": []}
-    for side, mem_len in (("memory", args.mem_len), ("none", 0)):
-        for seed in (0, 1):
-            run = work / f"{side}_seed{seed}"
-            if not (run / "summary.json").is_file():
-                graft("train", REPO_ROOT / "configs" / "quickstart.yaml", f"data.path={data}", f"train.run_dir={run}",
-                      f"seed={seed}", "model.positions=xl", f"model.recurrence.mem_len={mem_len}", "data.lanes=true",
-                      f"train.max_steps={args.steps}", f"train.save_every={args.steps}", "train.log_every=50")
-            report = evaluate_long(run, heldout, mem_len=args.mem_len, segments=args.segments)
-            curve = report["with_memory"] if side == "memory" else report["without_memory"]
-            losses[side].append(sum(curve) / len(curve))
-            print(f"{side} seed {seed}: held-out loss per segment {' '.join(f'{v:.3f}' for v in curve)}")
+    for (side, seed), (run, _) in runs.items():
+        report = evaluate_long(run, heldout, mem_len=args.mem_len, segments=args.segments, mask_seed=0)
+        curve = report["with_memory"] if side == "memory" else report["without_memory"]
+        losses[side].append(sum(curve) / len(curve))
+        print(f"{side} seed {seed}: held-out loss per segment {' '.join(f'{v:.3f}' for v in curve)}")
     mean = {side: sum(v) / len(v) for side, v in losses.items()}
     spread = max(abs(v[0] - v[1]) for v in losses.values()) / mean["none"]
     print(json.dumps({"xl_long_doc_loss_ratio": round(mean["memory"] / mean["none"], 4),

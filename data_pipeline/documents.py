@@ -8,6 +8,8 @@ binary, so that every problem is reported with its file and line and a bad line 
 Parallel text (for TLM): JSON Lines records with two text fields and their two language-code fields
 (`ReadOptions.pair_fields`, `language_fields`); such a record's text is a `PairText`, both sides joined by a
 newline (what tokenizer training and the size checks read), which carries the sides and languages apart.
+Monolingual text of several languages (multilingual MLM): JSON Lines records with a text field and a
+language-code field (`ReadOptions.language_field`); such a record's text is a `LanguageText` (one side).
 
 Every record yields a `Record`: its text, or the reason it was skipped. Empty documents are always
 skipped; other bad records (invalid UTF-8, malformed JSON, a missing text field, binary data, a document
@@ -51,6 +53,18 @@ class PairText(str):
         return text
 
 
+class LanguageText(str):
+    """A monolingual record of a known language: one side, as a `PairText` has two."""
+
+    sides: tuple[str]
+    languages: tuple[str]
+
+    def __new__(cls, text: str, language: str):
+        out = super().__new__(cls, text)
+        out.sides, out.languages = (text,), (language,)
+        return out
+
+
 @dataclass
 class ReadOptions:
     text_field: str = "text"
@@ -59,8 +73,12 @@ class ReadOptions:
     skip_bad: bool = False
     pair_fields: tuple[str, str] | None = None  # parallel jsonl: the two text fields (then text_field is unused)
     language_fields: tuple[str, str] | None = None  # parallel jsonl: the fields holding each side's language code
+    language_field: str | None = None  # monolingual jsonl of several languages: the field holding a record's code
 
     def __post_init__(self):
+        if self.language_field is not None and self.pair_fields is not None:
+            raise UserError("--language-field is for monolingual text; parallel text names its two language fields "
+                            "with --language-fields")
         if (self.pair_fields is None) != (self.language_fields is None):
             raise UserError("parallel text needs both --pair-fields and --language-fields (two field names each)")
         for name, fields in (("--pair-fields", self.pair_fields), ("--language-fields", self.language_fields)):
@@ -124,6 +142,10 @@ def iter_records(paths: list[Path], options: ReadOptions, start: tuple[int, int]
                     explain = (f"expected an object with non-empty string fields {', '.join(options.pair_fields)} "
                                f"(the two sides) and {', '.join(options.language_fields)} (their language codes); "
                                "set the names with --pair-fields and --language-fields")
+                elif reason == "missing_text_field" and options.language_field:
+                    explain = (f"expected an object with string fields {options.text_field!r} (the text) and "
+                               f"{options.language_field!r} (a non-empty language code); set the names with "
+                               "--text-field and --language-field")
                 raise UserError(f"{where}: {explain}; fix the input or pass --skip-bad to skip and "
                                 "count such records")
             yield Record(position=(index, n), text=None if reason else text, skipped=reason)
@@ -159,6 +181,8 @@ def _file_records(path: Path, options: ReadOptions) -> Iterator[tuple[str, str |
     """(where, text, reason) per record; reason is set for records that could not even be decoded."""
     if options.pair_fields is not None and (is_saved_dataset(path) or path.suffix not in JSONL_SUFFIXES):
         raise UserError(f"{path}: parallel text (--pair-fields) is read from .jsonl files only")
+    if options.language_field is not None and (is_saved_dataset(path) or path.suffix not in JSONL_SUFFIXES):
+        raise UserError(f"{path}: text with a language field (--language-field) is read from .jsonl files only")
     if is_saved_dataset(path):
         yield from _saved_dataset_records(path, options.text_field)
     elif path.suffix in DATASETS_SUFFIXES:
@@ -204,8 +228,8 @@ def _jsonl_records(path: Path, options: ReadOptions):
         except json.JSONDecodeError:
             yield where, None, "malformed_json"
             continue
-        text = _pair(record, options) if options.pair_fields else \
-            record.get(options.text_field) if isinstance(record, dict) else None
+        text = _pair(record, options) if options.pair_fields else _with_language(record, options) \
+            if options.language_field else record.get(options.text_field) if isinstance(record, dict) else None
         if not isinstance(text, str):
             yield where, None, "missing_text_field"
             continue
@@ -221,6 +245,16 @@ def _pair(record, options: ReadOptions) -> PairText | None:
     if not all(isinstance(v, str) and v.strip() for v in sides + languages):
         return None
     return PairText(sides[0], sides[1], (languages[0].strip(), languages[1].strip()))
+
+
+def _with_language(record, options: ReadOptions) -> LanguageText | None:
+    """The record's LanguageText, or None when the text or the language code is missing or not a string."""
+    if not isinstance(record, dict):
+        return None
+    text, code = record.get(options.text_field), record.get(options.language_field)
+    if not (isinstance(text, str) and isinstance(code, str) and code.strip()):
+        return None
+    return LanguageText(text, code.strip())
 
 
 def _paragraph_records(path: Path, options: ReadOptions):

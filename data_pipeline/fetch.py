@@ -134,7 +134,7 @@ def classify(exc: BaseException, url: str) -> Fault | None:
         if exc.status == 403:
             return Fault(False, f"{status}: access denied", "check the credentials and the permissions of the "
                          "bucket or directory")
-        return Fault(False, status, "check the URL in data.path")
+        return Fault(False, status, "check the URL")
     if isinstance(exc, FileNotFoundError):  # fsspec's form of HTTP 404 and of a missing object
         return Fault(False, "not found (HTTP 404 or no such object)")
     if isinstance(exc, PermissionError):  # s3fs / gcsfs: 403
@@ -142,7 +142,7 @@ def classify(exc: BaseException, url: str) -> Fault | None:
     if isinstance(exc, aiohttp.ClientConnectorError) and isinstance(exc.os_error, socket.gaierror) or \
             isinstance(exc, socket.gaierror):
         return Fault(False, f"the host name {urlsplit(url).hostname!r} does not resolve",
-                     "check the host in data.path, and that this machine's DNS can resolve it")
+                     "check the host name in the URL, and that this machine's DNS can resolve it")
     if isinstance(exc, OSError) and exc.errno in LOCAL_DISK_ERRNOS:
         return Fault(False, f"cannot write the local copy ({exc})", "free space in the cache directory, or "
                      "point data.cache_dir at a disk with room (data.cache_bytes bounds what it holds)")

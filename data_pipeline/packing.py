@@ -46,7 +46,7 @@ class SegmentBatch:
     word_start: np.ndarray | None = None  # [B, length] bool: a word (pre-token) begins here; format 2
     sentence_start: np.ndarray | None = None  # [B, length] bool: a sentence begins here; format 2
     side_start: np.ndarray | None = None  # [B, length] bool: a parallel pair's second side begins here
-    language: np.ndarray | None = None  # [B, length] int64 language index (manifest.languages) of parallel text
+    language: np.ndarray | None = None  # [B, length] int64 language index (manifest.languages); parallel/multilingual
     segment_ids: np.ndarray | None = None  # [B] int64 which segment of the dataset each row is (static masking)
     partner: "SegmentBatch | None" = None  # per row, another segment of the corpus (NSP's negatives), if asked
 
@@ -96,6 +96,7 @@ class PackedSegments:
         self.length = length
         self.dtype = np.dtype(self.manifest.dtype)
         self.flags, self.languages = self.manifest.has_boundaries, bool(self.manifest.languages)
+        self.parallel = self.manifest.parallel
         self._starts = np.cumsum([0] + [s.tokens for s in self.manifest.shards])
         self._shards: list[Shard | None] = [None] * len(self.manifest.shards)
         if len(self) == 0:
@@ -168,8 +169,11 @@ class PackedSegments:
                     self._copy(s, np.array([row]), np.array([pos - int(self._starts[s])]), n, pos - int(begin[row]),
                                *out)
                 pos += n
-        return SegmentBatch.from_flags(np.asarray(indices, dtype=np.int64), tokens, doc_start, flags, language,
-                                       segments)
+        batch = SegmentBatch.from_flags(np.asarray(indices, dtype=np.int64), tokens, doc_start, flags, language,
+                                        segments)
+        if not self.parallel:
+            batch.side_start = None  # multilingual text: languages, but no pairs
+        return batch
 
     def _copy(self, s: int, rows: np.ndarray, lo: np.ndarray, n: int, at: int, tokens: np.ndarray,
               doc_start: np.ndarray, flags: np.ndarray | None, language: np.ndarray | None) -> None:

@@ -8,7 +8,8 @@ the same prepare finds it and changes nothing.
 
 Format 2: beside every token, its word-start and sentence-start flags (sentences.py); for parallel text
 (`pair_fields`), each record is one document, side one then side two, with the second side's first token
-flagged and every token's language recorded.
+flagged and every token's language recorded; for monolingual text with a language field (`language_field`,
+multilingual MLM), every token's language is recorded and the manifest says `multilingual`.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import numpy as np
 from tqdm import tqdm
 
 from data_pipeline.dataset_files import write_atomic
-from data_pipeline.documents import (DEFAULT_MAX_DOC_BYTES, PairText, ReadOptions, Record, expand_inputs,
+from data_pipeline.documents import (DEFAULT_MAX_DOC_BYTES, ReadOptions, Record, expand_inputs,
                                      is_saved_dataset, iter_documents, iter_records)
 from data_pipeline.errors import UserError
 from data_pipeline.sentences import word_and_sentence_flags
@@ -59,12 +60,13 @@ def prepare(inputs: list[Path | str], out: Path, vocab_size: int = 8192, tokeniz
             text_field: str = "text", shard_tokens: int = DEFAULT_SHARD_TOKENS, tokenizer_kind: str = "wordpiece",
             txt_mode: str = "paragraph", skip_bad: bool = False, max_doc_bytes: int = DEFAULT_MAX_DOC_BYTES,
             progress: bool = True, pair_fields: tuple[str, str] | None = None,
-            language_fields: tuple[str, str] | None = None) -> PrepareSummary:
+            language_fields: tuple[str, str] | None = None, language_field: str | None = None) -> PrepareSummary:
     """Tokenize every document of `inputs` (files, globs, saved `datasets` directories) into shards under `out`.
 
     Trains a tokenizer of `tokenizer_kind` on the inputs unless `tokenizer` names an existing one (a
     tokenizer.json or a directory holding one, local or at a URL). With `pair_fields` and `language_fields`
-    (two JSON field names each) the inputs are parallel jsonl records.
+    (two JSON field names each) the inputs are parallel jsonl records; with `language_field` monolingual jsonl
+    records of several languages, each with its language code in that field.
     """
     out = Path(out)
     paths = expand_inputs([str(p) for p in inputs])
@@ -73,7 +75,7 @@ def prepare(inputs: list[Path | str], out: Path, vocab_size: int = 8192, tokeniz
     if max_doc_bytes <= 0:
         raise UserError(f"--max-doc-mb must be positive, got {max_doc_bytes / 2**20:g}")
     options = ReadOptions(text_field=text_field, txt_mode=txt_mode, max_doc_bytes=max_doc_bytes, skip_bad=skip_bad,
-                          pair_fields=pair_fields, language_fields=language_fields)
+                          pair_fields=pair_fields, language_fields=language_fields, language_field=language_field)
     # A given tokenizer is read first and once: the clear error for a missing or malformed one, before any work.
     given = read_tokenizer(tokenizer) if tokenizer else None
     fingerprint = _fingerprint(paths, options, given and given[0], tokenizer_kind, vocab_size, shard_tokens)
@@ -136,8 +138,10 @@ def _encode(paths, options, out: Path, tok, state: dict, shard_tokens: int, resu
     dtype = token_dtype(tok.get_vocab_size())
     manifest = Manifest(vocab_size=tok.get_vocab_size(), dtype=dtype.str, tokenizer_sha256=state["tokenizer_sha256"],
                         special_tokens=special_token_ids(tok), shards=[ShardInfo(**s) for s in state["shards"]],
-                        format_version=FORMAT_VERSION, languages=list(state.get("languages", [])))
+                        format_version=FORMAT_VERSION, languages=list(state.get("languages", [])),
+                        multilingual=options.language_field is not None)
     parallel = options.pair_fields is not None
+    languages = parallel or manifest.multilingual
     _remove_stray_shards(out, len(manifest.shards))
     counts = Counter(state["skipped"])
     records_read, text_bytes = state["records_read"], state["text_bytes"]
@@ -149,7 +153,7 @@ def _encode(paths, options, out: Path, tok, state: dict, shard_tokens: int, resu
     def write(pending, pending_flags, pending_languages):
         path = out / f"shard_{len(manifest.shards):05d}.bin"
         manifest.shards.append(write_shard(path, pending, dtype, pending_flags,
-                                           pending_languages if parallel else None))
+                                           pending_languages if languages else None))
 
     started = time.perf_counter()
     bar = tqdm(desc="tokenizing", unit=" docs", disable=not progress, initial=records_read)
@@ -160,7 +164,7 @@ def _encode(paths, options, out: Path, tok, state: dict, shard_tokens: int, resu
             if record.text is None:
                 counts[record.skipped] += 1
                 continue
-            sides = record.text.sides if isinstance(record.text, PairText) else (record.text,)
+            sides = getattr(record.text, "sides", (record.text,))  # PairText: two, LanguageText: one
             encodings_of = [next(encoded) for _ in sides]
             if any(len(e.ids) == 0 for e in encodings_of):
                 counts["no_tokens"] += 1
@@ -170,6 +174,7 @@ def _encode(paths, options, out: Path, tok, state: dict, shard_tokens: int, resu
                           for e, t in zip(encodings_of, sides, strict=True)]
             if parallel:
                 side_flags[1][0] |= SIDE
+            if languages:
                 pending_languages.append(np.concatenate(
                     [np.full(len(e.ids), _language_index(manifest.languages, code), dtype=np.uint8)
                      for e, code in zip(encodings_of, record.text.languages, strict=True)]))
@@ -207,7 +212,7 @@ def _encoded(tok, batches: Iterator[list[Record]]):
     """(batch, encodings of its kept texts), encoding the next batch on all cores while this one is written."""
     def encode(batch):  # a parallel record's two sides are encoded apart
         texts = [side for r in batch if r.text is not None
-                 for side in (r.text.sides if isinstance(r.text, PairText) else (r.text,))]
+                 for side in getattr(r.text, "sides", (r.text,))]
         return tok.encode_batch(texts, add_special_tokens=False)
 
     with ThreadPoolExecutor(max_workers=1) as pool:  # encode_batch releases the GIL
@@ -225,7 +230,7 @@ def _language_index(languages: list[str], code: str) -> int:
     """The index of language `code` in the dataset's table, added on first sight (so in input order)."""
     if code not in languages:
         if len(languages) == 255:
-            raise UserError(f"parallel text with more than 255 languages (at {code!r}); split the inputs")
+            raise UserError(f"text with more than 255 languages (at {code!r}); split the inputs")
         languages.append(code)
     return languages.index(code)
 
@@ -284,7 +289,8 @@ def _fingerprint(paths, options: ReadOptions, tokenizer_text: str | None, kind: 
         tok = {"file_sha256": tokenizer_hash(tokenizer_text)}  # the given file's, as read
     else:
         tok = {"kind": kind, "vocab_size": vocab_size}
-    blob = json.dumps({"files": files, "options": asdict(options), "tokenizer": tok, "shard_tokens": shard_tokens},
+    read = {k: v for k, v in asdict(options).items() if not (k == "language_field" and v is None)}  # as before it
+    blob = json.dumps({"files": files, "options": read, "tokenizer": tok, "shard_tokens": shard_tokens},
                       sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
 

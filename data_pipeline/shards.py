@@ -4,8 +4,8 @@ A shard is one file: the tokens of whole documents as a flat little-endian array
 vocabulary fits, else uint32), zero-padded to 8 bytes, followed by the document offsets as little-endian
 uint64 (documents + 1 entries, the first 0). Format 2 appends one byte of boundary flags per token (WORD:
 a word begins here, SENTENCE: a sentence begins here, SIDE: the second side of a parallel pair begins
-here), and for parallel datasets one byte per token naming its language (an index into the manifest's
-`languages`). `manifest.json` beside the shards records the format version, tokenizer hash, vocabulary
+here), and for parallel and multilingual datasets one byte per token naming its language (an index into the
+manifest's `languages`). `manifest.json` beside the shards records the format version, tokenizer hash, vocabulary
 size, dtype, special token ids, languages, and per shard its relative path, token and document counts,
 byte size and sha256. Format 1 datasets (no flags) are still read.
 """
@@ -53,12 +53,18 @@ class Manifest:
     special_tokens: dict[str, int]
     shards: list[ShardInfo] = field(default_factory=list)
     format_version: int = 1  # 2: the shards carry word/sentence flags (a manifest written by hand has none)
-    languages: list[str] = field(default_factory=list)  # parallel datasets: language index -> code
+    languages: list[str] = field(default_factory=list)  # parallel or multilingual datasets: language index -> code
+    multilingual: bool = False  # monolingual text of several languages (a language per document), not pairs
 
     @property
     def has_boundaries(self) -> bool:
         """Whether the shards record word and sentence starts (format 2)."""
         return self.format_version >= 2
+
+    @property
+    def parallel(self) -> bool:
+        """Whether the documents are parallel pairs (TLM's data)."""
+        return bool(self.languages) and not self.multilingual
 
     @property
     def total_tokens(self) -> int:

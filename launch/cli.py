@@ -18,7 +18,8 @@ def _prepare(args) -> None:
                       tokenizer=args.tokenizer, text_field=args.text_field,
                       shard_tokens=args.shard_tokens, tokenizer_kind=args.tokenizer_kind, txt_mode=args.txt_docs,
                       skip_bad=args.skip_bad, max_doc_bytes=int(args.max_doc_mb * 2**20),
-                      pair_fields=args.pair_fields, language_fields=args.language_fields)
+                      pair_fields=args.pair_fields, language_fields=args.language_fields,
+                      language_field=args.language_field)
     skipped = ", ".join(f"{n:,} {reason}" for reason, n in summary.skipped.items()) or "none"
     print(f"prepared {args.out}: {summary.records_read:,} records read, {summary.documents:,} documents kept "
           f"({summary.tokens:,} tokens in {summary.shards} shard(s), vocabulary {summary.vocab_size:,}); "
@@ -185,6 +186,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--language-fields", nargs=2, metavar=("LANG_A", "LANG_B"),
                    help="parallel text: the two JSON fields holding each side's language code, e.g. "
                         "--language-fields lang_a lang_b")
+    p.add_argument("--language-field", metavar="LANG",
+                   help="monolingual text of several languages (multilingual MLM): the JSON field holding each "
+                        "record's language code, e.g. --language-field lang")
     p.set_defaults(run=_prepare)
 
     p = commands.add_parser(
@@ -204,11 +208,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=_train)
 
     p = commands.add_parser(
-        "eval", help="held-out MLM loss over long documents, with and without Transformer-XL memory",
+        "eval", help="held-out loss over long documents, with and without Transformer-XL memory",
         description="Read each long held-out document segment by segment (data.seq_len), once carrying the "
-                    "memory and once without, and report the MLM loss (15% masked) per segment index: how the "
-                    "memory helps with distance into a document. Writes JSON and a PNG plot.")
-    p.add_argument("run_dir", metavar="RUN_DIR", help="a run with relative positions (model.positions=xl)")
+                    "memory and once without, and report the loss per segment index: how the memory helps with "
+                    "distance into a document. Encoders: MLM loss (15% masked); T5 and BART: the run's span "
+                    "corruption or text infilling loss. Writes JSON and a PNG plot.")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a run with relative positions (model.positions=xl, or T5)")
     p.add_argument("--data", required=True, help="a `graft prepare` directory of held-out long documents "
                                                  "(prepared with the run's tokenizer)")
     p.add_argument("--mem-len", type=int, help="memory length to evaluate with (default: the run's)")

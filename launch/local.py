@@ -84,9 +84,10 @@ def run_workers(run_dir: Path, nproc: int, resume: bool, rendezvous: list[str] |
     --standalone); `forward_signals=False` where the signal reaches every process already (SLURM's steps)."""
     before = checkpoint.latest_checkpoint(run_dir)
     started = time.time()
-    cmd = [sys.executable, "-m", "torch.distributed.run", *(rendezvous or ["--standalone"]),
+    cmd = [sys.executable, "-m", "launch.torchrun", *(rendezvous or ["--standalone"]),
            f"--nproc_per_node={nproc}",
-           # torchrun passes the signals it handles on to every worker, then waits up to the grace period.
+           # torchrun (without its traceback: launch/torchrun.py) passes the signals it handles on to every worker,
+           # then waits up to the grace period.
            f"--signals-to-handle={','.join(s.name for s in (*PREEMPTION_SIGNALS, *TORCHRUN_SIGNALS))}",
            f"--shutdown-timeout={SHUTDOWN_GRACE_S}", "-m", "launch.worker", str(run_dir)] + \
         (["--resume"] if resume else [])

@@ -6,12 +6,12 @@ from pathlib import Path
 
 from data_pipeline.errors import UserError
 from data_pipeline.prepare import prepare
+from data_pipeline.sample_corpus import SAMPLE_CORPUS
 from launch.local import launch_training
 from pretrain.config import CONFIGS_DIR
 from pretrain.export import export
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-SAMPLE_CORPUS = REPO_ROOT / "data_pipeline" / "sample_corpus" / "python_docs.jsonl"
 CONFIG = CONFIGS_DIR / "quickstart.yaml"
 VOCAB_SIZE = 4096  # enough for a corpus of 1.0M tokens; a smaller head and embedding: more steps fit (docs/recipe.md)
 SENTENCES = [

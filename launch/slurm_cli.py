@@ -29,7 +29,7 @@ def add_parser(commands) -> None:
         epilog="The job traps the signal (--signal, default USR2, sent --signal-seconds before --time), passes it "
                "to every rank,\ncheckpoints, exits 75 and requeues itself (at most --max-requeues times); the "
                "requeued job resumes.\nThe run directory gets train.sbatch, logs/slurm-JOBID.out and job/N/ (config, "
-               "script, git commit and diff,\npip freeze).\n\n"
+               "script, git commit and diff,\ninstalled packages).\n\n"
                "examples:\n  graft slurm submit configs/quickstart.yaml data.path=DATA train.run_dir=runs/a "
                "--nodes 4 --gpus-per-node 8 --time 24:00:00\n"
                "  graft slurm submit --resume runs/a --nodes 2")

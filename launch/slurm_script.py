@@ -10,7 +10,10 @@ from pathlib import Path
 from data_pipeline.errors import UserError
 from pretrain.signals import PREEMPTION_SIGNALS
 
-TEMPLATE = Path(__file__).resolve().parent.parent / "slurm" / "train.sbatch"
+_HERE = Path(__file__).resolve().parent
+# The top-level slurm/ folder of a checkout; a wheel ships it as launch/slurm_templates (pyproject.toml).
+TEMPLATE = (_HERE / "slurm_templates" if (_HERE / "slurm_templates").is_dir() else _HERE.parent / "slurm") / \
+    "train.sbatch"
 SIGNALS = tuple(s.name[3:] for s in PREEMPTION_SIGNALS)  # the trainer checkpoints on these: TERM, USR1, USR2
 PORT_BASE = 20000  # rendezvous port = PORT_BASE + 2 * (job id % 10000): jobs sharing a node do not collide
 

@@ -24,7 +24,8 @@ from tqdm import tqdm
 
 from data_pipeline.errors import UserError
 from data_pipeline.shards import write_atomic
-from launch.slurm import submit_array
+from launch.slurm import active_job, submit_array
+from launch.slurm import resume as resume_slurm
 from launch.slurm_script import SlurmOptions
 from launch.sweep_plan import Point, edge_warnings, measure, point_config
 from pretrain import checkpoint
@@ -117,12 +118,18 @@ def train_command(config: str, overrides: list[str], point: Point, sweep_dir: Pa
             f"train.run_dir={run_dir}", "--nproc", str(nproc), *(["--resume"] if resume else [])]
 
 
+def set_aside_failed_start(run_dir: Path) -> None:
+    """A start that died before its first checkpoint left files but nothing to resume: keep them aside (renamed
+    NAME.failed-TIME) so that the point starts afresh."""
+    if run_dir.exists():
+        run_dir.rename(run_dir.with_name(f"{run_dir.name}.failed-{int(time.time())}"))
+
+
 def _train_locally(config: str, overrides: list[str], point: Point, sweep_dir: Path, status: str,
                    nproc: int) -> str:
     run_dir = run_dir_of(sweep_dir, point)
-    if status == "new" and run_dir.exists():
-        # A start that died before its first checkpoint: nothing to resume; keep its files aside, start afresh.
-        run_dir.rename(run_dir.with_name(f"{point.name}.failed-{int(time.time())}"))
+    if status == "new":
+        set_aside_failed_start(run_dir)
     log = sweep_dir / "logs" / f"{point.name}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     start = time.monotonic()
@@ -142,11 +149,24 @@ def _train_locally(config: str, overrides: list[str], point: Point, sweep_dir: P
 def _submit_slurm(config: str, overrides: list[str], todo: list[Point], sweep_dir: Path, status: dict[str, str],
                   nproc: int) -> None:
     """One SLURM job array, an element per new point, each in its own run directory (`launch.slurm`); a point
-    with a checkpoint already continues with `graft slurm submit --resume` (its own job)."""
-    started = [p.name for p in todo if status[p.name] != "new"]
-    if started:
-        raise UserError(f"points {', '.join(started)} were started before; continue each with `graft slurm submit "
-                        f"--resume {sweep_dir / 'runs'}/NAME`, then re-run this sweep for the rest")
+    with a checkpoint already continues as `graft slurm submit --resume` would (its own job); a point that
+    failed before its first checkpoint starts afresh in the array, its old files set aside."""
+    if not todo:
+        print(f"nothing to submit: every point has finished; fit it with: graft scaling {sweep_dir} --out "
+              f"{sweep_dir / 'scaling'}")
+        return
+    running = {p.name: job for p in todo if (job := active_job(run_dir_of(sweep_dir, p))) is not None}
+    for name, job in running.items():
+        print(f"{name}: SLURM job {job} is still queued or running; left to it")
+    todo = [p for p in todo if p.name not in running]
+    for point in [p for p in todo if status[p.name] == "resume"]:
+        job = resume_slurm(run_dir_of(sweep_dir, point), [], {})
+        print(f"resubmitted {point.name} to continue from its checkpoint: SLURM job {job}")
+    todo = [p for p in todo if status[p.name] == "new"]
+    if not todo:
+        return
+    for point in todo:
+        set_aside_failed_start(run_dir_of(sweep_dir, point))
     run_dirs = [run_dir_of(sweep_dir, p) for p in todo]
     configs = [point_config(config, overrides, p) for p in todo]
     job = submit_array(configs, run_dirs, SlurmOptions(procs_per_node=nproc))

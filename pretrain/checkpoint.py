@@ -176,9 +176,13 @@ def _set_rng_state(state: dict) -> None:
 
 
 def read_model_weights(checkpoint: Path) -> dict[str, torch.Tensor]:
-    """The full fp32 weights of the trained module, consolidated from the ZeRO shards of any stage."""
-    from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+    """The full fp32 weights of the trained module (tied aliases included), from the ZeRO shards of any stage,
+    ZeRO 0 too (whose checkpoint DeepSpeed's `zero_to_fp32` cannot read), through export's reader."""
+    from pretrain.zero_checkpoint import ZeroCheckpoint
 
     if not (checkpoint / ENGINE_DIR).is_dir():
         raise UserError(f"{checkpoint} holds no engine/ directory: it is not a complete Graft checkpoint")
-    return get_fp32_state_dict_from_zero_checkpoint(str(checkpoint), tag=ENGINE_DIR)
+    reader = ZeroCheckpoint(checkpoint / ENGINE_DIR)
+    weights = {name: reader.tensor(name) for name in reader.shapes}
+    weights.update({alias: weights[source] for alias, source in reader.shared.items()})
+    return weights

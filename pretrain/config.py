@@ -13,7 +13,7 @@ from data_pipeline.loader import DataConfig
 from data_pipeline.shards import Manifest
 from pretrain.curriculum import CurriculumConfig
 from pretrain.engine_config import EngineConfig
-from pretrain.failures import Fault
+from pretrain.failures import FaultConfig
 from pretrain.models.config import ModelConfig
 from pretrain.objectives import ObjectiveConfig, check_fits
 from pretrain.optim import OptimConfig
@@ -45,10 +45,8 @@ class TrainConfig:
     max_nonfinite_in_a_row: int = 5  # stop the run after this many consecutive non-finite losses (each skipped)
     peak_tflops: float = 0.0  # accelerator peak for MFU; 0: look the GPU up (no MFU on CPU or unknown GPUs)
     debug_nan_steps: list[int] = field(default_factory=list)  # testing aid: rank 0's loss is NaN at these steps
-    debug_fail: str | None = None  # testing aid: PLACE:STEP[:RANK] fails the run on purpose (docs/failures.md)
-
     hang_timeout_minutes: float = 30.0  # no step in this time: every rank writes its stacks to hang/, exits 75; 0 off
-    debug_hang_at_step: int | None = None  # testing aid: the last rank hangs for good before this step
+    debug_fault: FaultConfig = field(default_factory=FaultConfig)  # testing aid: fail the run on purpose
 
     def __post_init__(self):
         for name in ("max_steps", "log_every", "save_every", "keep_last", "eval_every", "eval_batches",
@@ -62,8 +60,6 @@ class TrainConfig:
             raise UserError(f"train.save_every_minutes must be >= 0, got {self.save_every_minutes}")
         if self.exit_at_step is not None and self.exit_at_step <= 0:
             raise UserError(f"train.exit_at_step must be positive (or null), got {self.exit_at_step}")
-        if self.debug_fail is not None:
-            Fault.parse(self.debug_fail)
         if self.eval_data is not None and not Path(self.eval_data).is_dir():
             raise UserError(f"train.eval_data: {self.eval_data} is not a directory; point it at the output of "
                             "`graft prepare` run on held-out text")
@@ -83,7 +79,8 @@ class RunConfig:
 
     def __post_init__(self):
         check_fits(self.objective, self.model)  # e.g. span corruption cannot train a BERT
-        self.curriculum.check(self.engine.global_batch_size, self.data.seq_len, self.objective.name)
+        self.curriculum.check(self.engine.global_batch_size, self.data.seq_len, self.objective.name,
+                              self.data.lanes)
         if self.model.recurrence.mem_len and not self.data.lanes:
             raise UserError("model.recurrence.mem_len needs data.lanes=true: a memory is only meaningful when row "
                             "j of each batch continues row j of the previous one")

@@ -25,8 +25,11 @@ class CurriculumConfig:
     seq_len_start: int = 0
     seq_len_steps: int = 0  # steps after which rows are data.seq_len long
 
-    def check(self, global_batch: int, seq_len: int, objective: str) -> None:
-        """Checks against the engine's batch, the data's row length and the objective (the run config's)."""
+    def check(self, global_batch: int, seq_len: int, objective: str, lanes: bool = False) -> None:
+        """Checks against the engine's batch, the data's row length, the objective and data.lanes (the run
+        config's). The batch ramp works with lanes (every micro-batch still holds one row per lane, each
+        continuing the lane's previous segment; a step only takes fewer of them); the sequence curriculum
+        does not."""
         if self.batch_start:
             if not 0 < self.batch_start <= global_batch or global_batch % self.batch_start:
                 raise UserError(f"curriculum.batch_start ({self.batch_start}) must divide engine.global_batch_size "
@@ -40,6 +43,11 @@ class CurriculumConfig:
                                 "divided by a power of 2, e.g. a half or a quarter of it")
             if self.seq_len_steps <= 0:
                 raise UserError("curriculum.seq_len_steps must be positive when curriculum.seq_len_start is set")
+            if lanes:
+                raise UserError("curriculum.seq_len_start cannot be used with data.lanes=true: the curriculum cuts "
+                                "each row into shorter rows, while a recurrence lane is one row of data.seq_len "
+                                "tokens continuing the lane's previous row (Transformer-XL memory needs both); set "
+                                "curriculum.seq_len_start=0, or data.lanes=false and model.recurrence.mem_len=0")
             if objective not in SPLITTABLE_OBJECTIVES:
                 raise UserError(f"curriculum.seq_len_start works with objective.name "
                                 f"{' or '.join(SPLITTABLE_OBJECTIVES)}, not {objective}; set it to 0")

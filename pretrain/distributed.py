@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import logging
 import os
 import socket
@@ -19,6 +20,23 @@ def init_distributed() -> tuple[int, int]:
     return int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
 
 
+def bound_collectives(timeout: datetime.timedelta) -> None:
+    """Give every process group that exists now `timeout` for its collectives.
+
+    `init_process_group(timeout=...)` only bounds the default group. DeepSpeed runs its collectives in groups
+    of its own, made with `torch.distributed.new_group(ranks)` and no timeout (the data-parallel group is a
+    clone of the world group, deepspeed/utils/groups.py `_clone_world_group`), and torch gives such a group its
+    backend default, 30 minutes for gloo, whatever the default group has. Call this once DeepSpeed has made
+    its groups (after `zero.Init`, after the engine is built)."""
+    import torch.distributed as dist
+    from torch.distributed import distributed_c10d as c10d
+
+    if not dist.is_initialized():
+        return
+    for group in list(c10d._world.pg_map):  # the groups this rank is a member of
+        c10d._set_pg_timeout(timeout, group)
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -29,8 +47,9 @@ def exit_process(code: int) -> None:
     """Exit without finalizing the interpreter. Gloo's worker threads may still be releasing the tensors of
     finished collectives (a barrier keeps earlier work alive, ZeRO-3's all-gathers among it); one that needs the
     GIL once finalization has begun aborts the process ("terminate called without an active exception",
-    SIGABRT) after all its work is done: 1 run in 7 with the CPU busy. Every file the run writes is closed by
-    the time train() returns (callers must close theirs first); what is left to flush is flushed here."""
+    SIGABRT) after all its work is done (how often: bench/README.md, "Other history"). Every file the run
+    writes is closed by the time train() returns (callers must close theirs first); what is left to flush is
+    flushed here."""
     sys.stdout.flush()
     sys.stderr.flush()
     logging.shutdown()

@@ -18,6 +18,7 @@ from typing import Any, Callable
 import torch
 
 from data_pipeline.errors import UserError
+from pretrain.distributed import bound_collectives
 from pretrain.engine_config import EngineConfig, collective_timeout, deepspeed_config
 from pretrain.run_dir import DEEPSPEED_FILE, ENGINE_DIR, UNIVERSAL_DIR
 
@@ -58,6 +59,7 @@ class Engine:
         # The config's per-group hyperparameters (weight decay 0 for biases and norms): re-applied after a load.
         self._group_hyper = [{k: v for k, v in g.items() if k not in ("params", "lr")} for g in optimizer.param_groups]
         self.model, _ = self.accelerator.prepare(model, optimizer)
+        bound_collectives(collective_timeout(cfg))  # DeepSpeed's own groups have torch's 30 minutes till now
         self._optimizer = optimizer  # the innermost optimizer: DeepSpeed's wrappers call its step()
         self.device = self.accelerator.device
         self.world = world

@@ -9,8 +9,10 @@ renamed only after the logits matched, so OUT_DIR either holds a verified export
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +33,7 @@ from pretrain.hf.writer import write_safetensors
 from pretrain.metrics import read_metrics
 from pretrain.models import build_model
 from pretrain.models.config import ModelConfig, architecture_changes
+from pretrain.models.objective_heads import is_head_key
 from pretrain.run_dir import CONFIG_FILE, ENGINE_DIR, METRICS_FILE
 from pretrain.zero_checkpoint import ZeroCheckpoint
 
@@ -78,7 +81,7 @@ def export(run_dir: Path, out_dir: Path, max_shard_bytes: int | None = None, ste
     staging.mkdir(parents=True)
     kwargs = {"max_shard_bytes": max_shard_bytes} if max_shard_bytes else {}
     if remote:  # Graft's own tensor names (tied aliases stored too), its own code
-        keys = [(k, k) for k in reader.shapes] + list(graft_tied(cfg.model).items())  # (name, stored as)
+        keys = [(k, k) for k in reader.shapes if not is_head_key(k)] + list(graft_tied(cfg.model).items())
         write_safetensors(staging, [(PREFIX + k, reader.shapes[source]) for k, source in keys],
                           lambda i, keys=keys, pieces=reader.pieces: pieces(keys[i][1]), **kwargs)
         write_code(staging)
@@ -95,7 +98,10 @@ def export(run_dir: Path, out_dir: Path, max_shard_bytes: int | None = None, ste
         save_tokenizer(tokenizer, cfg.model, target)
     _write_model_card(cfg, manifest, run_dir, ckpt, staging, out_dir.name, the_parts)
     del reader  # unmaps the shards before the verification loads the export
-    diff = verify_remote(staging, cfg.model, skeleton, MAX_ABS_DIFF) if remote else verify(staging, cfg.model, skeleton)
+    # The transformers class has no query stream (XLNet's, pretraining only): the check builds Graft's model without.
+    with _threads_for_the_check():
+        diff = verify_remote(staging, cfg.model, skeleton, MAX_ABS_DIFF) if remote else \
+            verify(staging, cfg.model, skeleton if not cfg.model.query_stream else None)
     if out_dir.exists():
         out_dir.rmdir()  # empty, checked above
     staging.rename(out_dir)
@@ -104,11 +110,27 @@ def export(run_dir: Path, out_dir: Path, max_shard_bytes: int | None = None, ste
                         or [f"{architecture(cfg.model)} (remote code)"])
 
 
+@contextlib.contextmanager
+def _threads_for_the_check():
+    """One intra-op thread for the check on a busy machine (1-minute load average at least the CPU count), the
+    configured number otherwise. The check's forwards run a few tokens, so each of their ~1,000 ops is small;
+    when other processes hold the cores, threads that must meet at the end of every op mostly wait for each
+    other (figures: bench/README.md, export.py). The numbers compared are computed alike either way."""
+    threads = torch.get_num_threads()
+    if threads > 1 and os.getloadavg()[0] >= (os.cpu_count() or 1):
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def _check_matches(reader: ZeroCheckpoint, skeleton: torch.nn.Module, cfg: ModelConfig, ckpt: Path,
                    remote: bool = False) -> None:
-    """The checkpoint must hold exactly the tensors of the run's model family and sizes (those of `skeleton`)."""
+    """The checkpoint must hold exactly the tensors of the run's model family and sizes (those of `skeleton`),
+    beside those of the objective's pretraining-only heads, which the export leaves out."""
     expected = {k: v.shape for k, v in skeleton.state_dict().items() if k not in graft_tied(cfg)}
-    found = reader.shapes
+    found = {k: v for k, v in reader.shapes.items() if not is_head_key(k)}
     missing = sorted(set(expected) - set(found))
     unexpected = sorted(set(found) - set(expected))
     if missing or unexpected:
@@ -155,7 +177,7 @@ def verify(out: Path, cfg: ModelConfig, model: torch.nn.Module | None = None) ->
     assert not fresh, fresh
     if model is None:
         with torch.device("meta"):
-            model = build_model(cfg)
+            model = build_model(dataclasses.replace(cfg, query_stream=False))
     model.load_state_dict(state, strict=True, assign=True)  # the HF tensors themselves, no copy
     model.eval()
     tokenizer = transformers.AutoTokenizer.from_pretrained(str(out))
@@ -194,17 +216,18 @@ def _write_model_card(cfg: RunConfig, manifest: Manifest, run_dir: Path, ckpt: P
     metrics = read_metrics(run_dir) if (run_dir / METRICS_FILE).is_file() else {}
     last = metrics[max(metrics)] if metrics else {}
     family = cfg.model.family
-    if cfg.model.is_encoder_decoder:
+    if needs_remote_code(cfg.model):  # Graft's own code: a forward with memory (no generate)
+        auto = "AutoModelForSeq2SeqLM" if cfg.model.is_encoder_decoder else "AutoModelForMaskedLM"
+        tag = "text2text-generation" if cfg.model.is_encoder_decoder else "fill-mask"
+        usage = (f'from transformers import {auto}\n'
+                 f'model = {auto}.from_pretrained("{name}", trust_remote_code=True)\n'
+                 f'out = model(**inputs); next_out = model(**next_inputs, memory=out.memory)  # Transformer-XL memory')
+    elif cfg.model.is_encoder_decoder:
         tag, usage = "text2text-generation", (
             f'from transformers import AutoModelForSeq2SeqLM, AutoTokenizer\n'
             f'tok = AutoTokenizer.from_pretrained("{name}")\n'
             f'model = AutoModelForSeq2SeqLM.from_pretrained("{name}")\n'
             f'print(tok.decode(model.generate(**tok("A list is a", return_tensors="pt"))[0]))')
-    elif needs_remote_code(cfg.model):
-        tag, usage = "fill-mask", (
-            f'from transformers import AutoModelForMaskedLM\n'
-            f'model = AutoModelForMaskedLM.from_pretrained("{name}", trust_remote_code=True)\n'
-            f'out = model(**inputs); next_out = model(**next_inputs, memory=out.memory)  # Transformer-XL memory')
     else:
         tag, usage = "fill-mask", (
             f'from transformers import AutoModelForSequenceClassification\n'

@@ -20,10 +20,7 @@ import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
 from data_pipeline.errors import UserError
-from pretrain.distributed import exit_process
 
 USER_ERROR_EXIT_CODE = 2  # a problem the user can fix; the message says what to do
 CRASH_EXIT_CODE = 70  # EX_SOFTWARE from sysexits.h: an internal error (a bug, a killed rank, a lost peer)
@@ -61,10 +58,17 @@ def end_data_workers() -> None:
 
 def is_collective_error(exc: BaseException) -> bool:
     """A collective that failed because a peer is gone (connection closed) or stuck (timeout): a consequence."""
+    import torch.distributed  # here, not at the top: `graft --help` imports this module and should not wait for torch
+
     dist_errors = tuple(getattr(torch.distributed, n) for n in ("DistError",) if hasattr(torch.distributed, n))
     text = str(exc)
     return isinstance(exc, dist_errors) or (isinstance(exc, RuntimeError) and any(
         s in text for s in ("Connection closed by peer", "Connection reset by peer", "Timed out", "timed out")))
+
+
+def is_timeout(exc: BaseException) -> bool:
+    """A collective that waited out engine.collective_timeout_s: a peer is stuck rather than gone."""
+    return is_collective_error(exc) and "timed out" in str(exc).lower()
 
 
 def exit_code(exc: BaseException) -> int:
@@ -107,7 +111,8 @@ def write_record(run_dir: Path, rank: int, exc: BaseException) -> None:
     try:
         (run_dir / FAILURES_DIR).mkdir(exist_ok=True)
         (run_dir / FAILURES_DIR / f"rank_{rank:05d}.json").write_text(
-            json.dumps({"rank": rank, "time": time.time(), "kind": kind, "message": message}))
+            json.dumps({"rank": rank, "time": time.time(), "kind": kind, "message": message,
+                        "timed_out": is_timeout(exc)}))
     except OSError:
         pass
 
@@ -129,10 +134,15 @@ def run_failure(run_dir: Path, world: int, torchrun_code: int) -> RunFailed | Us
         return RunFailed(f"training crashed on rank {first['rank']}: {first['message']} (traceback above); "
                          f"exit code {CRASH_EXIT_CODE}")
     silent = sorted(set(range(world)) - {r["rank"] for r in records})
+    ranks = ", ".join(map(str, silent))
+    waited = [r for r in records if r.get("timed_out")]
+    if silent and waited:
+        return RunFailed(f"rank {ranks} stopped responding: rank {waited[0]['rank']} waited for it in a collective "
+                         f"until engine.collective_timeout_s ran out ({waited[0]['message']}), then torchrun "
+                         f"ended rank {ranks}; exit code {CRASH_EXIT_CODE}")
     if silent and records:
-        ranks = ", ".join(map(str, silent))
         return RunFailed(f"rank {ranks} ended without an error of its own: killed from outside (SIGKILL, the "
-                         "out-of-memory killer?); torchrun's report above names the signal. The other ranks "
+                         "out-of-memory killer?); torchrun's line above names the signal. The other ranks "
                          f"stopped when they lost it; exit code {CRASH_EXIT_CODE}")
     if records:
         first = min(records, key=lambda r: r["time"])
@@ -178,40 +188,44 @@ def _size(n: int) -> str:
     return f"{n / 2**20:.1f} MiB"
 
 
-# --- fault injection (train.debug_fail), a testing aid ---
+# --- fault injection (train.debug_fault), a testing aid ---
 
-@dataclass(frozen=True)
-class Fault:
-    place: str  # main: the trainer raises before the step; collator: the collate function raises on the step's
-    #             samples (in a DataLoader worker when data.num_workers > 0); hang: the trainer stops responding
-    step: int  # the step at which it strikes
-    rank: int | None  # only this rank; None: every rank
+@dataclass
+class FaultConfig:
+    # testing aid, fails the run on purpose (docs/failures.md): main (the trainer raises), collator (the collate
+    # function raises), hang (the rank stops for good); null: no fault
+    place: str | None = None
+    step: int = 1  # the step at which it strikes
+    rank: int | None = None  # only this rank; null: every rank
 
-    @classmethod
-    def parse(cls, spec: str) -> "Fault":
-        parts = spec.split(":")
-        ok = len(parts) in (2, 3) and parts[0] in FAULT_PLACES and all(p.isdigit() for p in parts[1:])
-        if not ok or int(parts[1]) < 1:
-            raise UserError(f"train.debug_fail must be PLACE:STEP or PLACE:STEP:RANK with PLACE one of "
-                            f"{', '.join(FAULT_PLACES)} and STEP >= 1, got {spec!r}")
-        return cls(parts[0], int(parts[1]), int(parts[2]) if len(parts) == 3 else None)
+    def __post_init__(self):
+        if self.place is not None and self.place not in FAULT_PLACES:
+            raise UserError(f"train.debug_fault.place must be one of {', '.join(FAULT_PLACES)} (or null), got "
+                            f"{self.place!r}")
+        if self.step < 1:
+            raise UserError(f"train.debug_fault.step must be >= 1, got {self.step}")
 
     def strikes(self, place: str, rank: int) -> bool:
         return self.place == place and self.rank in (None, rank)
 
 
-def strike_in_main(fault: Fault | None, rank: int, step: int) -> None:
+def strike_in_main(fault: FaultConfig, rank: int, step: int) -> None:
     """Called before each step. A fault on one rank waits 2 s first, so that its peers already wait in the
     step's all-reduce when it strikes."""
-    if fault is None or step != fault.step:
+    if step != fault.step:
         return
     if fault.strikes("main", rank):
         if fault.rank is not None:
             time.sleep(2)
-        raise RuntimeError(f"train.debug_fail: deliberate failure in the main loop at step {step}")
+        raise RuntimeError(f"train.debug_fault: deliberate failure in the main loop at step {step}")
     if fault.strikes("hang", rank):
-        while True:
-            time.sleep(60)
+        forced_hang()
+
+
+def forced_hang() -> None:
+    """Never returns (the stack files of the hang watchdog name this function)."""
+    while True:
+        time.sleep(1)
 
 
 class FaultyCollate:
@@ -223,19 +237,23 @@ class FaultyCollate:
 
     def __call__(self, batch):
         if int(batch.indices.max()) >= self.first_sample:
+            import torch.utils.data
+
             where = "a DataLoader worker" if torch.utils.data.get_worker_info() else "the main process"
-            raise ValueError(f"train.debug_fail: deliberate failure in the collator ({where}) at sample "
+            raise ValueError(f"train.debug_fault: deliberate failure in the collator ({where}) at sample "
                              f"{self.first_sample}")
         return self.collate(batch)
 
 
-def with_collate_fault(collate, fault: Fault | None, rank: int, global_batch: int):
-    if fault is None or not fault.strikes("collator", rank):
+def with_collate_fault(collate, fault: FaultConfig, rank: int, global_batch: int):
+    if not fault.strikes("collator", rank):
         return collate
     return FaultyCollate(collate, (fault.step - 1) * global_batch)
 
 
 def exit_now(code: int) -> None:
     """For a rank under torchrun: end the workers, then leave without finalizing (see distributed.exit_process)."""
+    from pretrain.distributed import exit_process
+
     end_data_workers()
     exit_process(code)

@@ -120,4 +120,6 @@ def batch_flops(model_cfg, micro_batches: list[dict]) -> float:
         decoder_len = batch["decoder_input_ids"].shape[1] if "decoder_input_ids" in batch else 0
         head = int((batch["labels"] != IGNORE).sum()) if "labels" in batch else samples * (decoder_len or seq_len)
         total += samples * flops_per_sample(model_cfg, seq_len, head / samples, decoder_len)
+        if "perm_mask" in batch:  # XLNet's query stream: a second pass of every encoder layer over every token
+            total += samples * encoder_flops(model_cfg, seq_len, 0)
     return total

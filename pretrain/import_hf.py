@@ -20,6 +20,7 @@ from pretrain.hf import FAMILY_MAPS
 from pretrain.hf.convert import from_hf, parts
 from pretrain.objectives import NATIVE, OBJECTIVES
 from pretrain.models.config import ModelConfig
+from pretrain.models.encoder import QUERY_STREAM_KEY
 
 ARCHITECTURE_OBJECTIVES = {"BertForPreTraining": "mlm_nsp", "AlbertForPreTraining": "mlm_sop",
                            "AlbertForMaskedLM": "mlm"}
@@ -86,6 +87,8 @@ def load_pretrained(model: torch.nn.Module, cfg: ModelConfig) -> list[str]:
     (ZeRO-3) only one submodule's parameters are gathered at a time.
     """
     state, fresh = converted_state(cfg, Path(cfg.init_from))
+    if cfg.query_stream:  # XLNet's query stream exists only in pretraining: no export has it, it starts fresh
+        fresh = [*fresh, QUERY_STREAM_KEY]
     expected = set(model.state_dict())
     missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
     if unexpected or missing != sorted(fresh):

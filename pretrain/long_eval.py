@@ -1,10 +1,12 @@
-"""`graft eval`: held-out MLM loss over long documents, read segment by segment with and without memory.
+"""`graft eval`: held-out loss over long documents, read segment by segment with and without memory.
 
 Each document of the held-out dataset that spans at least `min_segments` segments is cut into consecutive
 segments (the run's data.seq_len); documents run side by side as the rows of a batch, each row one lane.
-Every segment is masked as in training at 15% (fixed noise from the run's seed and the document's place), and
-the loss is averaged per segment index, so the report shows the loss at each distance into the document: with
-memory it should fall further along a document than without.
+Encoders are scored by MLM at 15% masking; encoder-decoders by their run's objective, T5's span corruption
+or BART's text infilling (the loss over the decoder's targets; the encoder carries the memory). The noise is
+fixed (from the run's seed and the document's place), and the loss is averaged per segment index, so the
+report shows the loss at each distance into the document: with memory it should fall further along a
+document than without.
 """
 
 from __future__ import annotations
@@ -26,12 +28,15 @@ from pretrain import checkpoint
 from pretrain.config import load_config
 from pretrain.models import build_model
 from pretrain.models.memory import MemoryCache
+from pretrain.objectives import OBJECTIVES
+from pretrain.objectives.base import CollatorContext
 from pretrain.run_dir import CONFIG_FILE
 
 matplotlib.use("Agg")
 from matplotlib import pyplot as plt  # noqa: E402  (after choosing the file-only backend)
 
 RESULT_FILE, PLOT_FILE = "long_eval.json", "long_eval.png"
+SEQ2SEQ_LOSSES = ("span_corruption", "text_infilling")  # encoder-decoder objectives whose collator marks documents
 
 
 def long_documents(data: Path, length: int, min_segments: int, max_documents: int) -> np.ndarray:
@@ -53,7 +58,9 @@ def long_documents(data: Path, length: int, min_segments: int, max_documents: in
 
 
 def evaluate_long(run_dir: Path, data: Path, mem_len: int | None = None, segments: int = 8,
-                  max_documents: int = 64, batch: int = 16) -> dict:
+                  max_documents: int = 64, batch: int = 16, mask_seed: int | None = None) -> dict:
+    """The report (see the module docstring); `mask_seed`: the masking noise's seed (default: the run's), the
+    same for runs to be compared on the same masked positions."""
     cfg = load_config(run_dir / CONFIG_FILE)
     if mem_len is not None:
         cfg.model = dataclasses.replace(cfg.model, recurrence=dataclasses.replace(cfg.model.recurrence,
@@ -64,20 +71,16 @@ def evaluate_long(run_dir: Path, data: Path, mem_len: int | None = None, segment
     if not cfg.model.recurrence.mem_len:
         raise UserError(f"{run_dir} trained without memory (model.recurrence.mem_len=0); pass --mem-len N to "
                         "evaluate it with a memory of N positions")
-    if cfg.model.is_encoder_decoder:
-        raise UserError("graft eval reports MLM loss; span-corruption evaluation of T5 is not built yet")
     latest = checkpoint.latest_checkpoint(run_dir)
     if latest is None:
         raise UserError(f"{run_dir} has no complete checkpoint to evaluate")
-    manifest = Manifest.load(data)
-    collate = MLMCollator(MLMConfig(), manifest.special_tokens, manifest.vocab_size, cfg.data.seq_len, cfg.seed,
-                          doc_index=True)
+    collate, loss_name = _collator(cfg, data, cfg.seed if mask_seed is None else mask_seed)
     docs = long_documents(data, collate.raw_length, segments, max_documents)
     model = build_model(cfg.model)
     model.load_state_dict(checkpoint.read_model_weights(latest), strict=True)
     model.eval()
     report = {"run_dir": str(run_dir), "checkpoint": latest.name, "data": str(data), "documents": len(docs),
-              "segment_tokens": collate.raw_length, "mem_len": cfg.model.recurrence.mem_len}
+              "segment_tokens": collate.raw_length, "mem_len": cfg.model.recurrence.mem_len, "loss": loss_name}
     for name, use_memory in (("with_memory", True), ("without_memory", False)):
         losses, counts = np.zeros(segments), np.zeros(segments)
         for first in range(0, len(docs), batch):
@@ -98,6 +101,20 @@ def evaluate_long(run_dir: Path, data: Path, mem_len: int | None = None, segment
     return report
 
 
+def _collator(cfg, data: Path, seed: int):
+    """(collator marking documents, the loss's name): MLM at 15% for encoders, the run's own objective for
+    encoder-decoders."""
+    manifest = Manifest.load(data)
+    if not cfg.model.is_encoder_decoder:
+        return MLMCollator(MLMConfig(), manifest.special_tokens, manifest.vocab_size, cfg.data.seq_len, seed,
+                           doc_index=True), "mlm"
+    if cfg.objective.name not in SEQ2SEQ_LOSSES:
+        raise UserError(f"graft eval scores {cfg.model.family} by {' or '.join(SEQ2SEQ_LOSSES)}; this run trained "
+                        f"{cfg.objective.name}, whose collator does not mark documents")
+    context = CollatorContext(manifest, cfg.data.seq_len, seed, str(data), recurrent=True)
+    return OBJECTIVES[cfg.objective.name].make_collator(cfg.objective, context), cfg.objective.name
+
+
 def write_report(report: dict, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / RESULT_FILE).write_text(json.dumps(report, indent=1))
@@ -107,7 +124,8 @@ def write_report(report: dict, out: Path) -> None:
     ax.plot(x, report["with_memory"], marker="o", label=f"with memory (mem_len {report['mem_len']})")
     ax.plot(x, report["without_memory"], marker="s", label="without memory")
     ax.set_xlabel("position in the document (tokens; middle of each segment)")
-    ax.set_ylabel("held-out MLM loss (15% masked)")
+    loss = report.get("loss", "mlm")
+    ax.set_ylabel("held-out MLM loss (15% masked)" if loss == "mlm" else f"held-out {loss.replace('_', ' ')} loss")
     ax.set_title(f"{report['documents']} documents, {tokens}-token segments")
     ax.legend()
     fig.tight_layout()

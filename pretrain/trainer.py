@@ -21,17 +21,17 @@ from pretrain.curriculum import batch_size_at, seq_len_at, shorten
 from pretrain.dataset_copy import dataset_source, keep_dataset_files
 from pretrain.distributed import init_distributed
 from pretrain.engine import Engine, loss_terms
-from pretrain.failures import Fault, end_data_workers, strike_in_main, with_collate_fault
+from pretrain.failures import end_data_workers, strike_in_main, with_collate_fault
 from pretrain.flops import batch_flops, peak_flops
 from pretrain.metrics import MetricsLog, WindowMeter, console_line, write_summary
 from pretrain.models.layers import set_layerdrop_step
-from pretrain.objectives import build_objective
+from pretrain.objectives import build_objective, objective_heads
 from pretrain.objectives.base import CollatorContext
 from pretrain.recurrence import LaneMemory
 from pretrain.optim import build_optimizer, learning_rate
 from pretrain.run_dir import CONFIG_FILE
 from pretrain.signals import StopRequest
-from pretrain.watchdog import HangWatchdog, forced_hang
+from pretrain.watchdog import HangWatchdog
 
 
 
@@ -61,20 +61,20 @@ def _train(run_dir: Path, resume: bool, stop_request: StopRequest, watchdog: Han
     manifest = keep_dataset_files(run_dir, cfg.data.path, rank == 0, cfg.data.remote)  # export needs no dataset
     recurrent = cfg.model.recurrence.mem_len > 0
     context = CollatorContext(manifest, cfg.data.seq_len, cfg.seed, dataset_source(run_dir, cfg.data.path),
-                              recurrent=recurrent)
+                              recurrent=recurrent, type_vocab_size=cfg.model.type_vocab_size)
     collate, loss_fn = build_objective(cfg.objective, context)
     start = _resume_point(run_dir) if resume else None
 
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank and at every world size
-    model = construct_model(cfg.model, cfg.engine, world)  # ZeRO-3: partitioned as it is built (and loaded)
+    # ZeRO-3: partitioned as it is built (and loaded), with the objective's pretraining-only heads
+    model = construct_model(cfg.model, cfg.engine, world, objective_heads(cfg.objective))
     # A ZeRO 1-3 checkpoint holds one shard per saving rank: at another world size, read the universal form.
     saved_world = checkpoint.read_meta(start).get("world_size", world) if start is not None else world
     universal = cfg.engine.zero_stage > 0 and saved_world != world
     engine = Engine(cfg.engine, world, run_dir, model, build_optimizer(model, cfg.optim), load_universal=universal,
                     unused_params=cfg.model.layerdrop > 0)
     torch.manual_seed(cfg.seed * 100_003 + rank + 1)  # dropout noise differs between ranks
-    fault = Fault.parse(cfg.train.debug_fail) if cfg.train.debug_fail else None
-    train_collate = with_collate_fault(collate, fault, rank, cfg.engine.global_batch_size)
+    train_collate = with_collate_fault(collate, cfg.train.debug_fault, rank, cfg.engine.global_batch_size)
     loader = Loader(cfg.data, collate.raw_length, train_collate, cfg.seed, rank, world, engine.micro_batch)
     _check_ramp(cfg, world, engine.micro_batch)
 
@@ -98,9 +98,8 @@ def _train(run_dir: Path, resume: bool, stop_request: StopRequest, watchdog: Han
     last, stopped_by = {}, "end" if stop == cfg.train.max_steps else "exit_at_step"
     batches = iter(loader)
     while state.step < stop:
-        strike_in_main(fault, rank, state.step + 1)
+        strike_in_main(cfg.train.debug_fault, rank, state.step + 1)
         wait_start = time.perf_counter()
-        forced_hang(cfg.train.debug_hang_at_step, state.step, rank, world)
         # The ramp and the curriculum are functions of the step: a resumed run continues them exactly.
         global_batch = batch_size_at(state.step, cfg.curriculum, cfg.engine.global_batch_size)
         length = seq_len_at(state.step, cfg.curriculum, cfg.data.seq_len)
@@ -181,7 +180,7 @@ def _eval_batches(cfg: RunConfig, context: CollatorContext, rank: int, world: in
     """This rank's share of the first `eval_batches` held-out micro-batch groups: the same at every evaluation.
     `context` is the training dataset's. MLM objectives are scored at BERT's 15% masking with 80/10/10,
     whatever rate training uses, so that runs with different rates compare."""
-    if Manifest.load(cfg.train.eval_data).tokenizer_sha256 != context.manifest.tokenizer_sha256:
+    if Manifest.load(cfg.train.eval_data, cfg.data.remote).tokenizer_sha256 != context.manifest.tokenizer_sha256:
         raise UserError(f"train.eval_data ({cfg.train.eval_data}) was tokenized with another tokenizer than "
                         f"data.path; prepare it with --tokenizer {cfg.data.path}/tokenizer.json")
     objective = dataclasses.replace(cfg.objective, mlm=MLMConfig())

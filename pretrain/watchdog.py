@@ -67,11 +67,3 @@ class HangWatchdog:
               f"Python stacks written to {path}; exiting with code {REQUEUE_EXIT_CODE} so the job is requeued "
               "and resumes from its last checkpoint", file=sys.stderr, flush=True)
         os._exit(REQUEUE_EXIT_CODE)
-
-
-def forced_hang(hang_at_step: int | None, step: int, rank: int, world: int) -> None:
-    """Testing aid (train.debug_hang_at_step): the last rank stops for good before that step, as a deadlocked
-    rank would; the others then wait for it in the step's first collective."""
-    if hang_at_step is not None and step + 1 == hang_at_step and rank == world - 1:
-        while True:
-            time.sleep(1)

@@ -2,9 +2,10 @@
 
 Nothing is consolidated up front: each tensor is assembled on request from the ranks' fp32 partitions, read
 through memory maps, so optimizer moments are never read and memory holds one tensor at a time. The maps
-are reopened every WINDOW_BYTES so the pages read so far leave the resident set. For a writer, `pieces`
-gives a tensor as byte ranges of the checkpoint files, which it copies with pread, never mapping them into
-the process (faster on this path, see pretrain.hf.writer.FileSlice).
+are reopened after WINDOW_BYTES have been read through them, so the pages read so far leave the resident
+set. For a writer, `pieces` gives a tensor as byte ranges of the checkpoint files, which it copies with
+pread, never touching the maps (faster on this path, see pretrain.hf.writer.FileSlice): those bytes do not
+count towards the window, so a whole export opens the checkpoint once.
 
 Layout (written by DeepSpeed; see deepspeed/utils/zero_to_fp32.py):
 - model states (`mp_rank_00_model_states.pt`, or one `zero_pp_rank_R_mp_rank_00_model_states.pt` per rank
@@ -30,7 +31,7 @@ from data_pipeline.errors import UserError
 from pretrain import safe_load
 from pretrain.hf.writer import FileSlice
 
-WINDOW_BYTES = 64 << 20  # reopen the memory maps after reading this much
+WINDOW_BYTES = 64 << 20  # reopen the memory maps after reading this much through them
 
 
 def _rank_of(path: Path) -> int:
@@ -145,8 +146,12 @@ class ZeroCheckpoint:
             hi = min(hi, lo + left)
             out.append((r, g, lo, hi))
             left -= hi - lo
-        self._read_bytes += numel * 4
         return out
+
+    def _mapped(self, r: int, g: int, lo: int, hi: int) -> torch.Tensor:
+        """Elements [lo, hi) of rank r's flat group g, a view of its memory map (counted towards the window)."""
+        self._read_bytes += 4 * (hi - lo)
+        return self._ranks[r][g][lo:hi].detach()
 
     def pieces(self, name: str) -> list[torch.Tensor | FileSlice]:
         """What tensor `name` is made of, flattened, in order, for a writer that copies them one after another
@@ -156,7 +161,7 @@ class ZeroCheckpoint:
         name = self.shared.get(name, name)
         if name in self.buffers or self.stage == 0:
             return self._views(name)
-        return [self._ranks[r][g][lo:hi].detach() if self._file_offsets[r][g] is None else
+        return [self._mapped(r, g, lo, hi) if self._file_offsets[r][g] is None else
                 FileSlice(self.optim_files[r], self._file_offsets[r][g] + 4 * lo, 4 * (hi - lo))
                 for r, g, lo, hi in self._spans(name)]
 
@@ -166,7 +171,7 @@ class ZeroCheckpoint:
             return [self.buffers[name].detach().float().reshape(-1)]
         if self.stage == 0:
             return [self.module[name].detach().float().reshape(-1)]
-        return [self._ranks[r][g][lo:hi].detach() for r, g, lo, hi in self._spans(name)]
+        return [self._mapped(r, g, lo, hi) for r, g, lo, hi in self._spans(name)]
 
     def tensor(self, name: str) -> torch.Tensor:
         """The full fp32 tensor `name` (a fresh copy, owning its memory)."""

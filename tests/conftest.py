@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from data_pipeline.sample_corpus import SAMPLE_CORPUS
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
-SAMPLE_CORPUS = REPO_ROOT / "data_pipeline" / "sample_corpus" / "python_docs.jsonl"
 
 # Graft's cache (remote shards, local shards' checksum stamps) lives for this test session only, not in the
 # user's ~/.cache; set before anything imports data_pipeline, and inherited by every `graft` the tests start.

@@ -1,4 +1,5 @@
-"""Graft works from a wheel, not only from an editable checkout: the presets in configs/ ship inside the package."""
+"""Graft works from a wheel, not only from an editable checkout: the presets in configs/ and the SLURM batch
+script in slurm/ ship inside the package."""
 
 import os
 import shutil
@@ -27,7 +28,7 @@ def test_every_package_folder_is_listed_in_pyproject():
 
 
 @pytest.mark.slow
-def test_wheel_installs_and_resolves_presets_outside_the_repository(tmp_path):
+def test_wheel_installs_and_resolves_presets_outside_the_repository(small_dataset, tmp_path):
     source = tmp_path / "source"  # a copy, so the build leaves nothing in the checkout
     shutil.copytree(REPO_ROOT, source, ignore=shutil.ignore_patterns(
         ".git", "runs", "build", "*.egg-info", "__pycache__", ".pytest_cache", ".hypothesis", ".venv-mds"))
@@ -37,6 +38,7 @@ def test_wheel_installs_and_resolves_presets_outside_the_repository(tmp_path):
     shipped = set(zipfile.ZipFile(wheel).namelist())
     presets = {p.relative_to(REPO_ROOT / "configs").as_posix() for p in (REPO_ROOT / "configs").rglob("*.yaml")}
     assert {f"pretrain/configs/{p}" for p in presets} <= shipped
+    assert "launch/slurm_templates/train.sbatch" in shipped
 
     # A fresh environment that borrows the dependencies installed here (no downloads), with the wheel on top.
     env_dir = tmp_path / "venv"
@@ -58,3 +60,7 @@ def test_wheel_installs_and_resolves_presets_outside_the_repository(tmp_path):
     assert "usage: graft quickstart" in run(env_dir / "bin" / "graft", "quickstart", "--help")
     assert "num_layers: 4" in run(env_dir / "bin" / "graft", "config", "show", "configs/quickstart.yaml")
     assert "family: t5" in run(env_dir / "bin" / "graft", "config", "show", "models/t5-base")
+    # The batch script `graft slurm submit` renders comes from the wheel too (the dry run needs no SLURM).
+    script = run(env_dir / "bin" / "graft", "slurm", "submit", "configs/tiny.yaml", f"data.path={small_dataset}",
+                 f"train.run_dir={outside / 'run'}", "--nodes", "2", "--procs-per-node", "2", "--dry-run")
+    assert "#SBATCH --nodes=2" in script and "-m launch.slurm_node" in script and "PROCS_PER_NODE=2" in script

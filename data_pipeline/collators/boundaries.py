@@ -21,7 +21,7 @@ def require_boundaries(source: Manifest | SegmentBatch, objective: str, parallel
     if not has:
         raise UserError(f"objective {objective} needs word and sentence starts, which this dataset (format 1) does "
                         "not record; re-run `graft prepare` on the raw text to write format 2")
-    pairs = bool(source.languages) if isinstance(source, Manifest) else source.language is not None
+    pairs = source.parallel if isinstance(source, Manifest) else source.side_start is not None
     if parallel and not pairs:
         raise UserError(f"objective {objective} needs parallel text; prepare it with `graft prepare PAIRS.jsonl "
                         "--pair-fields A B --language-fields LANG_A LANG_B`")
@@ -69,3 +69,15 @@ def noise_keys(batch: SegmentBatch, static: bool) -> np.ndarray:
         assert batch.segment_ids is not None, "static masking needs the loader's segment ids"
         return batch.segment_ids
     return batch.indices
+
+
+def separated_documents(doc_starts: np.ndarray, length: int, limit: int) -> np.ndarray:
+    """For the tokens of a `length`-token segment with a separator inserted before every inner document start
+    (`np.insert(tokens, inner, sep)[:limit]`, as T5's and BART's collators lay a segment out): the documents
+    begun in the segment at or before each (recurrent models' `doc_index`; 0: the document open from the
+    lane's previous segment). A separator goes with the document it closes."""
+    docs = np.zeros(length, dtype=np.int64)
+    docs[doc_starts] = 1
+    docs = np.cumsum(docs)
+    inner = doc_starts[doc_starts > 0]
+    return np.insert(docs, inner, docs[inner - 1])[:limit]

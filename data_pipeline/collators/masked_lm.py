@@ -41,7 +41,8 @@ class MaskingConfig:
     max_ngram: int = 3  # ngram: longest n-gram, in words
     span_p: float = 0.2  # span: the geometric distribution's parameter
     span_max_words: int = 10  # span: longest span, in words
-    sbo: bool = False  # span: also emit the span-boundary objective's inputs
+    sbo: bool = False  # span: add SpanBERT's span-boundary objective (a pretraining-only head) to MLM
+    sbo_weight: float = 1.0  # sbo: its term's weight beside MLM's (SpanBERT sums them: 1)
 
     def __post_init__(self):
         MLMConfig(self.mask_prob, self.replace_with_mask, self.replace_with_random)  # the same checks
@@ -53,6 +54,8 @@ class MaskingConfig:
             raise UserError(f"objective.masking.span_p must be in (0, 1), got {self.span_p}")
         if self.sbo and self.unit != "span":
             raise UserError("objective.masking.sbo needs unit: span")
+        if not self.sbo_weight >= 0:
+            raise UserError(f"objective.masking.sbo_weight must be >= 0, got {self.sbo_weight}")
 
 
 def span_length_distribution(p: float, longest: int) -> np.ndarray:

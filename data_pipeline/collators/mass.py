@@ -2,7 +2,8 @@
 decoder predicts it, seeing only the fragment shifted right, at the fragment's original positions.
 
 Per row (noise from (seed, sample index)): fragment length m = round(fraction x n) of the n body tokens, its
-start uniform in [0, n - m]; the fragment's encoder positions become the mask token 80% of the time, a
+start as MASS's `mask_start` draws it (the first body token 20% of the time, the last possible start 20%,
+uniform in between 60%); the fragment's encoder positions become the mask token 80% of the time, a
 random token 10%, unchanged 10% (MASS's word_mask_keep_rand 0.8,0.1,0.1). The decoder input at fragment
 position p is the original token at p - 1 (the first is the token before the fragment: <s>, or the decoder
 start for T5), with position id p; labels are the fragment. For T5 (no mask token) <extra_id_0> masks.
@@ -37,6 +38,16 @@ class MassConfig:
             raise UserError("objective.mass.replace_with_mask + replace_with_random must be within [0, 1]")
 
 
+def fragment_start(last: int, rng: np.random.Generator) -> int:
+    """MASS's `mask_start` over starts 0..last: 0 with probability 0.2, `last` with 0.2, else uniform."""
+    draw = rng.random()
+    if draw >= 0.8:
+        return 0
+    if draw >= 0.6:
+        return last
+    return int(rng.integers(0, last + 1))
+
+
 class MassCollator:
     def __init__(self, cfg: MassConfig, special_tokens: dict[str, int], vocab_size: int, seq_len: int, seed: int):
         self.cfg, self.seq_len, self.seed, self.vocab_size = cfg, seq_len, seed, vocab_size
@@ -67,7 +78,7 @@ class MassCollator:
         labels = np.empty((n, m), dtype=np.int64)
         for r, index in enumerate(batch.indices):
             rng = seeded_rng(self.seed, int(index))
-            start = self.lead + int(rng.integers(0, width - m + 1))
+            start = self.lead + fragment_start(width - m, rng)
             where = np.arange(start, start + m)
             labels[r], positions[r] = rows[r, where], where
             dec_in[r] = np.concatenate([[rows[r, start - 1] if start > 0 else self.start], rows[r, where[:-1]]])

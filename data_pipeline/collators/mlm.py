@@ -77,15 +77,18 @@ class MLMCollator:
             return tokens
         return gather_body(tokens, body_sources(starts, self.raw_length), self.sep)
 
-    def mask_batch(self, ids: np.ndarray, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def mask_batch(self, ids: np.ndarray, indices: np.ndarray, exclude: np.ndarray | None = None
+                   ) -> tuple[np.ndarray, np.ndarray]:
         """(masked ids, labels) for rows `ids` [B, T] of samples `indices`: BERT's 80/10/10 corruption of
-        round(mask_prob x n) of each row's n non-[CLS]/[SEP] tokens.
+        round(mask_prob x n) of each row's n non-[CLS]/[SEP] tokens (and not `exclude`d: padding).
 
         Vectorized over the batch: the noise is a hash of (seed, sample index, position), so a sample is
         masked the same way in any batch, on any rank and after any resume, with no generator per row.
         """
         rows, length = ids.shape
         candidate = (ids != self.cls) & (ids != self.sep)
+        if exclude is not None:
+            candidate &= ~exclude
         n_candidates = candidate.sum(axis=1)
         n_masked = np.minimum(n_candidates, np.maximum(1, np.rint(self.cfg.mask_prob * n_candidates))).astype(int)
         noise = sample_hash(self.seed, indices, length)

@@ -1,12 +1,14 @@
 """XLNet's permuted language modelling: targets in spans, a factorization order per sample, and the
 two-stream attention masks it implies.
 
-Targets (HF's DataCollatorForPermutationLanguageModeling, XLNet's partial prediction): walking the row,
-each step takes a span of L ~ U{1..max_span_length} tokens inside a context of L / plm_probability tokens,
-at a uniform offset in it; so about plm_probability of the tokens are predicted (XLNet's K = 6 at 1/6).
-[CLS]/[SEP]/<pad> are never targets. The factorization order puts every non-target first (they see each
-other fully) and the targets after them in a random order. Query i may attend to key j iff j is a
-non-target, or j is a target strictly before i in the order; the content stream adds i itself.
+Rows are [CLS] body [SEP] with [SEP] between documents, as the MLM family's (the export is the family's
+masked-LM class, fine-tuned on such rows). Targets (HF's DataCollatorForPermutationLanguageModeling, XLNet's
+partial prediction): walking the row, each step takes a span of L ~ U{1..max_span_length} tokens inside a
+context of L / plm_probability tokens, at a uniform offset in it; so about plm_probability of the tokens
+are predicted (XLNet's K = 6 at 1/6). [CLS]/[SEP]/<pad> are never targets. The factorization order puts
+every non-target first (they see each other fully) and the targets after them in a random order. Query i
+may attend to key j iff j is a non-target, or j is a target strictly before i in the order; the content
+stream adds i itself.
 
 Output (noise from (seed, sample index)): input_ids (the original tokens: the query stream never reads a
 target's own token, the content stream does), perm_mask [B, T, T] bool (True: query i must NOT attend to j,
@@ -21,6 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from data_pipeline.collators.masked_lm import MaskedLMCollator, MaskingConfig
 from data_pipeline.collators.mlm import IGNORE
 from data_pipeline.errors import UserError
 from data_pipeline.loader import seeded_rng, to_tensors
@@ -64,16 +67,15 @@ def permutation_masks(targets: np.ndarray, rng: np.random.Generator) -> tuple[np
 class PermutationLMCollator:
     def __init__(self, cfg: PermutationLMConfig, special_tokens: dict[str, int], seq_len: int, seed: int):
         self.cfg, self.seq_len, self.seed = cfg, seq_len, seed
-        self.cls, self.sep = special_tokens.get("cls"), special_tokens.get("sep", special_tokens["eos"]
-                                                                           if "eos" in special_tokens else None)
-        self.specials = [t for t in (self.cls, self.sep, special_tokens.get("pad")) if t is not None]
+        self.layout = MaskedLMCollator(MaskingConfig(), special_tokens, 1, seq_len, seed)  # its rows only
+        self.specials = [t for t in (self.layout.cls, self.layout.sep, special_tokens.get("pad")) if t is not None]
 
     @property
     def raw_length(self) -> int:
-        return self.seq_len
+        return self.layout.raw_length
 
     def __call__(self, batch: SegmentBatch) -> dict:
-        ids = batch.tokens[:, :self.seq_len]
+        ids, _ = self.layout.rows(batch)
         n, length = ids.shape
         perm = np.zeros((n, length, length), dtype=bool)
         orders = np.full((n, length), -1, dtype=np.int64)
@@ -89,5 +91,5 @@ class PermutationLMCollator:
         for r, where in enumerate(targets):
             mapping[r, np.arange(len(where)), where] = 1.0
             labels[r, :len(where)] = ids[r, where]
-        return to_tensors({"input_ids": ids.copy(), "perm_mask": perm, "target_mapping": mapping, "labels": labels,
+        return to_tensors({"input_ids": ids, "perm_mask": perm, "target_mapping": mapping, "labels": labels,
                            "factorization_order": orders})

@@ -2,7 +2,9 @@
 target lists each sentinel followed by the tokens it replaced, then </s>.
 
 The raw length is chosen, as T5 does, so the corrupted input fills seq_len exactly; every row has the same
-number of noise tokens and spans, so inputs and targets need no padding.
+number of noise tokens and spans, so inputs and targets need no padding. For recurrent models (`doc_index`)
+each input position also carries its document's number within the segment: a sentinel that of the first
+token it replaces, the final </s> that of the last token.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from data_pipeline.collators.boundaries import separated_documents
 from data_pipeline.errors import UserError
 from data_pipeline.loader import seeded_rng, to_tensors
 from data_pipeline.packing import Segment, SegmentBatch
@@ -40,11 +43,13 @@ def _segments(n: int, k: int, rng: np.random.Generator) -> np.ndarray:
 
 
 class SpanCorruptionCollator:
-    def __init__(self, cfg: SpanCorruptionConfig, special_tokens: dict[str, int], seq_len: int, seed: int):
+    def __init__(self, cfg: SpanCorruptionConfig, special_tokens: dict[str, int], seq_len: int, seed: int,
+                 doc_index: bool = False):
+        """`doc_index`: also emit, for recurrent models, the documents begun at or before each input position."""
         if "sentinel_0" not in special_tokens:
             raise UserError("span corruption needs T5's sentinel tokens; prepare the data with "
                             "`graft prepare --tokenizer-kind unigram`")
-        self.cfg, self.seq_len, self.seed = cfg, seq_len, seed
+        self.cfg, self.seq_len, self.seed, self.doc_index = cfg, seq_len, seed, doc_index
         self.eos, self.pad, self.sentinel_0 = special_tokens["eos"], special_tokens["pad"], special_tokens["sentinel_0"]
         self.max_sentinels = special_tokens["sentinel_0"] - special_tokens["sentinel_99"] + 1
         raw = 2 * seq_len
@@ -67,24 +72,33 @@ class SpanCorruptionCollator:
         inputs = np.full((n, self.seq_len), self.pad, dtype=np.int64)
         mask = np.zeros((n, self.seq_len), dtype=np.int64)
         labels = np.empty((n, self.target_length), dtype=np.int64)
+        docs = np.zeros((n, self.seq_len), dtype=np.int64)
         for row, sample in enumerate(samples):
-            enc, labels[row] = self._one(sample)
+            enc, labels[row], source = self._one(sample)
             inputs[row, :len(enc)] = enc
             mask[row, :len(enc)] = 1
+            if self.doc_index:
+                numbers = separated_documents(sample.doc_starts, len(sample.tokens), self.raw_length)
+                docs[row] = numbers[-1]  # padding (never attended) as the last document
+                docs[row, :len(enc)] = numbers[source]
         decoder_input_ids = np.concatenate([np.full((n, 1), self.pad), labels[:, :-1]], axis=1)  # start = pad
-        return to_tensors({"input_ids": inputs, "attention_mask": mask, "decoder_input_ids": decoder_input_ids,
-                           "labels": labels})
+        out = {"input_ids": inputs, "attention_mask": mask, "decoder_input_ids": decoder_input_ids, "labels": labels}
+        if self.doc_index:
+            out["doc_index"] = docs
+        return to_tensors(out)
 
-    def _one(self, sample: Segment) -> tuple[np.ndarray, np.ndarray]:
+    def _one(self, sample: Segment) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(input, target, the token of the segment's layout each input position stands for)."""
         inner = sample.doc_starts[sample.doc_starts > 0]
         tokens = np.insert(sample.tokens, inner, self.eos)[: self.raw_length]  # </s> between documents
         rng = seeded_rng(self.seed, sample.index)
         noise_runs = _segments(self.noise, self.spans, rng)
         keep_runs = _segments(len(tokens) - self.noise, self.spans, rng)
-        enc, dec, pos = [], [], 0
+        enc, dec, source, pos = [], [], [], 0
         for i, (keep, noise) in enumerate(zip(keep_runs, noise_runs, strict=True)):
             sentinel = self.sentinel_0 - i  # T5's order: <extra_id_0> has the highest id
             enc += [*tokens[pos:pos + keep], sentinel]
+            source += [*range(pos, pos + keep + 1)]  # the sentinel stands for the first token it replaces
             dec += [sentinel, *tokens[pos + keep:pos + keep + noise]]
             pos += keep + noise
-        return np.asarray(enc + [self.eos]), np.asarray(dec + [self.eos])
+        return np.asarray(enc + [self.eos]), np.asarray(dec + [self.eos]), np.asarray(source + [len(tokens) - 1])

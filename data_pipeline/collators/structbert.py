@@ -28,11 +28,14 @@ TRIGRAM = 3
 
 @dataclass
 class StructBERTConfig:
-    shuffle_prob: float = 0.05  # share of tokens in shuffled trigrams
+    shuffle_prob: float = 0.05  # share of tokens in shuffled trigrams (StructBERT's 5%)
+    word_weight: float = 1.0  # the word-structural term's weight beside MLM's (StructBERT sums the terms: 1)
 
     def __post_init__(self):
         if not 0 <= self.shuffle_prob < 0.5:
             raise UserError(f"objective.structbert.shuffle_prob must be in [0, 0.5), got {self.shuffle_prob}")
+        if not self.word_weight >= 0:
+            raise UserError(f"objective.structbert.word_weight must be >= 0, got {self.word_weight}")
 
 
 class StructBERTCollator:

@@ -2,7 +2,9 @@
 <mask> (a length-0 span inserts one). The decoder reconstructs the original <s> ... </s>.
 
 The encoder input is as wide as the batch's longest row, not seq_len: infilling shortens every row by about
-a fifth, which padding to seq_len would spend on pad positions.
+a fifth, which padding to seq_len would spend on pad positions. For recurrent models (`doc_index`) each
+input position also carries its document's number within the segment: a <mask> that of the token it
+replaces (or, inserted, the token after it), <s> and </s> those of the first and last tokens.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from data_pipeline.collators.boundaries import separated_documents
 from data_pipeline.collators.mlm import IGNORE
 from data_pipeline.errors import UserError
 from data_pipeline.loader import seeded_rng, to_tensors
@@ -30,11 +33,13 @@ class InfillingConfig:
 
 
 class TextInfillingCollator:
-    def __init__(self, cfg: InfillingConfig, special_tokens: dict[str, int], seq_len: int, seed: int):
+    def __init__(self, cfg: InfillingConfig, special_tokens: dict[str, int], seq_len: int, seed: int,
+                 doc_index: bool = False):
+        """`doc_index`: also emit, for recurrent models, the documents begun at or before each input position."""
         if "bos" not in special_tokens:
             raise UserError("text infilling needs <s> </s> <mask>; prepare the data with "
                             "`graft prepare --tokenizer-kind bytelevel_bpe`")
-        self.cfg, self.seq_len, self.seed = cfg, seq_len, seed
+        self.cfg, self.seq_len, self.seed, self.doc_index = cfg, seq_len, seed, doc_index
         self.bos, self.eos = special_tokens["bos"], special_tokens["eos"]
         self.pad, self.mask = special_tokens["pad"], special_tokens["mask"]
 
@@ -46,26 +51,37 @@ class TextInfillingCollator:
         samples = batch.segments()  # spans are drawn per sample
         n = len(samples)
         labels = np.empty((n, self.seq_len), dtype=np.int64)
-        encoded = []
+        encoded, documents = [], []
         for row, sample in enumerate(samples):
             inner = sample.doc_starts[sample.doc_starts > 0]
             tokens = np.insert(sample.tokens, inner, self.eos)[: self.raw_length]  # </s> between documents
             labels[row] = np.concatenate([[self.bos], tokens, [self.eos]])
-            encoded.append(np.concatenate([[self.bos], self._infill(tokens, seeded_rng(self.seed, sample.index)),
-                                           [self.eos]]))
+            infilled, source = self._infill(tokens, seeded_rng(self.seed, sample.index))
+            encoded.append(np.concatenate([[self.bos], infilled, [self.eos]]))
+            if self.doc_index:
+                numbers = separated_documents(sample.doc_starts, len(sample.tokens), self.raw_length)
+                documents.append(numbers[np.concatenate([[0], source, [len(tokens) - 1]])])
         width = max(len(enc) for enc in encoded)
         inputs = np.full((n, width), self.pad, dtype=np.int64)
         attention = np.zeros((n, width), dtype=np.int64)
+        docs = np.zeros((n, width), dtype=np.int64)
         for row, enc in enumerate(encoded):
             inputs[row, :len(enc)] = enc
             attention[row, :len(enc)] = 1
+            if self.doc_index:
+                docs[row] = documents[row][-1]  # padding (never attended) as the last document
+                docs[row, :len(enc)] = documents[row]
         # Teacher forcing: the decoder sees </s> (BART's decoder start) then the target shifted right.
         decoder_input_ids = np.concatenate([np.full((n, 1), self.eos), labels[:, :-1]], axis=1)
         labels = np.where(labels == self.pad, IGNORE, labels)
-        return to_tensors({"input_ids": inputs, "attention_mask": attention, "decoder_input_ids": decoder_input_ids,
-                           "labels": labels})
+        out = {"input_ids": inputs, "attention_mask": attention, "decoder_input_ids": decoder_input_ids,
+               "labels": labels}
+        if self.doc_index:
+            out["doc_index"] = docs
+        return to_tensors(out)
 
-    def _infill(self, tokens: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    def _infill(self, tokens: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """(the infilled tokens, the position in `tokens` each one stands for)."""
         n = len(tokens)
         target = round(n * self.cfg.mask_ratio)
         masked = np.zeros(n, dtype=bool)
@@ -81,15 +97,19 @@ class TextInfillingCollator:
             end = min(n, start + length)
             covered += int((~masked[start:end]).sum())
             masked[start:end] = True
-        out = []
+        out, source = [], []
         for i in range(n):
             if insert_before[i]:
                 out.append(self.mask)
+                source.append(i)
             if masked[i]:
                 if i == 0 or not masked[i - 1]:
                     out.append(self.mask)  # one <mask> per run of masked tokens
+                    source.append(i)
             else:
                 out.append(tokens[i])
+                source.append(i)
         if insert_before[n]:
             out.append(self.mask)
-        return np.asarray(out, dtype=np.int64)
+            source.append(n - 1)
+        return np.asarray(out, dtype=np.int64), np.asarray(source, dtype=np.int64)

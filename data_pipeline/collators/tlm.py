@@ -5,8 +5,8 @@ Rows are [CLS] side1 [SEP] side2 [SEP] ... cut from the packed stream of pairs (
 where each pair's second side starts and every token's language). A separator goes before every document
 (pair) and every second side; positions count from 0 again after each separator, as XLM restarts them for
 the second sentence. MLM masking is BERT's 80/10/10 over both sides, so a masked word can be read off its
-translation. (Monolingual MLM over several languages with language ids is not built yet: prepare records
-languages only for parallel text.)
+translation. `MultilingualMLMCollator` is XLM's MLM on monolingual text of several languages: MLM rows as
+MLMCollator's, each token's language as its token type.
 
 Output: input_ids, labels, position_ids, token_type_ids (the language index of manifest.languages; the
 separator before a side takes that side's language), all [B, seq_len].
@@ -18,6 +18,7 @@ import numpy as np
 
 from data_pipeline.collators.boundaries import body_sources, gather_body, require_boundaries
 from data_pipeline.collators.mlm import MLMCollator, MLMConfig
+from data_pipeline.errors import UserError
 from data_pipeline.loader import to_tensors
 from data_pipeline.packing import SegmentBatch
 
@@ -38,11 +39,7 @@ class TLMCollator:
         ids = np.empty((n, self.seq_len), dtype=np.int64)
         ids[:, 0], ids[:, -1] = self.mlm.cls, self.mlm.sep
         ids[:, 1:-1] = gather_body(batch.tokens[:, :width], src, self.mlm.sep)
-        # The separator before a side has that side's language: the next column's.
-        after = np.minimum(np.where(src >= 0, src, np.roll(src, -1, axis=1)), width - 1)
-        language = np.empty((n, self.seq_len), dtype=np.int64)
-        language[:, 1:-1] = np.take_along_axis(batch.language[:, :width], np.maximum(after, 0), axis=1)
-        language[:, 0], language[:, -1] = language[:, 1], language[:, -2]
+        language = row_languages(batch.language, src, width)
         # Positions restart after every separator ([CLS] counts as one).
         restart = ids == self.mlm.sep
         restart[:, 0] = True
@@ -52,3 +49,31 @@ class TLMCollator:
         inputs, labels = self.mlm.mask_batch(ids, batch.indices)
         return to_tensors({"input_ids": inputs, "labels": labels, "position_ids": positions,
                            "token_type_ids": language})
+
+
+def row_languages(language: np.ndarray, src: np.ndarray, width: int) -> np.ndarray:
+    """[B, width + 2] language ids of [CLS] body [SEP] rows laid out by `body_sources`' map `src`: a separator has
+    the language of the text after it (the next document or side), [CLS] the first token's, the last [SEP] the
+    last token's."""
+    after = np.minimum(np.where(src >= 0, src, np.roll(src, -1, axis=1)), width - 1)
+    out = np.empty((len(src), width + 2), dtype=np.int64)
+    out[:, 1:-1] = np.take_along_axis(language[:, :width], np.maximum(after, 0), axis=1)
+    out[:, 0], out[:, -1] = out[:, 1], out[:, -2]
+    return out
+
+
+class MultilingualMLMCollator(MLMCollator):
+    """MLMCollator's rows and masking, plus token_type_ids [B, seq_len]: each token's language (index of
+    manifest.languages), for monolingual text of several languages (`graft prepare --language-field`)."""
+
+    def __call__(self, batch: SegmentBatch) -> dict:
+        if batch.language is None:
+            raise UserError("objective multilingual_mlm needs a dataset that records languages; prepare it with "
+                            "`graft prepare DOCS.jsonl --language-field LANG`")
+        width = self.raw_length
+        src = body_sources(batch.doc_start, width)
+        rows = np.empty((len(batch), self.seq_len), dtype=np.int64)
+        rows[:, 0], rows[:, 1:-1], rows[:, -1] = self.cls, gather_body(batch.tokens[:, :width], src, self.sep), self.sep
+        inputs, labels = self.mask_batch(rows, batch.indices)
+        return to_tensors({"input_ids": inputs, "labels": labels, "token_type_ids": row_languages(batch.language, src,
+                                                                                                  width)})

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import torch
 
-SAMPLE_CORPUS = Path(__file__).resolve().parent / "python_docs.jsonl"
+from data_pipeline.sample_corpus import SAMPLE_CORPUS
+
 PARTS = ("whatsnew", "library", "howto", "c-api")  # 320, 288, 160 and 157 sections
 
 

@@ -65,7 +65,7 @@ def from_hf(state_dicts: list[dict | None], cfg: ModelConfig) -> tuple[dict, lis
             raise KeyError(f"unknown Hugging Face {part.architecture} key {unknown[0]!r}")
         for g, h in part.keys.items():
             if h in sd:
-                if g in out and not torch.equal(out[g], sd[h]):
+                if g in out and not _equal(out[g], sd[h]):
                     raise ValueError(f"{h} of the {part.architecture} differs from the same tensor of the "
                                      f"{parts(cfg)[0].architecture}; Graft's {cfg.family} shares it between them")
                 out.setdefault(g, sd[h])
@@ -89,5 +89,13 @@ def _with_base_prefix(sd: dict, part: HFPart) -> dict:
 
 def _check_tied(sd: dict, tied: dict, side: str) -> None:
     for alias, source in tied.items():
-        if alias in sd and source in sd and not (sd[alias] is sd[source] or torch.equal(sd[alias], sd[source])):
+        if alias in sd and source in sd and not _equal(sd[alias], sd[source]):
             raise ValueError(f"{side} {alias} differs from {source}; the model ties them")
+
+
+def _equal(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """torch.equal, without reading the data when both are the very same view of one storage (a tied weight
+    in a state dict: two tensor objects, one memory)."""
+    same_view = a.device == b.device and a.dtype == b.dtype and a.shape == b.shape and a.stride() == b.stride() \
+        and a.data_ptr() == b.data_ptr()
+    return a is b or same_view or torch.equal(a, b)

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import torch
 
-from pretrain.models import attention, config, encoder, layers, memory, output, positions, t5
+from pretrain.models import attention, bart, config, encoder, layers, memory, output, positions, t5
 from pretrain.models.config import ModelConfig
 from pretrain.models.memory import MemoryCache
 
-MODEL_MODULES = (config, positions, attention, layers, memory, output, encoder, t5)  # what the glue imports
+MODEL_MODULES = (config, positions, attention, layers, memory, output, encoder, t5, bart)  # what the glue imports
 GLUE_DIR = Path(__file__).with_name("remote")
 GLUE_FILES = ("configuration_graft.py", "modeling_graft.py")
 PREFIX = "model."  # the wrapper holds Graft's model as `model`

@@ -1,4 +1,4 @@
-"""Names kept from the walking skeleton: BERT is the "bert" family of the shared encoder."""
+"""BERT's names for the shared encoder's config and model (the "bert" family of pretrain.models.encoder)."""
 
 from pretrain.models.config import ModelConfig as BertConfig  # noqa: F401
 from pretrain.models.encoder import EncoderForMaskedLM as BertForMaskedLM  # noqa: F401

@@ -10,26 +10,30 @@ from dataclasses import asdict, dataclass, field
 
 FAMILIES = ("bert", "roberta", "albert", "electra", "t5", "bart")
 ENCODER_DECODERS = ("t5", "bart")
-POSITIONS = ("absolute", "xl")  # xl: Transformer-XL's relative sinusoidal encoding (encoder families)
+POSITIONS = ("absolute", "xl")  # xl: Transformer-XL's relative sinusoidal encoding (encoder families, BART)
+XL_FAMILIES = ("bert", "roberta", "albert", "bart")  # model.positions=xl; with T5 also model.recurrence
 HEADS = ("mlm", "pretraining")  # pretraining = MLM plus the pooler and NSP/SOP head (BERT, ALBERT)
 # What each family's model offers an objective (pretrain.objectives matches them against what it needs):
 # encoder | encoder_decoder; mlm_head (main output: MLM logits); nsp_head / sop_head (BertForPreTraining's /
 # AlbertForPreTraining's pair head, with model.head=pretraining); rtd_heads (ELECTRA's generator and
 # discriminator); sentinel_targets (T5: a decoder that emits sentinel-delimited spans, as its tokenizer and
 # generation config expect); reconstruction_targets (BART: a decoder that emits the whole original text);
-# token_types (a token-type embedding with at least 2 rows: segments A/B, TLM's languages).
+# token_types (a token-type embedding with at least 2 rows: segments A/B, TLM's languages); query_stream
+# (XLNet's two-stream attention over the encoder, with model.query_stream); decoder_positions (a decoder that
+# takes explicit position ids: MASS's fragment at its place).
 CAPABILITIES = {
-    "bert": frozenset({"encoder", "mlm_head", "nsp_head", "token_types"}),
-    "roberta": frozenset({"encoder", "mlm_head"}),
-    "albert": frozenset({"encoder", "mlm_head", "sop_head", "token_types"}),
+    "bert": frozenset({"encoder", "mlm_head", "nsp_head", "token_types", "query_stream"}),
+    "roberta": frozenset({"encoder", "mlm_head", "query_stream"}),
+    "albert": frozenset({"encoder", "mlm_head", "sop_head", "token_types", "query_stream"}),
     "electra": frozenset({"encoder", "rtd_heads"}),
-    "t5": frozenset({"encoder_decoder", "sentinel_targets"}),
-    "bart": frozenset({"encoder_decoder", "reconstruction_targets"}),
+    "t5": frozenset({"encoder_decoder", "sentinel_targets", "decoder_positions"}),
+    "bart": frozenset({"encoder_decoder", "reconstruction_targets", "decoder_positions"}),
 }
 # Fields that change how the model trains, not the function its weights compute.
 # Recurrence too: the weights are the same with any memory length (export may set mem_len to 0).
+# The query stream too: its one vector exists only in pretraining (export leaves it out).
 TRAINING_ONLY = ("hidden_dropout", "attention_dropout", "layerdrop", "activation_checkpointing", "init_from",
-                 "recurrence")
+                 "recurrence", "query_stream")
 
 
 @dataclass
@@ -82,8 +86,10 @@ class ModelConfig:
     layerdrop: float = 0.0  # probability of skipping each layer in training
     activation_checkpointing: bool = False  # recompute layer activations in backward to save memory
     init_from: str | None = None  # a Hugging Face model directory to start from (written by `graft import`)
-    positions: str = "absolute"  # encoder families: absolute (learned, as BERT) | xl (relative, Transformer-XL)
+    positions: str = "absolute"  # encoder families and BART: absolute (learned) | xl (relative, Transformer-XL)
     recurrence: RecurrenceConfig = field(default_factory=RecurrenceConfig)  # segment memory (Transformer-XL)
+    # XLNet's query stream (objective permuted_lm; bert, roberta, albert): a learned vector, pretraining only
+    query_stream: bool = False
 
     def __post_init__(self):
         if self.family not in FAMILIES:
@@ -92,14 +98,19 @@ class ModelConfig:
             self.recurrence = RecurrenceConfig(**self.recurrence)
         if self.positions not in POSITIONS:
             raise ValueError(f"model.positions {self.positions!r} is not known; choose one of {', '.join(POSITIONS)}")
-        if self.positions == "xl" and self.family not in ("bert", "roberta", "albert"):
-            raise ValueError(f"model.positions=xl exists for bert, roberta and albert, not {self.family} (T5's "
+        if self.positions == "xl" and self.family not in XL_FAMILIES:
+            raise ValueError(f"model.positions=xl exists for {', '.join(XL_FAMILIES)}, not {self.family} (T5's "
                              "buckets are relative already and take a memory as they are)")
-        if self.recurrence.mem_len and self.family not in ("bert", "roberta", "albert", "t5"):
-            raise ValueError(f"model.recurrence exists for bert, roberta, albert and t5, not {self.family}")
-        if self.recurrence.mem_len and self.family in ("bert", "roberta", "albert") and self.positions != "xl":
+        if self.recurrence.mem_len and self.family not in (*XL_FAMILIES, "t5"):
+            raise ValueError(f"model.recurrence exists for {', '.join(XL_FAMILIES)} and t5, not {self.family}")
+        if self.recurrence.mem_len and self.family in XL_FAMILIES and self.positions != "xl":
             raise ValueError("model.recurrence.mem_len needs relative positions: set model.positions=xl (absolute "
                              "positions cannot tell a memory from the segment)")
+        if self.query_stream and "query_stream" not in CAPABILITIES[self.family]:
+            raise ValueError(f"model.query_stream exists for bert, roberta and albert, not {self.family}")
+        if self.query_stream and self.recurrence.mem_len:
+            raise ValueError("model.query_stream does not combine with model.recurrence.mem_len (XLNet's memory "
+                             "is not built); set one of them off")
         if self.head not in HEADS:
             raise ValueError(f"model.head {self.head!r} is not known; choose one of {', '.join(HEADS)}")
         if self.head == "pretraining" and self.family not in ("bert", "albert"):

@@ -17,7 +17,8 @@ from pretrain.models.config import ModelConfig
 from pretrain.models.attention import padding_mask
 from pretrain.models.output import ModelOutput
 from pretrain.models.layers import ACTIVATIONS, LayerStack, TransformerLayer, make_norm
-from pretrain.models.memory import Memory, MemoryCache, memory_mask, next_memory
+from pretrain.models.memory import MemoryCache, stack_with_memory
+from pretrain.models.objective_heads import head_outputs
 from pretrain.models.positions import AbsolutePositions, XLRelative
 
 
@@ -37,14 +38,27 @@ class Embeddings(nn.Module):
         self.token_type = nn.Embedding(cfg.type_vocab_size, size)
         self.norm = nn.LayerNorm(size, eps=cfg.layer_norm_eps)
         self.dropout = nn.Dropout(cfg.hidden_dropout)
+        # XLNet's query stream starts from one learned vector in place of every token (model.query_stream:
+        # pretraining only, never exported; see QUERY_STREAM_KEY)
+        self.query_stream = nn.Parameter(torch.empty(size)) if cfg.query_stream else None
 
     def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None, offset: int = 0,
                 position_ids: torch.Tensor | None = None) -> torch.Tensor:
         """`offset`: the absolute position of the first token (a later segment of a longer text); `position_ids`
         [B, T]: explicit positions instead (TLM's restart at each side)."""
+        return self._embed(self.word(input_ids), input_ids, token_type_ids, offset, position_ids)
+
+    def query(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None, offset: int = 0,
+              position_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """The query stream's input: the learned vector + each token's position (and segment), never its token."""
+        assert self.query_stream is not None, "the query stream needs model.query_stream=true"
+        vector = self.query_stream.expand(*input_ids.shape, -1)
+        return self._embed(vector, input_ids, token_type_ids, offset, position_ids)
+
+    def _embed(self, x, input_ids, token_type_ids, offset, position_ids):
         # token type 0 everywhere when not given, as transformers does; sums in transformers' order
         token_type = self.token_type(token_type_ids) if token_type_ids is not None else self.token_type.weight[0]
-        x = self.word(input_ids) + token_type
+        x = x + token_type
         if self.position is not None:
             explicit = position_ids is not None
             x = x + (self.position(position_ids) if explicit else self.position.embedding(input_ids, offset))
@@ -69,6 +83,19 @@ class Encoder(nn.Module):
             if cfg.positions == "xl" else None
         self.mem_len = cfg.recurrence.mem_len
 
+    def two_streams(self, h: torch.Tensor, g: torch.Tensor, mask: torch.Tensor,
+                    query_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """XLNet's content stream h and query stream g ([B, T, E] each) through the stack as a pair, under their
+        bool masks [B, 1, T, T] (True = may attend); relative positions score both streams (no memory)."""
+        if self.project is not None:
+            h, g = self.project(h), self.project(g)
+        length = h.shape[1]
+        score = self.relative.attention_score(length, length) if self.relative is not None else None
+        h, g = self.stack((h, g), mask=mask, query_mask=query_mask, score=score).hidden
+        if self.final_norm is not None:
+            h, g = self.final_norm(h), self.final_norm(g)
+        return h, g
+
     def forward(self, x: torch.Tensor, attention_mask: torch.Tensor | None, cache: MemoryCache | None = None,
                 doc_index: torch.Tensor | None = None) -> torch.Tensor:
         """With relative positions, `cache` (if given) holds the memory of earlier segments and receives the
@@ -78,22 +105,8 @@ class Encoder(nn.Module):
         if self.relative is None:
             x = self.stack(x, mask=padding_mask(attention_mask)).hidden
         else:
-            x = self._relative(x, attention_mask, cache, doc_index)
+            x = stack_with_memory(self.stack, self.relative, x, attention_mask, cache, doc_index, self.mem_len)
         return self.final_norm(x) if self.final_norm is not None else x
-
-    def _relative(self, x, attention_mask, cache, doc_index) -> torch.Tensor:
-        batch, length, hidden = x.shape
-        memory = cache.memory if cache is not None else None
-        if memory is None:
-            memory = Memory.empty(self.stack.depth, batch, hidden, x.dtype, x.device)
-        m = memory.length
-        score = self.relative.attention_score(length, m + length, query_offset=m, key_offset=0)
-        recurrent = cache is not None and self.mem_len > 0
-        out = self.stack(x, states=memory.layers if m else None, keep_states=recurrent,
-                         mask=memory_mask(memory, doc_index, attention_mask, length), score=score)
-        if recurrent:
-            cache.memory = next_memory(memory, out.states, doc_index, attention_mask, self.mem_len)
-        return out.hidden
 
 
 class MLMHead(nn.Module):
@@ -128,8 +141,11 @@ def init_weights(module: nn.Module, std: float, skip: tuple = ()) -> None:
     """BERT's initialization (transformers' `_init_weights`), applied to every submodule.
 
     Through `Module.apply`, each submodule initializing only its own parameters: under
-    `deepspeed.zero.Init` (ZeRO-3), apply gathers one submodule's partitioned parameters at a time.
+    `deepspeed.zero.Init` (ZeRO-3), apply gathers one submodule's partitioned parameters at a time. A model
+    built on the meta device (for its shapes: export, model sizes) has nothing to initialize and is skipped.
     """
+    if all(p.is_meta for p in module.parameters()):
+        return
     def init_one(m: nn.Module) -> None:
         if any(m is s for s in skip):
             return  # tied to a weight initialized elsewhere
@@ -147,6 +163,8 @@ def init_weights(module: nn.Module, std: float, skip: tuple = ()) -> None:
             nn.init.zeros_(m.bias)
         elif isinstance(m, MLMHead):
             nn.init.zeros_(m.bias)
+        elif isinstance(m, Embeddings) and m.query_stream is not None:
+            nn.init.normal_(m.query_stream, mean=0.0, std=std)  # XLNet's mask_emb: the normal init
 
     module.apply(init_one)
 
@@ -178,10 +196,33 @@ class EncoderForMaskedLM(nn.Module):
 
     def forward(self, batch: Mapping[str, torch.Tensor]) -> ModelOutput:
         """MLM logits at `batch["positions"]` (or everywhere), plus NSP/SOP logits when the model has the pair
-        head. The batch keys are listed in `pretrain.models.output`."""
+        head, and the outputs of the pretraining-only heads attached (`objective_heads`). The batch keys are
+        listed in `pretrain.models.output`."""
+        if "perm_mask" in batch:
+            return self._permuted(batch)
         hidden = self.encode(batch["input_ids"], batch.get("attention_mask"), batch.get("token_type_ids"),
                              batch.get("memory"), batch.get("doc_index"), batch.get("position_ids"))
         positions = batch.get("positions")
         logits = self.mlm_logits(hidden if positions is None else hidden[positions])
         pair = self.pair_head(hidden) if self.pair_head is not None else None
-        return ModelOutput(logits=logits, pair_logits=pair, hidden=hidden)
+        return ModelOutput(logits=logits, pair_logits=pair, hidden=hidden, heads=head_outputs(self, hidden, batch))
+
+    def _permuted(self, batch: Mapping[str, torch.Tensor]) -> ModelOutput:
+        """The forward of a batch with `perm_mask`: XLNet's two-stream attention, the logits the query stream's.
+        The content stream h of token i sees the tokens perm_mask allows and i itself; the query stream g of i
+        sees the same tokens' content but not i, starting from the learned vector at i's position, so a
+        prediction never reads its own token nor any later in the order."""
+        input_ids, types, position_ids = batch["input_ids"], batch.get("token_type_ids"), batch.get("position_ids")
+        allowed = ~batch["perm_mask"].bool()
+        attention_mask = batch.get("attention_mask")
+        if attention_mask is not None:
+            allowed = allowed & attention_mask.bool()[:, None, :]
+        itself = torch.eye(allowed.shape[-1], dtype=torch.bool, device=allowed.device)
+        h = self.embeddings(input_ids, types, position_ids=position_ids)
+        g = self.embeddings.query(input_ids, types, position_ids=position_ids)
+        h, g = self.encoder.two_streams(h, g, (allowed | itself)[:, None], allowed[:, None])
+        positions = batch.get("positions")
+        return ModelOutput(logits=self.mlm_logits(g if positions is None else g[positions]), hidden=h)
+
+
+QUERY_STREAM_KEY = "embeddings.query_stream"  # the query stream's tensor: in checkpoints, never in exports

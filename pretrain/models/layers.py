@@ -85,16 +85,29 @@ class TransformerLayer(nn.Module):
             return x + self.dropout(fn(norm(x)))
         return norm(x + self.dropout(fn(x)))
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, context: torch.Tensor | None = None,
-                context_mask: torch.Tensor | None = None, state: torch.Tensor | None = None,
-                score: ScoreTerm | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor | tuple[torch.Tensor, torch.Tensor], mask: torch.Tensor | None = None,
+                context: torch.Tensor | None = None, context_mask: torch.Tensor | None = None,
+                state: torch.Tensor | None = None, score: ScoreTerm | None = None,
+                query_mask: torch.Tensor | None = None) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """`state`: this layer's memory [B, M, H] (hidden states of earlier segments at this depth), attended
-        to with x and normalized as x is (pre-LN); `score`: a position scheme's per-layer term."""
+        to with x and normalized as x is (pre-LN); `score`: a position scheme's per-layer term.
+
+        `x` a pair (content h, query g), XLNet's two streams: h attends to h under `mask`; g attends to h
+        (not to itself) under `query_mask`, through the same weights; both go through the same feed-forward."""
+        if isinstance(x, tuple):
+            return self._two_streams(*x, mask, query_mask, score)
         memory = self.attn_norm(state) if state is not None and self.pre_ln else state
         x = self._residual(x, self.attn_norm, lambda h: self.attn(h, mask, memory=memory, score=score))
         if self.cross_attn is not None:
             x = self._residual(x, self.cross_norm, lambda h: self.cross_attn(h, context_mask, context))
         return self._residual(x, self.ffn_norm, self.ffn)
+
+    def _two_streams(self, h, g, mask, query_mask, score):
+        assert self.cross_attn is None, "two streams exist for encoders only"
+        keys = self.attn_norm(h) if self.pre_ln else h  # the content the query stream reads, as h's own attention
+        g = self._residual(g, self.attn_norm, lambda q: self.attn(q, query_mask, context=keys, score=score))
+        h = self._residual(h, self.attn_norm, lambda q: self.attn(q, mask, score=score))
+        return self._residual(h, self.ffn_norm, self.ffn), self._residual(g, self.ffn_norm, self.ffn)
 
 
 @dataclass

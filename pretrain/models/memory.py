@@ -9,6 +9,7 @@ so 0 marks the document still open from the previous segment. A query may attend
 
 `MemoryCache` is the object a batch carries under "memory" (like a KV cache): the model reads the memory
 from it and writes the next one back, so the loss functions need not know about recurrence.
+`stack_with_memory` is how every recurrent stack (the encoder families', T5's and BART's encoders) runs.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+
+from pretrain.models.attention import with_bias
 
 
 @dataclass
@@ -73,3 +76,23 @@ def next_memory(memory: Memory, entered: list[torch.Tensor], doc_index: torch.Te
               for old, new in zip(memory.layers, entered, strict=True)]
     return Memory(layers, valid)
 
+
+
+def stack_with_memory(stack, positions, x: torch.Tensor, attention_mask: torch.Tensor | None,
+                      cache: MemoryCache | None, doc_index: torch.Tensor | None, mem_len: int) -> torch.Tensor:
+    """Run a `LayerStack` over this segment `x` [B, T, H] and the memory in `cache` (none yet: empty), with the
+    position scheme `positions` told the true offsets (the memory's keys precede the segment's queries by its
+    length); with `mem_len` > 0 the cache receives the next memory. Returns the stack's last hidden states."""
+    batch, length, hidden = x.shape
+    memory = cache.memory if cache is not None else None
+    if memory is None:
+        memory = Memory.empty(stack.depth, batch, hidden, x.dtype, x.device)
+    m = memory.length
+    mask = with_bias(memory_mask(memory, doc_index, attention_mask, length),
+                     positions.attention_bias(length, m + length, query_offset=m), x.dtype)
+    score = positions.attention_score(length, m + length, query_offset=m)
+    recurrent = cache is not None and mem_len > 0
+    out = stack(x, states=memory.layers if m else None, keep_states=recurrent, mask=mask, score=score)
+    if recurrent:
+        cache.memory = next_memory(memory, out.states, doc_index, attention_mask, mem_len)
+    return out.hidden

@@ -8,6 +8,12 @@ Batch keys a model reads (others, such as the objective's labels, are ignored):
     token_type_ids          [B, T] segment ids (BERT, ALBERT, ELECTRA; absent: all 0)
     decoder_input_ids       [B, T_dec] (T5, BART)
     decoder_attention_mask  [B, T_dec] (T5, BART; absent: nothing padded)
+    decoder_position_ids    [B, T_dec] the decoder tokens' positions (T5, BART: MASS's fragment at its place in
+                            the text; absent: 0..T_dec-1)
+    perm_mask               bool [B, T, T] (BERT, RoBERTa, ALBERT with model.query_stream: XLNet's two-stream
+                            attention; True = query i must not see token j, as transformers' XLNet): the content
+                            stream sees what perm_mask allows and itself, the query stream what it allows; the
+                            logits (at `positions`) come from the query stream
     positions               bool [B, T] (decoder's [B, T_dec]): run the vocabulary head only where True, so
                             `logits` is [N, V] for the N True entries (absent: everywhere, [B, T, V])
     memory                  a `pretrain.models.memory.MemoryCache` (recurrent models: Transformer-XL memory of
@@ -32,3 +38,4 @@ class ModelOutput:
     pair_logits: torch.Tensor | None = None  # NSP/SOP logits [B, 2] (BERT/ALBERT with model.head=pretraining)
     hidden: torch.Tensor | None = None  # the last hidden states [B, T, H] (the decoder's for T5/BART)
     states: list | None = None  # new per-layer state (e.g. a recurrent model's next memories); None: stateless
+    heads: dict | None = None  # the pretraining-only heads' outputs by name (pretrain.models.objective_heads)

@@ -12,6 +12,9 @@ query's by the memory's length when attention has a memory of earlier segments):
   `(q, k) -> [B, heads, T, S]` (already scaled) that every layer's attention calls on its own queries and
   keys (q [B, heads, T, d], k [B, heads, S, d]).
 
+Where positions are not contiguous from one offset (MASS's decoder, which sits at its fragment's place in
+the encoder's text), `AbsolutePositions.at` and `T5Buckets.bias_at` take explicit position ids [B, T].
+
 Each hook returns None where the scheme has no such term (`PositionScheme`'s defaults), so the attention
 takes SDPA's fast path whenever neither a mask nor a term is present.
 
@@ -84,6 +87,14 @@ class AbsolutePositions(PositionScheme, nn.Embedding):
                              f"({self.num_embeddings - self.start})")
         return self(ids)
 
+    def at(self, position_ids: torch.Tensor) -> torch.Tensor:
+        """[B, T, size] for explicit positions [B, T] (0 = the first token; `start` is added here)."""
+        if int(position_ids.max()) + self.start >= self.num_embeddings or int(position_ids.min()) < 0:
+            raise ValueError(f"position ids must be in [0, {self.num_embeddings - self.start}) "
+                             f"(model.max_position_embeddings), got {int(position_ids.min())}.."
+                             f"{int(position_ids.max())}")
+        return self(position_ids + self.start)
+
 
 class T5Buckets(PositionScheme):
     """T5's bucketed relative position bias: one learned scalar per head and bucket of key - query distance;
@@ -115,7 +126,12 @@ class T5Buckets(PositionScheme):
         device = self.bias.weight.device
         keys = torch.arange(key_offset, key_offset + key_len, device=device)
         queries = torch.arange(query_offset, query_offset + query_len, device=device)
-        return self.bias(self.bucket(keys[None, :] - queries[:, None])).permute(2, 0, 1)[None]
+        return self.bias_at(queries[None], keys[None])
+
+    def bias_at(self, query_positions: torch.Tensor, key_positions: torch.Tensor) -> torch.Tensor:
+        """[B, heads, T, S] for queries and keys at explicit positions ([B, T] and [B, S])."""
+        relative = key_positions[:, None, :] - query_positions[:, :, None]
+        return self.bias(self.bucket(relative)).permute(0, 3, 1, 2)
 
 
 class XLRelative(PositionScheme):

@@ -12,7 +12,7 @@ from torch import nn
 
 from pretrain.models.config import ModelConfig
 from pretrain.models.attention import additive, causal_mask, padding_mask, with_bias
-from pretrain.models.memory import Memory, MemoryCache, memory_mask, next_memory
+from pretrain.models.memory import MemoryCache, stack_with_memory
 from pretrain.models.output import ModelOutput
 from pretrain.models.layers import LayerStack, RMSNorm, TransformerLayer
 from pretrain.models.positions import T5Buckets
@@ -36,22 +36,20 @@ class T5Stack(nn.Module):
 
     def forward(self, x: torch.Tensor, attention_mask: torch.Tensor | None, context: torch.Tensor | None = None,
                 context_mask: torch.Tensor | None = None, cache: MemoryCache | None = None,
-                doc_index: torch.Tensor | None = None) -> torch.Tensor:
+                doc_index: torch.Tensor | None = None, position_ids: torch.Tensor | None = None) -> torch.Tensor:
         """The encoder with a `cache` (model.recurrence.mem_len > 0) attends to its memory too, the buckets
-        reading the true distances between this segment's queries and the memory's keys."""
+        reading the true distances between this segment's queries and the memory's keys. `position_ids`
+        [B, T]: the tokens' explicit positions (MASS's decoder), from which the buckets read the distances."""
         t = x.shape[1]
         x = self.dropout(x)
         if self.mem_len and cache is not None:
-            memory = cache.memory or Memory.empty(self.stack.depth, x.shape[0], x.shape[2], x.dtype, x.device)
-            m = memory.length
-            mask = with_bias(memory_mask(memory, doc_index, attention_mask, t),
-                             self.position_bias.attention_bias(t, m + t, query_offset=m), x.dtype)
-            out = self.stack(x, states=memory.layers if m else None, keep_states=True, mask=mask)
-            cache.memory = next_memory(memory, out.states, doc_index, attention_mask, self.mem_len)
-            return self.dropout(self.final_norm(out.hidden))
+            x = stack_with_memory(self.stack, self.position_bias, x, attention_mask, cache, doc_index, self.mem_len)
+            return self.dropout(self.final_norm(x))
         mask = causal_mask(t, attention_mask, x.device) if self.decoder else padding_mask(attention_mask)
         # The bias is computed once (HF: in the first layer) and added to every layer's scores with the mask.
-        mask = with_bias(mask, self.position_bias.attention_bias(t, t), x.dtype)
+        bias = self.position_bias.attention_bias(t, t) if position_ids is None else \
+            self.position_bias.bias_at(position_ids, position_ids)
+        mask = with_bias(mask, bias, x.dtype)
         cross = {"context": context, "context_mask": additive(padding_mask(context_mask), x.dtype)}
         x = self.stack(x, mask=mask, **(cross if self.decoder else {})).hidden
         return self.dropout(self.final_norm(x))
@@ -71,6 +69,8 @@ class T5ForConditionalGeneration(nn.Module):
     def _init_weights(self) -> None:
         """T5's initialization (transformers' `T5PreTrainedModel._init_weights`, factor 1), each submodule
         initializing only its own parameters through `Module.apply` (so `deepspeed.zero.Init` can gather them)."""
+        if all(p.is_meta for p in self.parameters()):
+            return  # built on the meta device for its shapes: nothing to initialize
         d, d_ff = self.config.hidden_size, self.config.intermediate_size
         inner = self.encoder.stack.layers[0].attn.query.out_features
         head_dim = inner // self.config.num_heads
@@ -100,6 +100,6 @@ class T5ForConditionalGeneration(nn.Module):
         encoded = self.encode(batch["input_ids"], batch.get("attention_mask"), batch.get("memory"),
                               batch.get("doc_index"))
         hidden = self.decoder(self.shared(batch["decoder_input_ids"]), batch.get("decoder_attention_mask"),
-                              encoded, batch.get("attention_mask"))
+                              encoded, batch.get("attention_mask"), position_ids=batch.get("decoder_position_ids"))
         positions = batch.get("positions")
         return ModelOutput(self.lm_head(hidden if positions is None else hidden[positions]), hidden=hidden)

@@ -6,7 +6,8 @@ from pretrain.objectives.losses import seq2seq_loss
 
 
 def make_collator(cfg, ctx):
-    return SpanCorruptionCollator(cfg.span, ctx.manifest.special_tokens, ctx.seq_len, ctx.seed)
+    return SpanCorruptionCollator(cfg.span, ctx.manifest.special_tokens, ctx.seq_len, ctx.seed,
+                                  doc_index=ctx.recurrent)
 
 
 OBJECTIVE = Objective("span_corruption", make_collator, lambda cfg: seq2seq_loss,

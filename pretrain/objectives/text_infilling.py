@@ -6,7 +6,8 @@ from pretrain.objectives.losses import seq2seq_loss
 
 
 def make_collator(cfg, ctx):
-    return TextInfillingCollator(cfg.infilling, ctx.manifest.special_tokens, ctx.seq_len, ctx.seed)
+    return TextInfillingCollator(cfg.infilling, ctx.manifest.special_tokens, ctx.seq_len, ctx.seed,
+                                 doc_index=ctx.recurrent)
 
 
 OBJECTIVE = Objective("text_infilling", make_collator, lambda cfg: seq2seq_loss,

@@ -2,12 +2,13 @@
 side's language as its token type, MLM across both; masking options in `objective.mlm`."""
 
 from data_pipeline.collators.tlm import TLMCollator
-from pretrain.objectives.base import Objective, require_mask_token
+from pretrain.objectives.base import Objective, require_language_types, require_mask_token
 from pretrain.objectives.losses import mlm_loss
 
 
 def make_collator(cfg, ctx):
     require_mask_token(cfg.name, ctx.manifest)
+    require_language_types(cfg.name, ctx.manifest, ctx.type_vocab_size)
     m = ctx.manifest
     return TLMCollator(cfg.mlm, m.special_tokens, m.vocab_size, ctx.seq_len, ctx.seed)
 

@@ -73,6 +73,31 @@ def test_text_infilling_masks_about_30_percent_in_spans():
         assert enc.count(4) < removed  # spans: fewer masks than masked tokens
 
 
+@pytest.mark.parametrize("starts, numbers", [((20,), [0, 1]), ((0, 20), [1, 2])])
+@pytest.mark.parametrize("kind", ["span_corruption", "text_infilling"])
+def test_seq2seq_collators_mark_documents_for_recurrent_models(kind, starts, numbers):
+    """doc_index: each input position's document within the segment (0: the one open from the lane's previous
+    segment), so that a recurrent encoder masks a finished document's memory."""
+    def make(**kw):
+        if kind == "span_corruption":
+            return SpanCorruptionCollator(SpanCorruptionConfig(), T5_IDS, seq_len=64, seed=0, **kw)
+        return TextInfillingCollator(InfillingConfig(), BART_IDS, seq_len=64, seed=0, **kw)
+    c = make(doc_index=True)
+    batch = c(segments(c.raw_length, docs=starts))
+    plain = make()(segments(c.raw_length, docs=starts))
+    assert set(batch) - set(plain) == {"doc_index"}
+    assert all(torch.equal(batch[k], plain[k]) for k in plain)  # the rest is unchanged
+    docs, ids, mask = batch["doc_index"], batch["input_ids"], batch["attention_mask"].bool()
+    assert docs.shape == ids.shape
+    for row in range(4):
+        ordinary = mask[row] & (ids[row] >= 10) & (ids[row] < 900)  # the segment's own tokens, not specials
+        position = ids[row][ordinary] - 10 - 100 * row  # the token ids count the positions
+        expected = sum((position >= s).long() for s in starts)
+        assert torch.equal(docs[row][ordinary], expected)
+        assert (docs[row].diff() >= 0).all()  # sentinels, masks, </s> and padding go with a neighbour
+    assert docs.unique().tolist() == numbers
+
+
 def test_sentence_pair_rows_and_labels():
     for task in ("sop", "nsp"):
         c = SentencePairCollator(MLMConfig(), BERT_IDS, vocab_size=2000, seq_len=32, seed=0, task=task)

@@ -29,10 +29,11 @@ from data_pipeline.loader import partner_segments
 from data_pipeline.packing import PackedSegments, SegmentBatch
 from data_pipeline.prepare import prepare
 from data_pipeline.sentences import word_and_sentence_flags
+from data_pipeline.sample_corpus import SAMPLE_CORPUS
 from data_pipeline.shards import Manifest
 from data_pipeline.tokenizer import load_tokenizer
 
-CORPUS = "data_pipeline/sample_corpus/python_docs.jsonl"
+CORPUS = SAMPLE_CORPUS
 KINDS = ("wordpiece", "bytelevel_bpe", "unigram")
 
 
@@ -400,9 +401,10 @@ def collators(manifest_of):
                                                         64, 1)),
         "unilm": (wp, lambda m: UniLMCollator(UniLMConfig(), mlm, m.special_tokens, m.vocab_size, 64, 1)),
         "plm": (wp, lambda m: PermutationLMCollator(PermutationLMConfig(), m.special_tokens, 64, 1)),
-        "contrastive": (wp, lambda m: ContrastiveViewsCollator(m.special_tokens, 64, 1)),
+        "contrastive": (wp, lambda m: ContrastiveViewsCollator(mlm, m.special_tokens, m.vocab_size, 64, 1)),
         "prefix_lm": (ug, lambda m: PrefixLMCollator(m.special_tokens, 64, 1)),
         "mass": (ug, lambda m: MassCollator(MassConfig(), m.special_tokens, m.vocab_size, 64, 1)),
+        "mass_bart": (bb, lambda m: MassCollator(MassConfig(), m.special_tokens, m.vocab_size, 64, 1)),
         "bart": (bb, lambda m: BartNoiseCollator(BartNoiseConfig(insert_ratio=0.05, rotate_ratio=0.5),
                                                  m.special_tokens, m.vocab_size, 64, 1)),
     }

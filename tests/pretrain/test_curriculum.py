@@ -44,6 +44,9 @@ def test_shorten_keeps_every_token_and_label_in_order():
     (["curriculum.seq_len_start=48"], "curriculum.seq_len_start"),  # 128 / 48 is no power of 2
     (["curriculum.seq_len_start=32", "curriculum.seq_len_steps=10", "objective.name=mlm_nsp",
       "model.head=pretraining"], "objective.name"),
+    # Recurrence lanes are rows of data.seq_len: the sequence curriculum's shorter rows would break them.
+    (["curriculum.seq_len_start=32", "curriculum.seq_len_steps=10", "data.lanes=true"],
+     r"curriculum.seq_len_start cannot be used with data.lanes=true"),
 ])
 def test_bad_curriculum_is_named(override, key):
     with pytest.raises(UserError, match=key):

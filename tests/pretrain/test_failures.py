@@ -1,6 +1,6 @@
 """Every failure ends the run promptly, with one clear message and its exit code, and leaves no process behind.
 
-Faults are injected through train.debug_fail (a testing aid) or from outside (SIGKILL, a small tmpfs), on 1 and on
+Faults are injected through train.debug_fault (a testing aid) or from outside (SIGKILL, a small tmpfs), on 1 and on
 2 ranks of the real CLI. "No process left" scans /proc for any process whose command line names the run
 directory: the graft process, torchrun, the ranks and their DataLoader workers (forks with the same command line),
 also those that were reparented when their parent died.
@@ -56,6 +56,8 @@ def train(dataset: Path, run_dir: Path, nproc: int, *overrides: str, log: Path |
         code = proc.wait(timeout=BOUND_S)
     except subprocess.TimeoutExpired:
         proc.kill()
+        for pid in run_processes(run_dir):  # torchrun and the ranks too, not to burden the next tests
+            subprocess.run(["kill", "-9", str(pid)], check=False)
         raise AssertionError(f"the run did not end within {BOUND_S} s:\n{log.read_text()[-3000:]}") from None
     elapsed = time.monotonic() - start
     assert_nothing_left(run_dir)
@@ -63,12 +65,18 @@ def train(dataset: Path, run_dir: Path, nproc: int, *overrides: str, log: Path |
     return code, lines[-1], elapsed
 
 
+def fault(place: str, step: int, rank: int | None = None) -> list[str]:
+    """The overrides of train.debug_fault."""
+    return [f"train.debug_fault.place={place}", f"train.debug_fault.step={step}"] + \
+        ([f"train.debug_fault.rank={rank}"] if rank is not None else [])
+
+
 # (what fails, data.num_workers): the collator runs in the trainer's own process with 0 workers, in a
 # DataLoader worker with 1.
 EXCEPTIONS = {
-    "main": ("main:3", 1, "RuntimeError: train.debug_fail: deliberate failure in the main loop at step 3"),
-    "worker": ("collator:3", 1, "in the collator (a DataLoader worker)"),
-    "collator": ("collator:3", 0, "in the collator (the main process)"),
+    "main": ("main", 1, "RuntimeError: train.debug_fault: deliberate failure in the main loop at step 3"),
+    "worker": ("collator", 1, "in the collator (a DataLoader worker)"),
+    "collator": ("collator", 0, "in the collator (the main process)"),
 }
 
 
@@ -76,9 +84,8 @@ EXCEPTIONS = {
 @pytest.mark.parametrize("nproc", [1, 2])
 @pytest.mark.parametrize("where", sorted(EXCEPTIONS))
 def test_exception_ends_the_run(small_dataset, tmp_path, where, nproc):
-    fault, workers, message = EXCEPTIONS[where]
-    code, last, _ = train(small_dataset, tmp_path / "run", nproc, f"train.debug_fail={fault}",
-                          f"data.num_workers={workers}")
+    place, workers, message = EXCEPTIONS[where]
+    code, last, _ = train(small_dataset, tmp_path / "run", nproc, *fault(place, 3), f"data.num_workers={workers}")
     assert code == CRASH_EXIT_CODE, last
     assert last.startswith("error: training crashed") and message in last, last
 
@@ -86,11 +93,26 @@ def test_exception_ends_the_run(small_dataset, tmp_path, where, nproc):
 @pytest.mark.slow
 def test_rank_raising_while_its_peer_waits_in_all_reduce(small_dataset, tmp_path):
     """Rank 1 raises 2 s into step 3, while rank 0 already waits in the step's all-reduce."""
-    code, last, _ = train(small_dataset, tmp_path / "run", 2, "train.debug_fail=main:3:1")
+    code, last, _ = train(small_dataset, tmp_path / "run", 2, *fault("main", 3, rank=1))
     assert code == CRASH_EXIT_CODE
-    assert last.startswith("error: training crashed on rank 1: RuntimeError: train.debug_fail"), last
+    assert last.startswith("error: training crashed on rank 1: RuntimeError: train.debug_fault"), last
     log = (tmp_path / "run.log").read_text()
     assert "rank 0: a collective failed, another rank is gone or stuck" in log
+
+
+@pytest.mark.slow
+def test_rank_hanging_while_its_peer_waits_in_all_reduce(small_dataset, tmp_path):
+    """Rank 1 stops for good before step 3 (it neither raises nor exits), while rank 0 goes on into the step's
+    gradient all-reduce. Rank 0 gives up after engine.collective_timeout_s (DeepSpeed reduces in process groups
+    of its own, which had torch's 30 minutes), and torchrun ends rank 1."""
+    code, last, _ = train(small_dataset, tmp_path / "run", 2, *fault("hang", 3, rank=1),
+                          "engine.collective_timeout_s=10")
+    assert code == CRASH_EXIT_CODE, last
+    assert last.startswith("error: rank 1 stopped responding: rank 0 waited for it in a collective until "
+                           "engine.collective_timeout_s ran out (RuntimeError: "), last
+    assert "Timed out waiting 10000ms" in last, last
+    log = (tmp_path / "run.log").read_text()
+    assert "torchrun: rank 1 (pid " in log and "ChildFailedError" not in log  # one line, not torchrun's report
 
 
 def wait_for_step(run_dir: Path, step: int, proc: subprocess.Popen) -> None:
@@ -109,7 +131,7 @@ def rank_pid(run_dir: Path, rank: int) -> int:
         environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
         parent = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
         parent_cmd = Path(f"/proc/{parent}/cmdline").read_bytes()
-        if f"RANK={rank}".encode() in environ and b"torch.distributed.run" in parent_cmd:
+        if f"RANK={rank}".encode() in environ and b"launch.torchrun" in parent_cmd:
             return pid
     raise AssertionError(f"no rank {rank} process")
 
@@ -132,6 +154,7 @@ def test_sigkill_of_a_rank_ends_the_run(small_dataset, tmp_path, nproc):
         last = (tmp_path / "run.log").read_text().strip().splitlines()[-1]
         assert code == CRASH_EXIT_CODE
         assert last.startswith("error: rank 1 ended without an error of its own: killed from outside"), last
+        assert "was ended by SIGKILL" in (tmp_path / "run.log").read_text()  # torchrun's line names the signal
     else:
         assert code == -signal.SIGKILL
 

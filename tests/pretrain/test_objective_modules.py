@@ -16,7 +16,9 @@ from pretrain.objectives.base import Objective
 TRAINS = {"mlm": ["bert", "roberta", "albert"], "mlm_nsp": ["bert"], "mlm_sop": ["albert"], "rtd": ["electra"],
           "span_corruption": ["t5"], "text_infilling": ["bart"],
           "masked_lm": ["bert", "roberta", "albert"], "prefix_lm": ["t5"], "bart_noise": ["bart"],
-          "tlm": ["bert", "albert"], "unilm": ["bert", "albert"]}
+          "tlm": ["bert", "albert"], "unilm": ["bert", "albert"], "structbert": ["bert", "albert"],
+          "mlm_contrastive": ["bert", "roberta", "albert"], "multilingual_mlm": ["bert", "albert"],
+          "mass": ["t5", "bart"], "permuted_lm": ["bert", "roberta", "albert"]}
 
 
 def test_one_module_per_objective_each_named_after_it():
@@ -47,7 +49,7 @@ def test_unknown_objective_and_unknown_option_are_errors_naming_them():
         load_config(None, ["objective.span.nope=1", "train.run_dir=x", "data.path=y", "model.vocab_size=99"])
 
 
-@pytest.mark.parametrize("block", ["masking", "bart", "unilm"])
+@pytest.mark.parametrize("block", ["masking", "bart", "unilm", "structbert", "contrastive"])
 def test_the_new_objectives_blocks_refuse_unknown_options_naming_them(block):
     with pytest.raises(UserError, match=f"objective.{block}.nope"):
         load_config(None, [f"objective.{block}.nope=1", "train.run_dir=x", "data.path=y", "model.vocab_size=99"])
@@ -63,15 +65,18 @@ def test_bart_noise_preset_is_barts_released_recipe():
         0.3, 0.1, 3.5, 1.0, 1)
 
 
-def test_sbo_is_refused_until_its_head_exists():
-    from pretrain.objectives.masked_lm import make_collator
+def test_sbo_adds_its_pretraining_only_head_and_term():
+    from pretrain.models import build_model
+    from pretrain.objectives import objective_heads
+    from pretrain.objectives.heads import SpanBoundaryHead
+    from pretrain.objectives.losses import mlm_loss
 
     cfg = ObjectiveConfig(name="masked_lm")
-    cfg.masking.unit, cfg.masking.sbo = "span", True
-
-    class Ctx:
-        class manifest:
-            special_tokens = {"cls": 1, "sep": 2, "mask": 3}
-            vocab_size = 99
-    with pytest.raises(UserError, match="objective.masking.sbo"):
-        make_collator(cfg, Ctx)
+    assert objective_heads(cfg)(None) == {} and OBJECTIVES["masked_lm"].loss(cfg) is mlm_loss
+    cfg.masking.unit, cfg.masking.sbo, cfg.masking.sbo_weight = "span", True, 0.5
+    model = build_model(ModelConfig(vocab_size=99, hidden_size=8, num_layers=1, num_heads=2, intermediate_size=8))
+    heads = objective_heads(cfg)(model)
+    assert isinstance(heads["sbo"], SpanBoundaryHead) and OBJECTIVES["masked_lm"].loss(cfg).keywords == {
+        "sbo_weight": 0.5}
+    with pytest.raises(UserError, match="objective.masking.sbo needs unit: span"):
+        load_config(None, ["objective.masking.sbo=true", "train.run_dir=x", "data.path=y", "model.vocab_size=99"])

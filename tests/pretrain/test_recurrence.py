@@ -23,6 +23,15 @@ def t5_config() -> ModelConfig:
                        recurrence=RecurrenceConfig(mem_len=T))
 
 
+def bart_config(**kw) -> ModelConfig:
+    return ModelConfig(family="bart", vocab_size=97, hidden_size=32, num_layers=3, num_decoder_layers=2, num_heads=4,
+                       intermediate_size=64, max_position_embeddings=64, decoder_start_token_id=2,
+                       scale_embedding=True, positions="xl", recurrence=RecurrenceConfig(mem_len=T), **kw)
+
+
+SEQ2SEQ = {"t5": t5_config, "bart": bart_config}
+
+
 def block_mask(segments: int) -> torch.Tensor:
     """bool [1, 1, sT, sT]: segment i sees segments i - 1 and i."""
     seg = torch.arange(segments * T) // T
@@ -57,23 +66,31 @@ def test_encoder_segments_with_memory_equal_one_block_masked_forward(variant):
     torch.testing.assert_close(torch.cat(segmented, dim=1), whole, rtol=1e-5, atol=1e-5)
 
 
-def test_t5_encoder_segments_with_memory_equal_one_block_masked_forward():
-    model = make(t5_config())
+def whole_encoder(model, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """T5's or BART's encoder over all of `ids` at once, attending as the bool `mask` allows."""
+    stack, n = model.encoder, ids.shape[1]
+    if model.config.family == "t5":
+        full = stack.position_bias.attention_bias(n, n) + \
+            torch.zeros(mask.shape).masked_fill(~mask, torch.finfo(torch.float32).min)
+        return stack.dropout(stack.final_norm(stack.stack(model.shared(ids), mask=full).hidden))
+    x = stack.dropout(stack.embed_norm(model.shared(ids) * model.embed_scale))
+    return stack.stack(x, mask=mask, score=stack.positions.attention_score(n, n)).hidden
+
+
+@pytest.mark.parametrize("family", SEQ2SEQ)
+def test_seq2seq_encoder_segments_with_memory_equal_one_block_masked_forward(family):
+    model = make(SEQ2SEQ[family]())
     ids = torch.randint(2, 97, (2, 3 * T))
     cache = MemoryCache()
     with torch.no_grad():
         segmented = torch.cat([model.encode(ids[:, s * T:(s + 1) * T], cache=cache) for s in range(3)], dim=1)
-        stack = model.encoder
-        x = model.shared(ids)
-        mask = block_mask(3)
-        bias = stack.position_bias.attention_bias(3 * T, 3 * T)
-        full = bias + torch.zeros(mask.shape).masked_fill(~mask, torch.finfo(torch.float32).min)
-        whole = stack.dropout(stack.final_norm(stack.stack(x, mask=full).hidden))
+        whole = whole_encoder(model, ids, block_mask(3))
     torch.testing.assert_close(segmented, whole, rtol=1e-5, atol=1e-5)
 
 
-def test_t5_decoder_sees_the_current_segment_and_trains_through_memory():
-    model = make(t5_config()).train()
+@pytest.mark.parametrize("family", SEQ2SEQ)
+def test_seq2seq_decoder_sees_the_current_segment_and_trains_through_memory(family):
+    model = make(SEQ2SEQ[family]()).train()
     cache = MemoryCache()
     ids = torch.randint(2, 97, (2, T))
     batch = {"input_ids": ids, "decoder_input_ids": ids[:, :5], "memory": cache}
@@ -81,6 +98,15 @@ def test_t5_decoder_sees_the_current_segment_and_trains_through_memory():
     second = model(batch).logits  # the same segment again, now with a memory: the encoder output differs
     assert first.shape == second.shape == (2, 5, 97)
     assert cache.memory.length == T and all(not t.requires_grad for t in cache.memory.layers)
+    assert len(cache.memory.layers) == model.config.num_layers  # the encoder's layers only
+    if family == "bart":  # the decoder's relative positions are its own, and causal
+        with torch.no_grad():
+            model.eval()
+            longer = model({"input_ids": ids, "decoder_input_ids": ids[:, :7]}).logits
+            shorter = model({"input_ids": ids, "decoder_input_ids": ids[:, :5]}).logits
+        torch.testing.assert_close(longer[:, :5], shorter, rtol=1e-5, atol=1e-5)
+        second.sum().backward()
+        assert model.decoder.positions.position_bias.grad is not None
 
 
 def test_no_gradient_reaches_the_memory():

@@ -12,7 +12,8 @@ TINY = REPO_ROOT / "configs" / "tiny.yaml"
 def test_forced_hang_writes_every_ranks_stack_and_exits_75(small_dataset, tmp_path):
     run_dir = tmp_path / "run"
     result = run_graft("train", TINY, f"data.path={small_dataset}", f"train.run_dir={run_dir}", "--nproc", "2",
-                       "train.save_every=2", "train.debug_hang_at_step=3", "train.hang_timeout_minutes=0.1",
+                       "train.save_every=2", "train.debug_fault.place=hang",
+                       "train.debug_fault.step=3", "train.debug_fault.rank=1", "train.hang_timeout_minutes=0.1",
                        check=False)
     assert result.returncode == 75, result.stderr[-3000:]
     assert "hang_timeout_minutes" in result.stdout

@@ -15,6 +15,7 @@ from .configuration_graft import GraftConfig
 from .graft_config import ModelConfig
 from .graft_encoder import EncoderForMaskedLM
 from .graft_memory import Memory, MemoryCache
+from .graft_bart import BartForConditionalGeneration
 from .graft_t5 import T5ForConditionalGeneration
 
 
@@ -27,12 +28,13 @@ class GraftOutput(ModelOutput):
 class GraftPreTrainedModel(PreTrainedModel):
     config_class = GraftConfig
     base_model_prefix = "model"
-    model_class = None
+    model_classes = {}  # Graft's model class of each family this wrapper loads
 
     def __init__(self, config: GraftConfig):
         super().__init__(config)
+        graft = ModelConfig(**config.graft)
         # Graft ties weights by sharing a Parameter; the export stores each alias too, so every key loads as is.
-        self.model = self.model_class(ModelConfig(**config.graft))
+        self.model = self.model_classes[graft.family](graft)
         self.post_init()
 
     def _init_weights(self, module):
@@ -49,8 +51,8 @@ class GraftPreTrainedModel(PreTrainedModel):
 
 
 class GraftForMaskedLM(GraftPreTrainedModel):
-    model_class = EncoderForMaskedLM
+    model_classes = {"bert": EncoderForMaskedLM, "roberta": EncoderForMaskedLM, "albert": EncoderForMaskedLM}
 
 
 class GraftForSeq2SeqLM(GraftPreTrainedModel):
-    model_class = T5ForConditionalGeneration
+    model_classes = {"t5": T5ForConditionalGeneration, "bart": BartForConditionalGeneration}
