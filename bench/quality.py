@@ -75,9 +75,10 @@ def common_overrides(train_data: Path) -> list[str]:
 def recipe_overrides(train_data: Path, hf_steps: int) -> tuple[list[str], dict]:
     """Graft's recipe at HF's budget: the most steps within HF's samples and FLOPs. Returns (overrides, budget)."""
     from bench.common import run_flops, run_samples
-    from pretrain.config import load_config
+    from pretrain.config import load_config, load_recipe
 
-    base = ["recipe=fast", "engine.micro_batch_size=16"]
+    # 2 processes: each gets half of the recipe's global batch a step
+    base = ["recipe=fast", f"engine.micro_batch_size={load_recipe('fast').engine.global_batch_size // 2}"]
     hf_cfg = load_config(TINY,
                          [*common_overrides(train_data), *matching_overrides(hf_steps)])
     samples, flops = run_samples(hf_cfg), run_flops(hf_cfg)  # HF masks 15%, as this config does

@@ -1,13 +1,15 @@
 """The ablations behind configs/recipes/: the quickstart's model trained with one choice changed at a time.
 
-    PYTHONPATH=. python bench/recipe_ablation.py VARIANT [VARIANT ...] [--steps 400] [--list]
+    PYTHONPATH=. python bench/recipe_ablation.py VARIANT [VARIANT ...] [--steps 400] [--vocab 8192] [--list]
 
-Every variant trains the quickstart's BERT (hidden 128, 4 layers, sequence 64) through `graft train` on 2
-processes, on documents 0-1099 of the bundled corpus (8,192-token vocabulary, as the quickstart's), for the
-same number of samples (steps x 64, unless the variant says otherwise), and is scored on documents 1100-1313
-at 15% masking with 80/10/10 whatever rate it trained with (the trainer's held-out evaluation). Each variant
-prints one JSON line: its held-out loss, the tokens and Graft's FLOP count (pretrain/flops.py) it used, and
-the overrides that define it, so that docs/recipe.md can say which choice bought how much at what budget.
+Every variant trains the quickstart's BERT (hidden 128, sequence 64; 4 layers in rounds 1-2 as the quickstart
+had then, 2 in rounds 3-4) through `graft train` on 2 processes, on documents 0-1099 of the bundled corpus (a
+WordPiece vocabulary of --vocab tokens: 8,192 in rounds 1-2, 4,096 in rounds 3-4), for the same number of
+samples (steps x 64 in rounds 1-2, steps x 32 in rounds 3-4, unless the variant says otherwise), and is scored
+on documents 1100-1313 at 15% masking with 80/10/10 whatever rate it trained with (the trainer's held-out
+evaluation). Each variant prints one JSON line: its held-out loss, the tokens and Graft's FLOP count
+(pretrain/flops.py) it used, and the overrides that define it, so that docs/recipe.md can say which choice
+bought how much at what budget.
 """
 
 from __future__ import annotations
@@ -27,10 +29,13 @@ from bench.common import REPO_ROOT, prepared_corpus, run_flops  # noqa: E402
 
 WORK = Path(tempfile.gettempdir()) / "graft-bench" / "recipe"
 QUICKSTART = REPO_ROOT / "configs" / "quickstart.yaml"
-# The quickstart's optimisation before the recipe (what issue 19 started from); each variant changes that.
+# The quickstart's optimisation and depth before the recipe (what issue 19 started from); each variant changes that.
 BEFORE = ["recipe=null", "optim.lr=1e-3", "optim.warmup_steps=30", "optim.schedule=linear", "model.hidden_dropout=0",
-          "model.attention_dropout=0", "engine.global_batch_size=64", "engine.micro_batch_size=32"]
+          "model.attention_dropout=0", "engine.global_batch_size=64", "engine.micro_batch_size=32",
+          "model.num_layers=4"]
 B32 = ["engine.global_batch_size=32", "train.max_steps=800"]
+R3 = [*B32[:1], "model.num_layers=2"]  # the steps come from --steps
+R4 = [*R3, "engine.global_batch_size=16", "engine.micro_batch_size=8", "model.initializer_range=0.05"]
 VARIANTS: dict[str, list[str]] = {
     "before": [],
     "lr2e-3": ["optim.lr=2e-3"],
@@ -66,6 +71,17 @@ VARIANTS: dict[str, list[str]] = {
     # 30% masking costs 16.6% more FLOPs (the MLM head runs on twice the positions): 686 steps hold 800's FLOPs
     "b32_mask30_eqflops": [*B32, "objective.mlm.mask_prob=0.3", "train.max_steps=686"],
     "recipe": ["recipe=fast"],
+    # Round 3 (run with --vocab 4096): the recipe as of round 2 on a 2-layer model, then one choice at a time.
+    "r3": R3,
+    "r3_init0.05": [*R3, "model.initializer_range=0.05"],
+    "r3_mask40": [*R3, "objective.mlm.mask_prob=0.4"],
+    "r3_warmup150_lr2e-3": [*R3, "optim.warmup_steps=150", "optim.lr=2e-3"],
+    "r3_b16": [*R3, "engine.global_batch_size=16", "engine.micro_batch_size=8", "train.max_steps=1200"],  # --steps 600
+    # Round 4 (--vocab 4096 --steps 1200): the best of round 3 together (batch 16, init 0.05), then one more.
+    "r4": R4,
+    "r4_lr2e-3_warmup150": [*R4, "optim.lr=2e-3", "optim.warmup_steps=150"],
+    "r4_init0.1": [*R4, "model.initializer_range=0.1"],
+    "r4_mask40": [*R4, "objective.mlm.mask_prob=0.4"],  # equal tokens; more FLOPs (the MLM head on more positions)
 }
 
 
@@ -95,14 +111,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("variants", nargs="*", help="names from --list, or KEY=VALUE,KEY=VALUE for an ad-hoc one")
     parser.add_argument("--steps", type=int, default=400, help="optimizer steps of each run (default: %(default)s)")
+    parser.add_argument("--vocab", type=int, default=8192, help="WordPiece vocabulary (default: %(default)s)")
     parser.add_argument("--list", action="store_true", help="print the variants and their overrides")
     args = parser.parse_args()
     if args.list or not args.variants:
         for name, extra in VARIANTS.items():
             print(f"{name}: {' '.join(extra) or '(the quickstart before the recipe)'}")
         return
-    train_data = prepared_corpus(WORK, 0, 1100, vocab_size=8192)
-    heldout = prepared_corpus(WORK, 1100, None, tokenizer=train_data / "tokenizer.json")
+    work = WORK if args.vocab == 8192 else WORK / f"vocab{args.vocab}"
+    train_data = prepared_corpus(work, 0, 1100, vocab_size=args.vocab)
+    heldout = prepared_corpus(work, 1100, None, tokenizer=train_data / "tokenizer.json")
     results = []
     for name in args.variants:
         extra = VARIANTS[name] if name in VARIANTS else name.split(",")

@@ -13,6 +13,7 @@ from pretrain.export import export
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CONFIG = CONFIGS_DIR / "quickstart.yaml"
+VOCAB_SIZE = 4096  # enough for a corpus of 1.0M tokens; a smaller head and embedding: more steps fit (docs/recipe.md)
 SENTENCES = [
     "The [MASK] statement is used to leave a loop early.",
     "A dictionary maps keys to [MASK].",
@@ -26,7 +27,7 @@ def quickstart(out: Path, nproc: int = 2, overrides: list[str] = ()) -> None:
         raise UserError(f"{out} already holds a quickstart; pass --out NEW_DIR or delete it")
     data, run, hf = out / "data", out / "run", out / "hf"
     print(f"[1/4] prepare {SAMPLE_CORPUS.name} -> {data}")
-    summary = prepare([SAMPLE_CORPUS], data, vocab_size=8192)
+    summary = prepare([SAMPLE_CORPUS], data, vocab_size=VOCAB_SIZE)
     print(f"      {summary.documents:,} documents, {summary.tokens:,} tokens, vocabulary {summary.vocab_size:,}")
     print(f"[2/4] train {CONFIG.name} on {nproc} processes -> {run}")
     launch_training(str(CONFIG), [f"data.path={data}", f"train.run_dir={run}", *overrides], nproc=nproc,

@@ -51,7 +51,7 @@ def test_show_resolves_a_preset_with_overrides_from_anywhere(tmp_path):
     result = run_graft("config", "show", "configs/quickstart.yaml", "engine.zero_stage=3", "train.run_dir=r",
                        cwd=tmp_path)
     shown = yaml.safe_load(result.stdout)
-    assert shown["engine"]["zero_stage"] == 3 and shown["model"]["num_layers"] == 4  # override, then preset
+    assert shown["engine"]["zero_stage"] == 3 and shown["model"]["num_layers"] == 2  # override, then preset
     assert shown["optim"]["betas"] == [0.9, 0.98] and shown["data"]["path"] == "???"  # default; unset
     assert "data.path" in result.stderr and not list(tmp_path.iterdir())  # nothing written
     assert yaml.safe_load(run_graft("config", "show", "models/t5-tiny", cwd=tmp_path).stdout)["model"]["family"] == "t5"
