@@ -9,10 +9,8 @@ renamed only after the logits matched, so OUT_DIR either holds a verified export
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
-import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -99,30 +97,14 @@ def export(run_dir: Path, out_dir: Path, max_shard_bytes: int | None = None, ste
     _write_model_card(cfg, manifest, run_dir, ckpt, staging, out_dir.name, the_parts)
     del reader  # unmaps the shards before the verification loads the export
     # The transformers class has no query stream (XLNet's, pretraining only): the check builds Graft's model without.
-    with _threads_for_the_check():
-        diff = verify_remote(staging, cfg.model, skeleton, MAX_ABS_DIFF) if remote else \
-            verify(staging, cfg.model, skeleton if not cfg.model.query_stream else None)
+    diff = verify_remote(staging, cfg.model, skeleton, MAX_ABS_DIFF) if remote else \
+        verify(staging, cfg.model, skeleton if not cfg.model.query_stream else None)
     if out_dir.exists():
         out_dir.rmdir()  # empty, checked above
     staging.rename(out_dir)
     return ExportResult(out_dir=out_dir, checkpoint=ckpt, max_abs_diff=diff,
                         architectures=[p.architecture for p in the_parts]
                         or [f"{architecture(cfg.model)} (remote code)"])
-
-
-@contextlib.contextmanager
-def _threads_for_the_check():
-    """One intra-op thread for the check on a busy machine (1-minute load average at least the CPU count), the
-    configured number otherwise. The check's forwards run a few tokens, so each of their ~1,000 ops is small;
-    when other processes hold the cores, threads that must meet at the end of every op mostly wait for each
-    other (figures: bench/README.md, export.py). The numbers compared are computed alike either way."""
-    threads = torch.get_num_threads()
-    if threads > 1 and os.getloadavg()[0] >= (os.cpu_count() or 1):
-        torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _check_matches(reader: ZeroCheckpoint, skeleton: torch.nn.Module, cfg: ModelConfig, ckpt: Path,
