@@ -14,11 +14,13 @@ from pathlib import Path
 
 import torch
 
-from pretrain.models import attention, bart, config, encoder, layers, memory, output, positions, t5
+from pretrain.models import (attention, bart, config, encoder, layers, memory, objective_heads, output, positions,
+                             t5)
 from pretrain.models.config import ModelConfig
 from pretrain.models.memory import MemoryCache
 
-MODEL_MODULES = (config, positions, attention, layers, memory, output, encoder, t5, bart)  # what the glue imports
+# What the glue imports, each module's own imports before it.
+MODEL_MODULES = (config, positions, attention, layers, memory, output, objective_heads, encoder, t5, bart)
 GLUE_DIR = Path(__file__).with_name("remote")
 GLUE_FILES = ("configuration_graft.py", "modeling_graft.py")
 PREFIX = "model."  # the wrapper holds Graft's model as `model`
