@@ -13,8 +13,8 @@ examples. Each is timed over the same batches, median of --rounds rounds.
 
 For every objective without a transformers collator (each of `graft objectives` but mlm), the share of a
 training step spent in its collator, `collator_step_fraction_<objective>` = collate / (collate + step): the
-objective's preset (configs/objectives/, or the family's tiny model) at the quickstart model's sizes (hidden
-128, 4 layers, 4 heads, feed-forward 512, sequence 64, micro-batch 32), one micro-batch collated from the
+objective's preset (configs/objectives/, or the family's tiny model) at the quickstart model's sizes,
+sequence and micro-batch (read from configs/quickstart.yaml), one micro-batch collated from the
 loader's arrays vs one plain PyTorch training step on it (forward, backward, AdamW: a lower bound of the
 engine's step, so the share is an upper bound), medians of --steps; masked_lm is measured as SpanBERT's
 spans with SBO, its costliest unit.
@@ -141,8 +141,10 @@ def versus_transformers(args) -> dict:
     return figures
 
 
-QUICKSTART = {"hidden_size": 128, "num_layers": 4, "num_heads": 4, "intermediate_size": 512}
-QUICKSTART_SEQ, QUICKSTART_BATCH = 64, 32
+# The quickstart's model sizes, sequence and micro-batch, read from its config.
+_QUICKSTART = yaml.safe_load((REPO / "configs" / "quickstart.yaml").read_text())
+QUICKSTART = {k: _QUICKSTART["model"][k] for k in ("hidden_size", "num_layers", "num_heads", "intermediate_size")}
+QUICKSTART_SEQ, QUICKSTART_BATCH = _QUICKSTART["data"]["seq_len"], _QUICKSTART["engine"]["micro_batch_size"]
 WITH_HF_COLLATOR = ("mlm",)  # DataCollatorForLanguageModeling (compared above)
 FAMILY_PRESET = {"rtd": "models/electra-tiny", "span_corruption": "models/t5-tiny",
                  "text_infilling": "models/bart-tiny"}
