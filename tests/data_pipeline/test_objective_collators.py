@@ -26,12 +26,13 @@ from data_pipeline.collators.tlm import TLMCollator
 from data_pipeline.collators.unilm import UniLMCollator, UniLMConfig, unilm_mask
 from data_pipeline.errors import UserError
 from data_pipeline.loader import partner_segments
-from data_pipeline.packing import PackedSegments, SegmentBatch
+from data_pipeline.packing import SegmentBatch
 from data_pipeline.prepare import prepare
 from data_pipeline.sentences import word_and_sentence_flags
 from data_pipeline.sample_corpus import SAMPLE_CORPUS
 from data_pipeline.shards import Manifest
 from data_pipeline.tokenizer import load_tokenizer
+from segment_batches import read, rows_of
 
 CORPUS = SAMPLE_CORPUS
 KINDS = ("wordpiece", "bytelevel_bpe", "unigram")
@@ -55,24 +56,6 @@ def mlm_ids(manifest):
     """Special ids for MLM: a T5 vocabulary has no [MASK]/[CLS]/[SEP], so <extra_id_0> and </s> stand in."""
     ids = manifest.special_tokens
     return ids if "mask" in ids else {**ids, "cls": ids["eos"], "sep": ids["eos"], "mask": ids["sentinel_0"]}
-
-
-def read(root, length, rows=16, first=0, partner=False):
-    segments = PackedSegments(root, length, cache_dir=str(root / "cache"))
-    picked = (np.arange(first, first + rows) * 7) % len(segments)
-    batch = segments.read_batch(picked, np.arange(first, first + rows))
-    if partner:
-        batch.partner = segments.read_batch(partner_segments(0, batch.indices, picked, len(segments)), batch.indices)
-    return segments.manifest, batch
-
-
-def rows_of(batch: SegmentBatch, keep: np.ndarray) -> SegmentBatch:
-    """The batch of rows `keep` of `batch` (partner rows with them)."""
-    pick = {k: (None if v is None else v[keep]) for k, v in vars(batch).items() if k != "partner"}
-    out = SegmentBatch(**pick)
-    if batch.partner is not None:
-        out.partner = rows_of(batch.partner, keep)
-    return out
 
 
 # ---- format 2 and its errors -------------------------------------------------------------------------------

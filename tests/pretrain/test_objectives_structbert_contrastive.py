@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from conftest import REPO_ROOT, SAMPLE_CORPUS, logged_losses, run_graft
+from segment_batches import read, rows_of
 from data_pipeline.collators.boundaries import body_sources, gather_body
 from data_pipeline.collators.contrastive import ContrastiveViewsCollator, longest_document_run
 from data_pipeline.collators.masked_lm import MaskedLMCollator, MaskingConfig
@@ -19,8 +20,7 @@ from data_pipeline.collators.sentence_pair import SentencePairCollator
 from data_pipeline.collators.structbert import StructBERTCollator, StructBERTConfig
 from data_pipeline.collators.tlm import MultilingualMLMCollator
 from data_pipeline.errors import UserError
-from data_pipeline.loader import partner_segments
-from data_pipeline.packing import PackedSegments, SegmentBatch
+from data_pipeline.packing import PackedSegments
 from data_pipeline.prepare import prepare
 from pretrain.models import build_model
 from pretrain.models.config import ModelConfig
@@ -46,23 +46,6 @@ def data(tmp_path_factory):
                                 "lang": "xx" if i % 2 == 0 else "en"}) + "\n")
     prepare([root / "mixed.jsonl"], root / "ml", tokenizer=root / "wp", language_field="lang", progress=False)
     return {"wp": root / "wp", "ml": root / "ml"}
-
-
-def read(root, length, rows=16, partner=False):
-    segments = PackedSegments(root, length, cache_dir=str(root / "cache"))
-    picked = (np.arange(rows) * 7) % len(segments)
-    batch = segments.read_batch(picked, np.arange(rows))
-    if partner:
-        batch.partner = segments.read_batch(partner_segments(0, batch.indices, picked, len(segments)), batch.indices)
-    return segments.manifest, batch
-
-
-def rows_of(batch: SegmentBatch, keep: np.ndarray) -> SegmentBatch:
-    pick = {k: (None if v is None else v[keep]) for k, v in vars(batch).items() if k != "partner"}
-    out = SegmentBatch(**pick)
-    if batch.partner is not None:
-        out.partner = rows_of(batch.partner, keep)
-    return out
 
 
 def tiny(vocab_size: int) -> ModelConfig:
