@@ -23,7 +23,7 @@ from data_pipeline.shards import Manifest
 from pretrain import checkpoint
 from pretrain.config import RunConfig, load_config
 from pretrain.dataset_copy import dataset_source, dataset_tokenizer
-from pretrain.hf.common import HFPart, NotExportable
+from pretrain.hf.common import HFPart, NotExportable, require_close
 from pretrain.hf.convert import from_hf, graft_keys, graft_tied, parts
 from pretrain.hf.remote_code import PREFIX, architecture, needs_remote_code, verify_remote, write_code, write_config
 from pretrain.hf.tokenizer import save_tokenizer
@@ -179,10 +179,7 @@ def verify(out: Path, cfg: ModelConfig, model: torch.nn.Module | None = None) ->
                 if value.dim() >= 2 and value.shape[:2] == keep.shape:
                     value, expected = value[keep], expected[keep]
                 diff = (value - expected).abs().max().item()
-                if not diff <= MAX_ABS_DIFF:
-                    raise RuntimeError(f"export check failed: transformers' {part.architecture} {name} differ from "
-                                       f"Graft's by {diff:.3g} (limit {MAX_ABS_DIFF}); the staging directory "
-                                       f"{out} is kept for inspection")
+                require_close(diff, MAX_ABS_DIFF, f"transformers' {part.architecture} {name}", out)
                 worst = max(worst, diff)
     return worst
 

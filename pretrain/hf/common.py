@@ -72,3 +72,11 @@ def check_fixed(d: dict, fixed: dict, family: str) -> None:
     for key, value in fixed.items():
         if key in d and d[key] != value:
             raise ValueError(f"config.json {key}={d[key]!r} is not supported: Graft's {family} needs {value!r}")
+
+
+def require_close(diff: float, limit: float, what: str, out, where: str = "") -> None:
+    """Export's check: `what` (of the written model) must be within `limit` of Graft's, else the export fails
+    and its staging directory `out` is kept for inspection."""
+    if not diff <= limit:
+        raise RuntimeError(f"export check failed: {what} differ from Graft's by {diff:.3g}{where} (limit {limit}); "
+                           f"the staging directory {out} is kept for inspection")

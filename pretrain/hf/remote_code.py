@@ -16,6 +16,7 @@ import torch
 
 from pretrain.models import (attention, bart, config, encoder, layers, memory, objective_heads, output, positions,
                              t5)
+from pretrain.hf.common import require_close
 from pretrain.models.config import ModelConfig
 from pretrain.models.memory import MemoryCache
 
@@ -84,9 +85,6 @@ def verify_remote(out: Path, cfg: ModelConfig, model, max_abs_diff: float, segme
             out_hf = hf(**batch, memory=theirs_memory)
             theirs_memory = out_hf.memory
             diff = (ours - out_hf.logits).abs().max().item()
-            if not diff <= max_abs_diff:
-                raise RuntimeError(f"export check failed: the exported model's logits differ from Graft's by "
-                                   f"{diff:.3g} at segment {s + 1} (limit {max_abs_diff}); the staging directory "
-                                   f"{out} is kept for inspection")
+            require_close(diff, max_abs_diff, "the exported model's logits", out, where=f" at segment {s + 1}")
             worst = max(worst, diff)
     return worst
