@@ -26,8 +26,8 @@ RECIPES_DIR = CONFIGS_DIR / "recipes"
 # transformers class of its family.
 RECIPE_SECTIONS = ("optim", "curriculum")
 RECIPE_KEYS = ("objective.mlm.mask_prob", "objective.mlm.replace_with_mask", "objective.mlm.replace_with_random",
-               "model.hidden_dropout", "model.attention_dropout", "model.initializer_range", "engine.grad_clip",
-               "engine.global_batch_size")
+               "model.hidden_dropout", "model.attention_dropout", "model.initializer_range", "model.output_bias_init",
+               "engine.grad_clip", "engine.global_batch_size")
 
 
 @dataclass

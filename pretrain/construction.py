@@ -14,6 +14,7 @@ from pretrain.import_hf import load_pretrained
 from pretrain.models import build_model
 from pretrain.models.config import ModelConfig
 from pretrain.models.objective_heads import attach_heads
+from pretrain.output_bias import init_output_bias
 
 
 def model_construction(cfg: EngineConfig, world: int) -> contextlib.AbstractContextManager:
@@ -34,12 +35,16 @@ def model_construction(cfg: EngineConfig, world: int) -> contextlib.AbstractCont
 
 
 def construct_model(cfg: ModelConfig, engine: EngineConfig, world: int,
-                    heads: Callable[[torch.nn.Module], dict] | None = None) -> torch.nn.Module:
-    """The model of `cfg` (seed the torch RNG first), loaded from `cfg.init_from` when set (what that
-    checkpoint lacks stays fresh), built and loaded inside `model_construction`; then the objective's
-    pretraining-only `heads` (model -> name -> module, fresh), if any, attached to it."""
+                    heads: Callable[[torch.nn.Module], dict] | None = None,
+                    output_bias: torch.Tensor | None = None) -> torch.nn.Module:
+    """The model of `cfg` (seed the torch RNG first), its MLM output bias set to `output_bias` if given,
+    loaded from `cfg.init_from` when set (what that checkpoint lacks stays fresh), built and loaded inside
+    `model_construction`; then the objective's pretraining-only `heads` (model -> name -> module, fresh), if
+    any, attached to it."""
     with model_construction(engine, world):
         model = build_model(cfg)
+        if output_bias is not None:
+            init_output_bias(model, output_bias)
         if cfg.init_from:
             load_pretrained(model, cfg)
         if heads is not None:

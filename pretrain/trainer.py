@@ -29,6 +29,7 @@ from pretrain.objectives import build_objective, objective_heads
 from pretrain.objectives.base import CollatorContext
 from pretrain.recurrence import LaneMemory
 from pretrain.optim import build_optimizer, learning_rate
+from pretrain.output_bias import training_unigram
 from pretrain.run_dir import CONFIG_FILE
 from pretrain.signals import StopRequest
 from pretrain.watchdog import HangWatchdog
@@ -67,7 +68,8 @@ def _train(run_dir: Path, resume: bool, stop_request: StopRequest, watchdog: Han
 
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank and at every world size
     # ZeRO-3: partitioned as it is built (and loaded), with the objective's pretraining-only heads
-    model = construct_model(cfg.model, cfg.engine, world, objective_heads(cfg.objective))
+    model = construct_model(cfg.model, cfg.engine, world, objective_heads(cfg.objective),
+                            _output_bias(cfg) if start is None else None)
     # A ZeRO 1-3 checkpoint holds one shard per saving rank: at another world size, read the universal form.
     saved_world = checkpoint.read_meta(start).get("world_size", world) if start is not None else world
     universal = cfg.engine.zero_stage > 0 and saved_world != world
@@ -167,6 +169,12 @@ def _resume_point(run_dir: Path) -> Path:
     if start is None:
         raise UserError(f"--resume: {run_dir} holds no complete checkpoint to resume from; start without --resume")
     return start
+
+
+def _output_bias(cfg: RunConfig) -> torch.Tensor | None:
+    """The MLM output bias to start from (model.output_bias_init), None for zero, BERT's. Only a fresh run
+    asks: a resumed one loads its weights."""
+    return training_unigram(cfg.data, cfg.model.vocab_size) if cfg.model.output_bias_init == "unigram" else None
 
 
 def _check_ramp(cfg: RunConfig, world: int, micro_batch: int) -> None:

@@ -29,11 +29,13 @@ CAPABILITIES = {
     "t5": frozenset({"encoder_decoder", "sentinel_targets", "decoder_positions"}),
     "bart": frozenset({"encoder_decoder", "reconstruction_targets", "decoder_positions"}),
 }
+OUTPUT_BIAS_INITS = ("zero", "unigram")
+MLM_BIAS_FAMILIES = ("bert", "roberta", "albert", "electra")  # ELECTRA: its generator's MLM head
 # Fields that change how the model trains, not the function its weights compute.
 # Recurrence too: the weights are the same with any memory length (export may set mem_len to 0).
 # The query stream too: its one vector exists only in pretraining (export leaves it out).
 TRAINING_ONLY = ("hidden_dropout", "attention_dropout", "layerdrop", "activation_checkpointing", "init_from",
-                 "recurrence", "query_stream")
+                 "recurrence", "query_stream", "output_bias_init")
 
 
 @dataclass
@@ -66,6 +68,9 @@ class ModelConfig:
     attention_dropout: float = 0.1  # dropout on attention probabilities
     layer_norm_eps: float = 1e-12  # epsilon of every layer norm
     initializer_range: float = 0.02  # std of the normal weight init
+    # The MLM output bias at init: zero (BERT's) | unigram (log token frequencies of the training data, so the
+    # model starts at the unigram loss and the layers need not carry the word frequencies; BERT-like families)
+    output_bias_init: str = "zero"
     pad_token_id: int = 0  # must be the tokenizer's pad id
     bos_token_id: int | None = None  # BART's <s>; RoBERTa's <s>
     eos_token_id: int | None = None  # T5/BART's </s>
@@ -111,6 +116,12 @@ class ModelConfig:
         if self.query_stream and self.recurrence.mem_len:
             raise ValueError("model.query_stream does not combine with model.recurrence.mem_len (XLNet's memory "
                              "is not built); set one of them off")
+        if self.output_bias_init not in OUTPUT_BIAS_INITS:
+            raise ValueError(f"model.output_bias_init {self.output_bias_init!r} is not known; choose one of "
+                             f"{', '.join(OUTPUT_BIAS_INITS)}")
+        if self.output_bias_init != "zero" and self.family not in MLM_BIAS_FAMILIES:
+            raise ValueError(f"model.output_bias_init={self.output_bias_init} sets the MLM head's bias, which "
+                             f"{', '.join(MLM_BIAS_FAMILIES)} have and {self.family} has not; set it to zero")
         if self.head not in HEADS:
             raise ValueError(f"model.head {self.head!r} is not known; choose one of {', '.join(HEADS)}")
         if self.head == "pretraining" and self.family not in ("bert", "albert"):

@@ -1,6 +1,7 @@
 """ZeRO-3 model construction (deepspeed.zero.Init) on 2 real CPU processes: no rank ever holds the whole
 model (every parameter a partition after construction; peak resident memory while building well under one
-full copy), and the weights are bitwise those of a plain build with the same seed (so losses do not change)."""
+full copy), and the weights are bitwise those of a plain build with the same seed (so losses do not change); a unigram
+output bias reaches every MLM head."""
 
 import json
 import math
@@ -31,6 +32,9 @@ def test_zero3_construction_partitions_every_parameter_with_the_plain_weights(tm
         memory = report.pop("memory")
         assert memory["zero3_growth"] < 0.75 * memory["full"], memory
         assert memory["plain_growth"] > 0.95 * memory["full"], memory  # the measure sees a whole model
+    for report in reports:  # model.output_bias_init=unigram's bias reaches every MLM head, partitioned
+        assert report.pop("output_bias") == dict.fromkeys(["bert", "bert_pretraining", "roberta", "albert",
+                                                           "albert_pretraining", "electra"], True)
     assert set(reports[0]) == {"bert", "bert_pretraining", "roberta", "albert", "albert_pretraining", "electra",
                                "t5", "bart"}
     for family in reports[0]:

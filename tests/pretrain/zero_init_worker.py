@@ -11,11 +11,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, for family_models
 from family_models import graft_configs  # noqa: E402
-from pretrain.construction import model_construction  # noqa: E402
+from pretrain.construction import construct_model, model_construction  # noqa: E402
 from pretrain.distributed import exit_process, init_distributed  # noqa: E402
 from pretrain.engine_config import EngineConfig  # noqa: E402
 from pretrain.models import build_model  # noqa: E402
-from pretrain.models.config import ModelConfig  # noqa: E402
+from pretrain.models.config import MLM_BIAS_FAMILIES, ModelConfig  # noqa: E402
+from pretrain.models.encoder import MLMHead  # noqa: E402
 
 # Many equal layers, so that no single module is a large share of the model.
 DEEP = ModelConfig(family="bert", vocab_size=1000, hidden_size=256, num_layers=48, num_heads=4,
@@ -37,6 +38,16 @@ def construction_growth(stage: int, world: int) -> tuple[int, int]:
         model = build_model(DEEP)
     growth = resident_bytes("VmHWM:") - before
     return growth, 4 * sum(getattr(p, "ds_numel", p.numel()) for p in model.parameters())
+
+
+def output_bias_set(cfg: ModelConfig, world: int) -> bool:
+    """Whether a unigram output bias given to the ZeRO-3 construction is every MLM head's bias (gathered)."""
+    bias = torch.linspace(-9.0, -2.0, cfg.vocab_size)
+    engine = EngineConfig(zero_stage=3, global_batch_size=2, micro_batch_size=1)
+    model = construct_model(cfg, engine, world, output_bias=bias)
+    heads = [m for m in model.modules() if isinstance(m, MLMHead)]
+    with deepspeed.zero.GatheredParameters([h.bias for h in heads]):
+        return bool(heads) and all(torch.equal(h.bias.data, bias) for h in heads)
 
 
 def main(out: Path) -> None:
@@ -65,6 +76,9 @@ def main(out: Path) -> None:
     growth, full = construction_growth(3, world)
     plain_growth, _ = construction_growth(0, world)
     report["memory"] = {"zero3_growth": growth, "plain_growth": plain_growth, "full": full}
+    # after the memory measure, which the freed models would disturb
+    report["output_bias"] = {name: output_bias_set(cfg, world) for name, cfg in graft_configs().items()
+                             if cfg.family in MLM_BIAS_FAMILIES}
     (out / f"rank{rank}.json").write_text(json.dumps(report))
     # Leave the process group cleanly, and the process as graft's workers do: finalizing the interpreter while
     # gloo's threads release finished work can abort a rank.
