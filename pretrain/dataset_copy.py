@@ -14,8 +14,7 @@ from pathlib import Path
 from data_pipeline.dataset_files import dataset_file, read_dataset_text, write_atomic
 from data_pipeline.errors import UserError
 from data_pipeline.fetch import RemoteConfig
-from data_pipeline.prepare import TOKENIZER_FILE
-from data_pipeline.shards import MANIFEST, Manifest
+from data_pipeline.shards import MANIFEST, TOKENIZER_FILE, Manifest
 from data_pipeline.tokenizer import parse_tokenizer, tokenizer_hash
 from pretrain.run_dir import DATASET_DIR
 
