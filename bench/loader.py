@@ -37,9 +37,9 @@ sys.path.insert(0, str(REPO))
 from data_pipeline.collators.mlm import MLMCollator, MLMConfig  # noqa: E402
 from data_pipeline.handoff import RingReceiver, WorkerRing  # noqa: E402
 from data_pipeline.loader import DataConfig, Loader  # noqa: E402
-from data_pipeline.prepare import TOKENIZER_FILE, prepare  # noqa: E402
+from data_pipeline.prepare import prepare  # noqa: E402
 from data_pipeline.sample_corpus import SAMPLE_CORPUS  # noqa: E402
-from data_pipeline.shards import Manifest  # noqa: E402
+from data_pipeline.shards import TOKENIZER_FILE, Manifest  # noqa: E402
 
 # One pip call: torch 2.13 is the CPU build on this machine's disk; torchvision 0.28 is the release made for it
 # (mosaicml-streaming needs torchvision, whose newest release would pull a CUDA torch 2.14).

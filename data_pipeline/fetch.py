@@ -9,7 +9,6 @@ the cause and the fix, at once: the run ends with one `error:` line and exit cod
 
 from __future__ import annotations
 
-import asyncio
 import errno
 import random
 import socket
@@ -19,9 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, TypeVar
 from urllib.parse import urlsplit
-
-import aiohttp
-import fsspec
 
 from data_pipeline.errors import UserError
 
@@ -106,8 +102,14 @@ def warn(message: str) -> None:
 
 def filesystem(url: str, remote: RemoteConfig):
     """(fsspec filesystem, path in it) for `url`, with `remote`'s timeouts where the protocol takes them."""
+    # fsspec and aiohttp are imported here, by the first fetch: they take about a second to import, which the
+    # command line, the launcher and every rank reading a local dataset would otherwise pay.
+    import fsspec
+
     options = {}
     if urlsplit(url).scheme in ("http", "https"):
+        import aiohttp
+
         # No bound on the total: a large shard over a slow link may take long, as long as bytes keep coming.
         options["client_kwargs"] = {"timeout": aiohttp.ClientTimeout(
             total=None, sock_connect=remote.connect_timeout_s, sock_read=remote.read_timeout_s)}
@@ -119,6 +121,10 @@ def filesystem(url: str, remote: RemoteConfig):
 
 def classify(exc: BaseException, url: str) -> Fault | None:
     """What `exc`, raised while fetching `url`, says about the store; None if it is no fault of the store."""
+    import asyncio
+
+    import aiohttp  # loaded already by the fetch that raised `exc`, unless its store's library does not use it
+
     names = {cls.__name__ for cls in type(exc).__mro__}
     if names & CREDENTIAL_ERRORS:
         return Fault(False, f"no credentials ({exc})", "configure credentials for this store (for s3: "

@@ -32,15 +32,15 @@ from data_pipeline.dataset_files import write_atomic
 from data_pipeline.documents import (DEFAULT_MAX_DOC_BYTES, ReadOptions, Record, expand_inputs,
                                      is_saved_dataset, iter_documents, iter_records)
 from data_pipeline.errors import UserError
+from data_pipeline.prepare_options import DEFAULT_SHARD_TOKENS
 from data_pipeline.sentences import word_and_sentence_flags
-from data_pipeline.shards import FORMAT_VERSION, MANIFEST, SIDE, Manifest, ShardInfo, token_dtype, write_shard
+from data_pipeline.shards import (FORMAT_VERSION, MANIFEST, SIDE, TOKENIZER_FILE, Manifest, ShardInfo, token_dtype,
+                                  write_shard)
 from data_pipeline.tokenizer import read_tokenizer, special_token_ids, tokenizer_hash, train_tokenizer
 
-TOKENIZER_FILE = "tokenizer.json"
 SUMMARY_FILE = "summary.json"
 STATE_FILE = "prepare_state.json"
 BATCH_DOCS = 1024  # documents per encode_batch call: large enough for tokenizers' own thread pool
-DEFAULT_SHARD_TOKENS = 1 << 26  # 64M tokens: 128 MB shards of uint16
 
 
 @dataclass

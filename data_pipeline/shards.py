@@ -28,6 +28,7 @@ FORMAT_VERSION = 2  # what `graft prepare` writes
 READABLE_VERSIONS = (1, 2)
 WORD, SENTENCE, SIDE = 1, 2, 4  # bits of a format-2 shard's per-token flags
 MANIFEST = "manifest.json"
+TOKENIZER_FILE = "tokenizer.json"  # beside it: the tokenizer the dataset was prepared with
 # Graft's local cache: remote shards, and stamps of local shards that passed their sha256 check.
 DEFAULT_CACHE = Path(os.environ.get("GRAFT_CACHE", Path.home() / ".cache" / "graft"))
 

@@ -153,6 +153,7 @@ def _canonical_unigram(tok: Tokenizer) -> models.Unigram:
                           byte_fallback=model.get("byte_fallback", False))
 
 
+# prepare_options.TOKENIZER_KIND_NAMES names them for the command line, which does not import this module.
 TOKENIZER_KINDS = {"wordpiece": train_wordpiece, "bytelevel_bpe": train_bytelevel_bpe, "unigram": train_unigram}
 
 

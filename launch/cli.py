@@ -145,9 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Each command has its own --help. Docs: README.md.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
+    # Light modules only: every `graft` command, `--help` too, builds this parser (tests/launch/test_cli_imports.py).
     from data_pipeline.documents import DEFAULT_MAX_DOC_BYTES, TXT_MODES
-    from data_pipeline.prepare import DEFAULT_SHARD_TOKENS
-    from data_pipeline.tokenizer import TOKENIZER_KINDS
+    from data_pipeline.prepare_options import DEFAULT_SHARD_TOKENS, TOKENIZER_KIND_NAMES
 
     p = commands.add_parser(
         "prepare", help="tokenize raw text into shards",
@@ -166,7 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="files or quoted globs: .jsonl (one JSON object per line), .txt, .parquet, .csv; or a "
                         "saved datasets directory")
     p.add_argument("--out", required=True, help="dataset directory to create (or to finish, after an interruption)")
-    p.add_argument("--tokenizer-kind", choices=sorted(TOKENIZER_KINDS), default="wordpiece",
+    p.add_argument("--tokenizer-kind", choices=sorted(TOKENIZER_KIND_NAMES), default="wordpiece",
                    help="kind of tokenizer to train (default: %(default)s)")
     p.add_argument("--vocab-size", type=int, default=8192, help="vocabulary to train (default: %(default)s)")
     p.add_argument("--tokenizer", help="use this tokenizer.json (or HF tokenizer directory), a path or a URL, instead "

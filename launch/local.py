@@ -10,8 +10,6 @@ import sys
 import time
 from pathlib import Path
 
-import torch
-
 from data_pipeline.errors import UserError
 from pretrain import checkpoint, failures
 from pretrain.config import RunConfig, check_special_ids, config_changes, load_config, save_config
@@ -19,7 +17,7 @@ from pretrain.dataset_copy import keep_dataset_files
 from pretrain.engine import check_precision
 from pretrain.models.config import architecture_changes
 from pretrain.signals import PREEMPTION_SIGNALS
-from pretrain.trainer import CONFIG_FILE
+from pretrain.run_dir import CONFIG_FILE
 from pretrain.watchdog import HANG_DIR
 
 TORCHRUN_SIGNALS = (signal.SIGINT, signal.SIGHUP, signal.SIGQUIT)  # torchrun's defaults, kept
@@ -63,18 +61,24 @@ def prepare_run_dir(cfg: RunConfig, resume: bool) -> Path:
 
 def launch_training(config: str | None, overrides: list[str], nproc: int, resume: bool) -> tuple[Path, str]:
     """Run training to its end; returns (run directory, what stopped it: see pretrain.trainer.Outcome)."""
+    run_dir = set_up_run(config, overrides, nproc, resume)
+    if nproc == 1:
+        from pretrain.trainer import train
+
+        return run_dir, train(run_dir, resume=resume).stopped_by
+    return run_dir, run_workers(run_dir, nproc, resume)
+
+
+def set_up_run(config: str | None, overrides: list[str], nproc: int, resume: bool) -> Path:
+    """Check the config against `nproc` and the dataset, then set up the run directory (prepare_run_dir): all that
+    happens before any training process starts. Returns the run directory."""
     cfg = load_config(config, overrides)
     if nproc < 1:
         raise UserError(f"--nproc must be at least 1, got {nproc}")
     cfg.engine.accumulation(nproc)  # a batch-size mismatch fails here, before any process starts
     check_special_ids(cfg)  # so does a model preset whose special ids are not the dataset tokenizer's
     check_precision(cfg.engine)  # and fp16 where DeepSpeed has none
-    run_dir = prepare_run_dir(cfg, resume)
-    if nproc == 1:
-        from pretrain.trainer import train
-
-        return run_dir, train(run_dir, resume=resume).stopped_by
-    return run_dir, run_workers(run_dir, nproc, resume)
+    return prepare_run_dir(cfg, resume)
 
 
 def run_workers(run_dir: Path, nproc: int, resume: bool, rendezvous: list[str] | None = None,
@@ -91,6 +95,8 @@ def run_workers(run_dir: Path, nproc: int, resume: bool, rendezvous: list[str] |
            f"--signals-to-handle={','.join(s.name for s in (*PREEMPTION_SIGNALS, *TORCHRUN_SIGNALS))}",
            f"--shutdown-timeout={SHUTDOWN_GRACE_S}", "-m", "launch.worker", str(run_dir)] + \
         (["--resume"] if resume else [])
+    import torch  # only to ask whether there is a GPU
+
     env = dict(os.environ)
     if not torch.cuda.is_available():
         env.setdefault("DS_ACCELERATOR", "cpu")

@@ -19,7 +19,7 @@ from pretrain.config import load_config
 from pretrain.flops import batch_flops
 from pretrain.metrics import SUMMARY_FILE
 from pretrain.models.config import ModelConfig
-from pretrain.trainer import CONFIG_FILE
+from pretrain.run_dir import CONFIG_FILE
 
 CSV_REQUIRED = ("params", "tokens", "loss")
 CSV_OPTIONAL = ("name", "flops", "non_embedding_params", "budget")

@@ -71,7 +71,7 @@ def _given(args) -> dict:
 
 
 def _submit(args) -> None:
-    from launch import slurm  # imports torch: only when a command runs
+    from launch import slurm  # the config and training code (torch): only submitting needs them
 
     if args.resume:
         overrides = [args.config, *args.overrides] if args.config else args.overrides
@@ -92,18 +92,18 @@ def _submit(args) -> None:
 
 
 def _status(args) -> None:
-    from launch import slurm
+    from launch import slurm_jobs
 
-    print(slurm.status(Path(args.run_dir)))
+    print(slurm_jobs.status(Path(args.run_dir)))
 
 
 def _logs(args) -> None:
-    from launch import slurm
+    from launch import slurm_jobs
 
-    slurm.logs(Path(args.run_dir), follow=args.follow)
+    slurm_jobs.logs(Path(args.run_dir), follow=args.follow)
 
 
 def _cancel(args) -> None:
-    from launch import slurm
+    from launch import slurm_jobs
 
-    print(f"cancelled job {slurm.cancel(Path(args.run_dir))}")
+    print(f"cancelled job {slurm_jobs.cancel(Path(args.run_dir))}")

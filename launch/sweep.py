@@ -24,8 +24,9 @@ from tqdm import tqdm
 
 from data_pipeline.errors import UserError
 from data_pipeline.shards import write_atomic
-from launch.slurm import active_job, submit_array
 from launch.slurm import resume as resume_slurm
+from launch.slurm import submit_array
+from launch.slurm_jobs import active_job
 from launch.slurm_script import SlurmOptions
 from launch.sweep_plan import Point, edge_warnings, measure, point_config
 from pretrain import checkpoint

@@ -4,6 +4,9 @@ The layout of `checkpoints/` is `pretrain.run_dir`'s.
 A checkpoint is written as `step_XXXXXXXX.tmp`, `train_state.json` last, and renamed once every rank has
 finished; only then does `latest` (replaced atomically) name it. So `latest` only ever names complete
 checkpoints, and a kill at any moment leaves the previous one intact.
+
+torch and numpy are imported where weights and RNG states are written or read: the launcher and `graft slurm
+status` only find checkpoints and read their train_state.json.
 """
 
 from __future__ import annotations
@@ -15,18 +18,17 @@ import random
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
-
-import numpy as np
-import torch
+from typing import TYPE_CHECKING
 
 from data_pipeline.errors import UserError
 from data_pipeline.dataset_files import write_atomic
-from pretrain import safe_load
 from pretrain.failures import is_collective_error, write_error
 from pretrain.run_dir import (ENGINE_DIR, LATEST, TRAIN_STATE_FILE, checkpoints_dir, rng_file,  # noqa: F401
                               step_name)
 from pretrain.universal import convert_to_universal
 
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass
@@ -69,6 +71,8 @@ def save(engine, run_dir: Path, state: TrainState, loader_state: dict, rank: int
     """Every rank calls this; returns the final checkpoint path. `reason` is recorded (e.g. "signal SIGTERM"),
     and `model`, the model config the weights belong to (export checks the run's config.yaml against it);
     `memory`, a recurrent run's `pretrain.recurrence.LaneMemory`, saves this rank's lanes."""
+    import torch
+
     root = checkpoints_dir(run_dir)
     final = root / step_name(state.step)
     tmp = root / (final.name + ".tmp")
@@ -127,6 +131,8 @@ def load(engine, path: Path, rank: int, memory=None) -> tuple[TrainState, dict]:
     An engine built with `load_universal` (the world size changed) reads `path/universal`, which rank 0
     converts from `path/engine` here the first time.
     """
+    from pretrain import safe_load
+
     if engine.ds_config["checkpoint"]["load_universal"]:
         if rank == 0:
             convert_to_universal(path)
@@ -163,11 +169,17 @@ def _prune(root: Path, keep_last: int) -> None:
 
 
 def _rng_state() -> dict:
+    import numpy as np
+    import torch
+
     return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
 
 
 def _set_rng_state(state: dict) -> None:
+    import numpy as np
+    import torch
+
     torch.set_rng_state(state["torch"])
     np.random.set_state(state["numpy"])
     random.setstate(state["python"])

@@ -14,9 +14,7 @@ from pathlib import Path
 from data_pipeline.dataset_files import dataset_file, read_dataset_text, write_atomic
 from data_pipeline.errors import UserError
 from data_pipeline.fetch import RemoteConfig
-from data_pipeline.prepare import TOKENIZER_FILE
-from data_pipeline.shards import MANIFEST, Manifest
-from data_pipeline.tokenizer import parse_tokenizer, tokenizer_hash
+from data_pipeline.shards import MANIFEST, TOKENIZER_FILE, Manifest
 from pretrain.run_dir import DATASET_DIR
 
 FILES = (MANIFEST, TOKENIZER_FILE)
@@ -59,6 +57,10 @@ def dataset_source(run_dir: Path, data_path: str) -> str:
 def dataset_tokenizer(root: str, manifest: Manifest, remote: RemoteConfig | None = None):
     """The tokenizer a dataset was prepared with: `tokenizer.json` of `root` (a run's copy, or a dataset
     directory or URL), checked against `manifest`'s hash."""
+    # Here, not at the top: the launcher and the ranks import this module, and only some objectives (and export)
+    # read the tokenizer, through the `tokenizers` library.
+    from data_pipeline.tokenizer import parse_tokenizer, tokenizer_hash
+
     where = dataset_file(root, TOKENIZER_FILE)
     text = read_dataset_text(root, TOKENIZER_FILE, remote)
     tokenizer = parse_tokenizer(text, where, "; re-run `graft prepare`")
