@@ -9,7 +9,8 @@ samples (steps x 64 in rounds 1-2, steps x 32 in rounds 3-4, unless the variant 
 on documents 1100-1313 at 15% masking with 80/10/10 whatever rate it trained with (the trainer's held-out
 evaluation). Each variant prints one JSON line: its held-out loss, the tokens and Graft's FLOP count
 (pretrain/flops.py) it used, and the overrides that define it, so that docs/recipe.md can say which choice
-bought how much at what budget.
+bought how much at what budget. Round 5 gives every variant the quickstart's 64,000 samples (`--steps 4000` at
+batch 16).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ BEFORE = ["recipe=null", "optim.lr=1e-3", "optim.warmup_steps=30", "optim.schedu
 B32 = ["engine.global_batch_size=32", "train.max_steps=800"]
 R3 = [*B32[:1], "model.num_layers=2"]  # the steps come from --steps
 R4 = [*R3, "engine.global_batch_size=16", "engine.micro_batch_size=8", "model.initializer_range=0.05"]
+R5 = [*R4, "model.output_bias_init=unigram"]
 VARIANTS: dict[str, list[str]] = {
     "before": [],
     "lr2e-3": ["optim.lr=2e-3"],
@@ -82,6 +84,14 @@ VARIANTS: dict[str, list[str]] = {
     "r4_lr2e-3_warmup150": [*R4, "optim.lr=2e-3", "optim.warmup_steps=150"],
     "r4_init0.1": [*R4, "model.initializer_range=0.1"],
     "r4_mask40": [*R4, "objective.mlm.mask_prob=0.4"],  # equal tokens; more FLOPs (the MLM head on more positions)
+    # Round 5 (--vocab 4096 --steps 4000: the quickstart's 64,000 samples): the output bias, then 40% on top.
+    "r5_unigram": R5,
+    "r5_unigram_mask40": [*R5, "objective.mlm.mask_prob=0.4"],
+    "r5_unigram_mask40_lr2e-3_warmup150": [*R5, "objective.mlm.mask_prob=0.4", "optim.lr=2e-3",
+                                           "optim.warmup_steps=150"],
+    # batch 8 in twice the steps: the same samples (run with --steps 8000)
+    "r5_unigram_mask40_b8": [*R5, "objective.mlm.mask_prob=0.4", "engine.global_batch_size=8",
+                             "engine.micro_batch_size=4"],
 }
 
 
