@@ -17,7 +17,7 @@ from data_pipeline.collators.contrastive import ContrastiveViewsCollator
 from data_pipeline.collators.masked_lm import MaskedLMCollator, MaskingConfig, _spans, span_length_distribution
 from data_pipeline.collators.mass import MassCollator, MassConfig
 from data_pipeline.collators.mlm import IGNORE, MLMConfig
-from data_pipeline.collators.permutation_lm import PermutationLMCollator, PermutationLMConfig
+from data_pipeline.collators.permutation_lm import PermutationLMCollator, PermutationLMConfig, _Lemire, select_targets
 from data_pipeline.collators.prefix_lm import PrefixLMCollator
 from data_pipeline.collators.sentence_pair import SentencePairCollator
 from data_pipeline.collators.span_corruption import SpanCorruptionCollator, SpanCorruptionConfig
@@ -25,7 +25,7 @@ from data_pipeline.collators.structbert import StructBERTCollator, StructBERTCon
 from data_pipeline.collators.tlm import TLMCollator
 from data_pipeline.collators.unilm import UniLMCollator, UniLMConfig, unilm_mask
 from data_pipeline.errors import UserError
-from data_pipeline.loader import partner_segments
+from data_pipeline.loader import partner_segments, seeded_rng
 from data_pipeline.packing import SegmentBatch
 from data_pipeline.prepare import prepare
 from data_pipeline.sentences import word_and_sentence_flags
@@ -315,6 +315,25 @@ def test_permutation_masks_are_valid_as_hf_defines_them(datasets):
     theirs = hf([torch.tensor(row) for row in batch.tokens])
     for r in range(8):  # the checker accepts HF's own masks
         check_permutation_mask(theirs["perm_mask"][r].numpy() > 0, (theirs["labels"][r] != IGNORE).numpy())
+
+
+@pytest.mark.parametrize("plm", [PermutationLMConfig(), PermutationLMConfig(0.5, 3), PermutationLMConfig(0.9, 2)])
+def test_permutation_targets_and_order_are_the_loops_of_each_samples_generator(datasets, plm):
+    """The collator replays select_targets' draws for the whole batch (0.9: a range of one value, the loop
+    itself); the targets and factorization order are those of the loop, drawn from seeded_rng(seed, i)."""
+    manifest, batch = read(datasets["wordpiece"], 62, rows=48)
+    c = PermutationLMCollator(plm, manifest.special_tokens, 64, 5)
+    out = c(batch)
+    ids, _ = c.layout.rows(batch)
+    for r, index in enumerate(batch.indices):
+        rng = seeded_rng(5, int(index))
+        targets = select_targets(64, plm, rng) & ~np.isin(ids[r], c.specials)
+        order = np.full(64, -1)
+        order[targets] = rng.permutation(int(targets.sum()))
+        np.testing.assert_array_equal(out["factorization_order"][r].numpy(), order)
+    walk = _Lemire(PermutationLMConfig(), 64)
+    raw = np.full((1, walk.steps), 7 << 32, dtype=np.uint64)  # a span word of 0: Lemire's redraw for n = 5
+    assert not walk.targets(raw)[2][0]
 
 
 # ---- UniLM, MASS --------------------------------------------------------------------------------------------
