@@ -28,6 +28,7 @@ from data_pipeline.collators.mlm import IGNORE
 from data_pipeline.errors import UserError
 from data_pipeline.loader import seeded_rng, to_tensors
 from data_pipeline.packing import SegmentBatch
+from data_pipeline.seed_sequence import seeded_rngs
 
 
 @dataclass
@@ -138,7 +139,7 @@ class PermutationLMCollator:
     def _targets(self, indices: np.ndarray, length: int) -> tuple[np.ndarray, list[np.random.Generator]]:
         """([B, length] bool, generators): `select_targets` of each sample's generator, each generator left as
         the loop leaves it (the factorization order draws from it next)."""
-        rngs = [seeded_rng(self.seed, int(index)) for index in indices]
+        rngs = seeded_rngs(self.seed, indices)
         walk = self._walks.get(length) or self._walks.setdefault(length, _Lemire(self.cfg, length))
         if not walk.usable:
             return np.stack([select_targets(length, self.cfg, rng) for rng in rngs]), rngs
