@@ -17,6 +17,8 @@ the same in every epoch. Word units need word starts (dataset format 2).
 
 from __future__ import annotations
 
+import bisect
+import functools
 import math
 from dataclasses import dataclass
 
@@ -25,8 +27,9 @@ import numpy as np
 from data_pipeline.collators.boundaries import body_sources, gather_body, noise_keys, require_boundaries, word_numbers
 from data_pipeline.collators.mlm import IGNORE, MLMCollator, MLMConfig
 from data_pipeline.errors import UserError
-from data_pipeline.loader import seeded_rng, to_tensors
+from data_pipeline.loader import to_tensors
 from data_pipeline.packing import SegmentBatch
+from data_pipeline.seed_sequence import seeded_rngs
 
 UNITS = ("token", "whole_word", "ngram", "span")
 
@@ -116,43 +119,75 @@ class MaskedLMCollator:
 
 def mask_words(ids: np.ndarray, word_start: np.ndarray, keys: np.ndarray, cfg: MaskingConfig, seed: int,
                vocab_size: int, mask_id: int, specials: tuple[int, ...]) -> dict[str, np.ndarray]:
-    """Word-unit masking of rows `ids` [B, T] (pure: the noise of row r from (seed, keys[r]))."""
+    """Word-unit masking of rows `ids` [B, T] (pure: the noise of row r from (seed, keys[r])).
+
+    Only the draws go row by row, each from its row's own generator; the words' bounds, the labels, the SBO
+    inputs and the corruption are laid out for the whole batch at once."""
     candidate = ~np.isin(ids, specials)
     numbers = word_numbers(word_start, candidate)
-    inputs, labels = ids.copy(), np.full_like(ids, IGNORE)
-    left, right, position = (np.zeros_like(ids) for _ in range(3))
-    for r in range(len(ids)):
-        rng = seeded_rng(seed, int(keys[r]))
-        cand = np.flatnonzero(candidate[r])
-        if not len(cand):
+    # Words are contiguous runs of one number (never across a non-candidate): a word begins where the number
+    # changes and finishes before it changes again.
+    change = np.diff(numbers, axis=1) != 0
+    begins, finishes = candidate.copy(), candidate.copy()
+    begins[:, 1:] &= change
+    finishes[:, :-1] &= change
+    starts, ends = np.nonzero(begins)[1].tolist(), (np.nonzero(finishes)[1] + 1).tolist()
+    last = np.cumsum(begins.sum(axis=1)).tolist()  # row r's words: [last[r - 1], last[r])
+    pick = {"span": _spans, "whole_word": _whole_words, "ngram": _ngrams}[cfg.unit]
+    rows, bounds, draws, randoms = [], [], [], []  # each row's spans, its 80/10/10 draws and random tokens
+    first = 0
+    for r, (n, rng) in enumerate(zip(candidate.sum(axis=1).tolist(), seeded_rngs(seed, keys), strict=True)):
+        lo, first = first, last[r]
+        if not n:
             continue
-        first = np.flatnonzero(np.diff(numbers[r][cand], prepend=-1))  # words are contiguous runs of one number
-        starts, ends = cand[first], cand[np.append(first[1:], len(cand)) - 1] + 1
-        pick = {"span": _spans, "whole_word": _whole_words, "ngram": _ngrams}[cfg.unit]
-        spans = pick(starts.tolist(), ends.tolist(), len(cand), cfg, rng, candidate[r])
+        spans = pick(starts[lo:first], ends[lo:first], n, cfg, rng, candidate[r])
         if not spans:
             continue
-        bounds = np.array(spans, dtype=np.int64)
-        sizes = bounds[:, 1] - bounds[:, 0]
-        span_of = np.repeat(np.arange(len(spans)), sizes)
-        where = np.arange(int(sizes.sum())) - np.repeat(np.cumsum(sizes) - sizes, sizes) + bounds[span_of, 0]
-        labels[r, where] = ids[r, where]
-        if cfg.sbo:
-            left[r, where], right[r, where] = bounds[span_of, 0] - 1, bounds[span_of, 1]
-            position[r, where] = where - bounds[span_of, 0] + 1
+        tokens = sum(b - a for a, b in spans)
+        rows.append(np.full(len(spans), r))
+        bounds.extend(spans)
         # 80/10/10 per span (SpanBERT) or per token (BERT's whole-word and ALBERT's n-gram masking).
-        draws = rng.random(len(spans))[span_of] if cfg.unit == "span" else rng.random(len(where))
-        randoms = rng.integers(0, vocab_size, len(where))
-        inputs[r, where] = np.where(draws < cfg.replace_with_mask, mask_id,
-                                    np.where(draws < cfg.replace_with_mask + cfg.replace_with_random, randoms,
-                                             ids[r, where]))
+        draws.append(rng.random(len(spans)) if cfg.unit == "span" else rng.random(tokens))
+        randoms.append(rng.integers(0, vocab_size, tokens))
+    inputs, labels = ids.copy(), np.full_like(ids, IGNORE)
+    left, right, position = (np.zeros_like(ids) for _ in range(3))
+    if rows:
+        span_row = np.concatenate(rows)
+        bounds = np.array(bounds, dtype=np.int64)
+        sizes = bounds[:, 1] - bounds[:, 0]
+        span_of = np.repeat(np.arange(len(bounds)), sizes)
+        where = np.arange(int(sizes.sum())) - np.repeat(np.cumsum(sizes) - sizes, sizes) + bounds[span_of, 0]
+        row = span_row[span_of]
+        labels[row, where] = ids[row, where]
+        if cfg.sbo:
+            left[row, where], right[row, where] = bounds[span_of, 0] - 1, bounds[span_of, 1]
+            position[row, where] = where - bounds[span_of, 0] + 1
+        draw = np.concatenate(draws)
+        if cfg.unit == "span":
+            draw = draw[span_of]
+        inputs[row, where] = np.where(draw < cfg.replace_with_mask, mask_id,
+                                      np.where(draw < cfg.replace_with_mask + cfg.replace_with_random,
+                                               np.concatenate(randoms), ids[row, where]))
     return {"input_ids": inputs, "labels": labels, "sbo_left": left, "sbo_right": right, "sbo_position": position}
+
+
+@functools.lru_cache(maxsize=64)
+def _cdf(probs: tuple[float, ...]) -> np.ndarray:
+    """Generator.choice's cumulative distribution for `probs` (its arithmetic, so the draws are choice's)."""
+    cdf = np.array(probs, dtype=np.float64).cumsum()
+    cdf /= cdf[-1]
+    return cdf
+
+
+def _choose(rng: np.random.Generator, probs: np.ndarray) -> int:
+    """`rng.choice(np.arange(1, len(probs) + 1), p=probs)`, the same draw without choice's checks."""
+    return int(_cdf(tuple(probs.tolist())).searchsorted(rng.random(), side="right")) + 1
 
 
 def _whole_words(starts, ends, n, cfg, rng, candidate=None) -> list[tuple[int, int]]:
     budget = max(1, round(n * cfg.mask_prob))
     chosen, covered = [], 0
-    for w in rng.permutation(len(starts)):
+    for w in rng.permutation(len(starts)).tolist():
         if covered >= budget:
             break
         size = ends[w] - starts[w]
@@ -166,19 +201,19 @@ def _whole_words(starts, ends, n, cfg, rng, candidate=None) -> list[tuple[int, i
 def _ngrams(starts, ends, n, cfg, rng, candidate=None) -> list[tuple[int, int]]:
     budget = max(1, round(n * cfg.mask_prob))
     probs = ngram_distribution(cfg.max_ngram)
-    taken = np.zeros(len(starts), dtype=bool)
+    taken = [False] * len(starts)
     chosen, covered = [], 0
-    for w in rng.permutation(len(starts)):
+    for w in rng.permutation(len(starts)).tolist():
         if covered >= budget:
             break
         longest = min(cfg.max_ngram, len(starts) - w)
-        size = int(rng.choice(np.arange(1, longest + 1), p=probs[:longest] / probs[:longest].sum()))
+        size = _choose(rng, probs[:longest] / probs[:longest].sum())
         while size > 1 and covered + int(ends[w + size - 1] - starts[w]) > budget:
             size -= 1  # ALBERT: a shorter n-gram while this one is over the budget
         tokens = int(ends[w + size - 1] - starts[w])
-        if covered + tokens > budget or taken[w:w + size].any():
+        if covered + tokens > budget or any(taken[w:w + size]):
             continue
-        taken[w:w + size] = True
+        taken[w:w + size] = [True] * size
         chosen.append((int(starts[w]), int(ends[w + size - 1])))
         covered += tokens
     return chosen
@@ -186,15 +221,14 @@ def _ngrams(starts, ends, n, cfg, rng, candidate=None) -> list[tuple[int, int]]:
 
 def _spans(starts, ends, n, cfg, rng, candidate) -> list[tuple[int, int]]:
     budget = min(n, math.ceil(n * cfg.mask_prob))
-    lengths = np.arange(1, cfg.span_max_words + 1)
     probs = span_length_distribution(cfg.span_p, cfg.span_max_words)
     masked = np.zeros(len(candidate), dtype=bool)
     spans, covered = [], 0
     while covered < budget:
-        words = int(rng.choice(lengths, p=probs))
+        words = _choose(rng, probs)
         free = np.flatnonzero(candidate & ~masked)
         anchor = int(free[rng.integers(len(free))])
-        w = int(np.searchsorted(starts, anchor, side="right") - 1)  # the anchor's word
+        w = bisect.bisect_right(starts, anchor) - 1  # the anchor's word
         a = b = int(starts[w])
         for k in range(w, min(w + words, len(starts))):
             if k > w and starts[k] != b:

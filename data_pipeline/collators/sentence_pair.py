@@ -14,8 +14,9 @@ import numpy as np
 
 from data_pipeline.collators.boundaries import body_sources, gather_body
 from data_pipeline.collators.mlm import MLMCollator, MLMConfig
-from data_pipeline.loader import seeded_rng, to_tensors
+from data_pipeline.loader import to_tensors
 from data_pipeline.packing import SegmentBatch
+from data_pipeline.seed_sequence import seeded_rngs
 
 PAIR_TASKS = ("nsp", "sop")
 
@@ -39,42 +40,57 @@ class SentencePairCollator(MLMCollator):
     def _sentence_starts(self, batch: SegmentBatch) -> np.ndarray | None:
         if batch.sentence_start is None:
             return None
+        if not batch.doc_start[:, 1:self.raw_length].any():  # no separators: the body is the segment
+            return batch.sentence_start[:, :self.raw_length]
         src = body_sources(batch.doc_start, self.raw_length)
         return gather_body(batch.sentence_start[:, :self.raw_length], src, True)  # a new document: a new sentence
 
     def __call__(self, batch: SegmentBatch) -> dict:
         return to_tensors(self.pair_rows(batch))
 
-    def pair_rows(self, batch: SegmentBatch, swap: bool = True, flips: np.ndarray | None = None
-                  ) -> dict[str, np.ndarray]:
+    def pair_rows(self, batch: SegmentBatch, swap: bool = True, flips: np.ndarray | None = None,
+                  kinds: np.ndarray | None = None, rngs: list | None = None) -> dict[str, np.ndarray]:
         """The rows as arrays; without `swap` every pair stays in order (UniLM's rows); `flips` [B] bool, if
-        given, decides which rows are swapped / replaced instead of the coin (StructBERT's three-way task)."""
-        n = len(batch)
-        inputs = np.empty((n, self.seq_len), dtype=np.int64)
-        types = np.zeros((n, self.seq_len), dtype=np.int64)
-        pair_labels = np.zeros(n, dtype=np.int64)
+        given, decides which rows are swapped / replaced instead of the coin; `kinds` [B], if given, each row's
+        pair instead: 0 in order, 1 A and B swapped, 2 B from the partner (StructBERT's three-way task);
+        `rngs`: the rows' seeded_rngs(seed, indices), if the caller has made them.
+
+        Each row's draws (the cut, the coin, the partner's start) come from its own generator, in that order;
+        the rows are then laid out for the whole batch at once."""
+        n, width = len(batch), self.raw_length
+        lo, hi = width // 4, 3 * width // 4
         sentences = self._sentence_starts(batch)
-        if self.task == "nsp" and swap:
-            assert batch.partner is not None, "NSP needs the loader's partner segments (SegmentBatch.partner)"
-            partners = self.bodies(batch.partner)
-        for row, (index, body) in enumerate(zip(batch.indices, self.bodies(batch), strict=True)):
-            rng = seeded_rng(self.seed, int(index))
-            lo, hi = len(body) // 4, 3 * len(body) // 4
-            inside = np.flatnonzero(sentences[row, lo:hi + 1]) + lo if sentences is not None else []
-            cut = int(inside[rng.integers(len(inside))]) if len(inside) else int(rng.integers(lo, hi + 1))
-            a, b = body[:cut], body[cut:]
+        if sentences is not None:  # the sentence starts in [lo, hi] of each row, row after row
+            rows, columns = np.nonzero(sentences[:, lo:hi + 1])
+            counts = np.bincount(rows, minlength=n).tolist()
+            columns, firsts = (columns + lo).tolist(), (np.cumsum(counts) - counts).tolist()
+        replaced = 2 if self.task == "nsp" else 1  # what a flip does
+        cut, kind, start = (np.zeros(n, dtype=np.int64) for _ in range(3))
+        for row, rng in enumerate(rngs or seeded_rngs(self.seed, batch.indices)):
+            inside = counts[row] if sentences is not None else 0
+            cut[row] = columns[firsts[row] + int(rng.integers(inside))] if inside else int(rng.integers(lo, hi + 1))
             flip = bool(rng.random() < 0.5) and swap
             if flips is not None:
                 flip = bool(flips[row])
-            if flip and self.task == "sop":
-                a, b = b, a
-            elif flip:  # NSP: as many tokens of a random other segment, from a random point of it
-                other = partners[row]
-                start = int(rng.integers(0, len(other) - len(b) + 1))
-                b = other[start:start + len(b)]
-            ids = np.concatenate([[self.cls], a, [self.sep], b, [self.sep]])
-            inputs[row] = ids
-            types[row, len(a) + 2:] = 1
-            pair_labels[row] = int(flip)
+            kind[row] = kinds[row] if kinds is not None else replaced * flip
+            if kind[row] == 2:  # NSP: as many tokens of a random other segment, from a random point of it
+                start[row] = int(rng.integers(0, cut[row] + 1))
+        source = self.bodies(batch)
+        if (kind == 2).any():
+            assert batch.partner is not None, "NSP needs the loader's partner segments (SegmentBatch.partner)"
+            source = np.concatenate([source, self.bodies(batch.partner)], axis=1)  # the partner's from `width` on
+        # [CLS] A [SEP] B [SEP]: A is body[:cut] (swapped: body[cut:]), B the rest of the body (swapped:
+        # body[:cut]; replaced: partner[start:], as long as body[cut:]).
+        a_length = np.where(kind == 1, width - cut, cut)[:, None]
+        position = np.arange(self.seq_len)[None, :]
+        a_from = np.where(kind == 1, cut, 0)[:, None] + position - 1
+        b_from = np.choose(kind, [cut, np.zeros_like(cut), start + width])[:, None] + position - a_length - 2
+        columns = np.where(position <= a_length, a_from, b_from)
+        np.clip(columns, 0, source.shape[1] - 1, out=columns)  # the [CLS] and [SEP] columns, set below
+        inputs = source[np.arange(n)[:, None], columns]
+        inputs[:, 0], inputs[:, -1] = self.cls, self.sep
+        inputs[np.arange(n), a_length[:, 0] + 1] = self.sep
+        types = (position >= a_length + 2).astype(np.int64)
         inputs, labels = self.mask_batch(inputs, batch.indices)
-        return {"input_ids": inputs, "labels": labels, "token_type_ids": types, "pair_labels": pair_labels}
+        return {"input_ids": inputs, "labels": labels, "token_type_ids": types,
+                "pair_labels": (kind != 0).astype(np.int64)}

@@ -20,8 +20,9 @@ import numpy as np
 from data_pipeline.collators.mlm import IGNORE, MLMConfig
 from data_pipeline.collators.sentence_pair import SentencePairCollator
 from data_pipeline.errors import UserError
-from data_pipeline.loader import seeded_rng, to_tensors
+from data_pipeline.loader import to_tensors
 from data_pipeline.packing import SegmentBatch
+from data_pipeline.seed_sequence import seeded_rng_groups
 
 TRIGRAM = 3
 
@@ -45,37 +46,35 @@ class StructBERTCollator:
                  seq_len: int, seed: int):
         self.cfg, self.seed = cfg, seed
         self.nsp = SentencePairCollator(mlm, special_tokens, vocab_size, seq_len, seed, "nsp")
-        self.sop = SentencePairCollator(mlm, special_tokens, vocab_size, seq_len, seed, "sop")
 
     @property
     def raw_length(self) -> int:
         return self.nsp.raw_length
 
     def __call__(self, batch: SegmentBatch) -> dict:
-        task = np.array([int(seeded_rng(self.seed ^ 0x5B, int(k)).integers(3)) for k in batch.indices])
-        swapped = self.sop.pair_rows(batch, flips=task == 1)  # previous: A and B swapped
-        replaced = self.nsp.pair_rows(batch, flips=task == 2)  # random: B from another segment
-        out = {k: np.where((task == 2)[:, None], replaced[k], swapped[k]) for k in ("input_ids", "labels",
-                                                                                   "token_type_ids")}
-        label = task.astype(np.int64)
-        structural = np.full_like(out["input_ids"], IGNORE)
-        specials = (self.nsp.cls, self.nsp.sep)
-        for r, index in enumerate(batch.indices):
-            rng = seeded_rng(self.seed ^ 0x7A1, int(index))
-            ids, labels = out["input_ids"][r], out["labels"][r]
-            free = ~np.isin(ids, specials) & (labels == IGNORE)
-            starts = np.flatnonzero(free[:-2] & free[1:-1] & free[2:])
-            count = int(round(self.cfg.shuffle_prob * len(ids) / TRIGRAM))
-            taken = np.zeros(len(ids), dtype=bool)
-            for s in rng.permutation(starts):
-                if count == 0:
+        tasks, pairs, words = seeded_rng_groups([self.seed ^ 0x5B, self.seed, self.seed ^ 0x7A1], batch.indices)
+        task = np.array([int(rng.integers(3)) for rng in tasks], dtype=np.int64)
+        # 1: previous (A and B swapped), 2: B from another segment
+        pairs = self.nsp.pair_rows(batch, kinds=task, rngs=pairs)
+        out = {k: pairs[k] for k in ("input_ids", "labels", "token_type_ids")}
+        ids, length = out["input_ids"], out["input_ids"].shape[1]
+        structural = np.full_like(ids, IGNORE)
+        free = ~np.isin(ids, (self.nsp.cls, self.nsp.sep)) & (out["labels"] == IGNORE)
+        rows, columns = np.nonzero(free[:, :-2] & free[:, 1:-1] & free[:, 2:])  # where a trigram may start
+        ends = np.cumsum(np.bincount(rows, minlength=len(ids))).tolist()
+        count = int(round(self.cfg.shuffle_prob * length / TRIGRAM))
+        first = 0
+        for r, rng in enumerate(words):
+            starts, first = columns[first:ends[r]], ends[r]
+            left, taken = count, np.zeros(length, dtype=bool)
+            for s in rng.permutation(starts).tolist():
+                if left == 0:
                     break
                 if taken[s:s + TRIGRAM].any():
                     continue
-                where = np.arange(s, s + TRIGRAM)
-                original = ids[where].copy()
-                ids[where] = original[rng.permutation(TRIGRAM)]
-                structural[r, where] = original
-                taken[where] = True
-                count -= 1
-        return to_tensors({**out, "structural_labels": structural, "sentence_labels": label})
+                original = ids[r, s:s + TRIGRAM].copy()
+                ids[r, s:s + TRIGRAM] = original[rng.permutation(TRIGRAM)]
+                structural[r, s:s + TRIGRAM] = original
+                taken[s:s + TRIGRAM] = True
+                left -= 1
+        return to_tensors({**out, "structural_labels": structural, "sentence_labels": task})

@@ -22,8 +22,9 @@ import numpy as np
 from data_pipeline.collators.mlm import IGNORE, MLMConfig
 from data_pipeline.collators.sentence_pair import SentencePairCollator
 from data_pipeline.errors import UserError
-from data_pipeline.loader import seeded_rng, to_tensors
+from data_pipeline.loader import to_tensors
 from data_pipeline.packing import SegmentBatch
+from data_pipeline.seed_sequence import seeded_rng_groups
 
 MODES = ("bidirectional", "seq2seq", "left_to_right", "right_to_left")
 
@@ -42,14 +43,15 @@ class UniLMConfig:
 def unilm_mask(mode: int, length: int, source_length: int) -> np.ndarray:
     """[length, length] bool, True where query i may attend to key j, for MODES[mode]; the source is the
     first `source_length` positions (seq2seq and the single-stack prefix LM)."""
+    return unilm_masks(np.array([mode]), length, np.array([source_length]))[0]
+
+
+def unilm_masks(modes: np.ndarray, length: int, source_lengths: np.ndarray) -> np.ndarray:
+    """[B, length, length]: `unilm_mask` of each row's mode and source length."""
     i, j = np.arange(length)[:, None], np.arange(length)[None, :]
-    if mode == 0:
-        return np.ones((length, length), dtype=bool)
-    if mode == 2:
-        return j <= i
-    if mode == 3:
-        return j >= i
-    return (j < source_length) | ((i >= source_length) & (j <= i))
+    mode, source = modes[:, None, None], source_lengths[:, None, None]
+    seq2seq = (j < source) | ((i >= source) & (j <= i))
+    return np.where(mode == 0, True, np.where(mode == 2, j <= i, np.where(mode == 3, j >= i, seq2seq)))
 
 
 class UniLMCollator:
@@ -64,19 +66,15 @@ class UniLMCollator:
         return self.pairs.raw_length
 
     def __call__(self, batch: SegmentBatch) -> dict:
-        out = self.pairs.pair_rows(batch, swap=False)
+        pairs, modes = seeded_rng_groups([self.seed, self.seed ^ 0x0411], batch.indices)
+        out = self.pairs.pair_rows(batch, swap=False, rngs=pairs)
         ids, types, labels = out["input_ids"], out["token_type_ids"], out["labels"]
-        n, length = ids.shape
-        modes = np.array([int(np.searchsorted(self.cumulative, seeded_rng(self.seed ^ 0x0411, int(k)).random(),
-                                              side="right")) for k in batch.indices], dtype=np.int64)
-        modes = np.minimum(modes, 3)
-        masks = np.empty((n, length, length), dtype=bool)
-        for r in range(n):
-            source = int((types[r] == 0).sum())
-            masks[r] = unilm_mask(int(modes[r]), length, source)
-            if modes[r] == 1:  # seq2seq: only the target is predicted; the source keeps its tokens
-                src = slice(0, source)
-                ids[r, src] = np.where(labels[r, src] != IGNORE, labels[r, src], ids[r, src])
-                labels[r, src] = IGNORE
-        return to_tensors({"input_ids": ids, "labels": labels, "token_type_ids": types, "attention_mask": masks,
-                           "lm_mode": modes})
+        draws = np.array([rng.random() for rng in modes])
+        modes = np.minimum(np.searchsorted(self.cumulative, draws, side="right"), 3).astype(np.int64)
+        sources = (types == 0).sum(axis=1)
+        # seq2seq: only the target is predicted; the source keeps its tokens
+        in_source = (modes[:, None] == 1) & (np.arange(ids.shape[1])[None, :] < sources[:, None])
+        ids = np.where(in_source & (labels != IGNORE), labels, ids)
+        labels = np.where(in_source, IGNORE, labels)
+        return to_tensors({"input_ids": ids, "labels": labels, "token_type_ids": types,
+                           "attention_mask": unilm_masks(modes, ids.shape[1], sources), "lm_mode": modes})

@@ -17,7 +17,7 @@ from data_pipeline.collators.contrastive import ContrastiveViewsCollator
 from data_pipeline.collators.masked_lm import MaskedLMCollator, MaskingConfig, _spans, span_length_distribution
 from data_pipeline.collators.mass import MassCollator, MassConfig
 from data_pipeline.collators.mlm import IGNORE, MLMConfig
-from data_pipeline.collators.permutation_lm import PermutationLMCollator, PermutationLMConfig
+from data_pipeline.collators.permutation_lm import PermutationLMCollator, PermutationLMConfig, _Lemire, select_targets
 from data_pipeline.collators.prefix_lm import PrefixLMCollator
 from data_pipeline.collators.sentence_pair import SentencePairCollator
 from data_pipeline.collators.span_corruption import SpanCorruptionCollator, SpanCorruptionConfig
@@ -25,13 +25,15 @@ from data_pipeline.collators.structbert import StructBERTCollator, StructBERTCon
 from data_pipeline.collators.tlm import TLMCollator
 from data_pipeline.collators.unilm import UniLMCollator, UniLMConfig, unilm_mask
 from data_pipeline.errors import UserError
-from data_pipeline.loader import partner_segments
+from data_pipeline.loader import partner_segments, seeded_rng
 from data_pipeline.packing import SegmentBatch
 from data_pipeline.prepare import prepare
 from data_pipeline.sentences import word_and_sentence_flags
 from data_pipeline.sample_corpus import SAMPLE_CORPUS
 from data_pipeline.shards import Manifest
 from data_pipeline.tokenizer import load_tokenizer
+from pretrain.objectives import OBJECTIVES, ObjectiveConfig, build_objective
+from pretrain.objectives.base import CollatorContext
 from segment_batches import read, rows_of
 
 CORPUS = SAMPLE_CORPUS
@@ -317,6 +319,25 @@ def test_permutation_masks_are_valid_as_hf_defines_them(datasets):
         check_permutation_mask(theirs["perm_mask"][r].numpy() > 0, (theirs["labels"][r] != IGNORE).numpy())
 
 
+@pytest.mark.parametrize("plm", [PermutationLMConfig(), PermutationLMConfig(0.5, 3), PermutationLMConfig(0.9, 2)])
+def test_permutation_targets_and_order_are_the_loops_of_each_samples_generator(datasets, plm):
+    """The collator replays select_targets' draws for the whole batch (0.9: a range of one value, the loop
+    itself); the targets and factorization order are those of the loop, drawn from seeded_rng(seed, i)."""
+    manifest, batch = read(datasets["wordpiece"], 62, rows=48)
+    c = PermutationLMCollator(plm, manifest.special_tokens, 64, 5)
+    out = c(batch)
+    ids, _ = c.layout.rows(batch)
+    for r, index in enumerate(batch.indices):
+        rng = seeded_rng(5, int(index))
+        targets = select_targets(64, plm, rng) & ~np.isin(ids[r], c.specials)
+        order = np.full(64, -1)
+        order[targets] = rng.permutation(int(targets.sum()))
+        np.testing.assert_array_equal(out["factorization_order"][r].numpy(), order)
+    walk = _Lemire(PermutationLMConfig(), 64)
+    raw = np.full((1, walk.steps), 7 << 32, dtype=np.uint64)  # a span word of 0: Lemire's redraw for n = 5
+    assert not walk.targets(raw)[2][0]
+
+
 # ---- UniLM, MASS --------------------------------------------------------------------------------------------
 
 def brute_force_mask(mode, length, source):
@@ -429,3 +450,60 @@ def test_nsp_partner_depends_on_seed_and_index_only():
     b = np.concatenate([partner_segments(3, np.array([i]), np.array([i - 100]), 1000) for i in range(100, 164)])
     np.testing.assert_array_equal(a, b)
     assert (a != np.arange(64)).all()
+
+
+@pytest.fixture(scope="module")
+def language_datasets(datasets, tmp_path_factory):
+    """Parallel text (each document beside its words reversed, a stand-in second language) and multilingual
+    text (every other document reversed and so marked), 40 documents each, with the wordpiece tokenizer."""
+    root = tmp_path_factory.mktemp("language_data")
+    with open(CORPUS) as f:
+        texts = [json.loads(line)["text"][:600] for _, line in zip(range(40), f, strict=False)]
+    with open(root / "pairs.jsonl", "w") as f:
+        for text in texts:
+            f.write(json.dumps({"a": text, "b": " ".join(reversed(text.split())), "la": "en", "lb": "xx"}) + "\n")
+    with open(root / "mixed.jsonl", "w") as f:
+        for i, text in enumerate(texts):
+            f.write(json.dumps({"text": text if i % 2 else " ".join(reversed(text.split())),
+                                "lang": "en" if i % 2 else "xx"}) + "\n")
+    tokenizer = datasets["wordpiece"]
+    prepare([root / "pairs.jsonl"], root / "parallel", tokenizer=tokenizer, pair_fields=("a", "b"),
+            language_fields=("la", "lb"), progress=False)
+    prepare([root / "mixed.jsonl"], root / "multilingual", tokenizer=tokenizer, language_field="lang",
+            progress=False)
+    return {"parallel": root / "parallel", "multilingual": root / "multilingual"}
+
+
+@pytest.mark.parametrize("name", sorted(OBJECTIVES))
+def test_every_objective_gives_a_sample_the_same_rows_in_any_micro_batch_and_on_any_rank(name, datasets,
+                                                                                          language_datasets):
+    """Each objective of `graft objectives`, built as training builds it: the rows of 8 samples collated
+    together equal, sample by sample, those collated in micro-batches of 3 and 5, on two ranks of 4, alone,
+    and in another order (the loader's micro-batches at other sizes, world sizes and worker counts)."""
+    objective = OBJECTIVES[name]
+    if objective.data == "parallel":
+        root = language_datasets["parallel"]
+    elif objective.data.startswith("languages"):
+        root = language_datasets["multilingual"]
+    elif "encoder_decoder" in objective.needs:  # T5's sentinels, or BART's <mask> for reconstruction
+        root = datasets["bytelevel_bpe" if "reconstruction_targets" in objective.needs else "unigram"]
+    else:
+        root = datasets["wordpiece"]
+    cfg = ObjectiveConfig(name=name, masking=MaskingConfig(unit="span", sbo=True))  # masked_lm's costliest unit
+    c, _ = build_objective(cfg, CollatorContext(Manifest.load(root), 64, 1, str(root), type_vocab_size=2))
+    _, batch = read(root, c.raw_length, rows=8, first=40, partner=True)
+    batch.segment_ids = np.arange(8) * 7
+    whole = c(batch)
+    splits = [[np.arange(3), np.arange(3, 8)], [np.arange(4), np.arange(4, 8)], [np.array([5])],
+              [np.array([6, 1, 7, 0, 2])]]
+    for split in splits:
+        for rows in split:
+            part = c(rows_of(batch, rows))
+            assert part.keys() == whole.keys()
+            for k, v in whole.items():
+                for j, i in enumerate(rows):
+                    a, b = v[i].numpy(), part[k][j].numpy()
+                    if a.shape != b.shape:  # padded to the micro-batch's longest (BART, PLM): the common part
+                        cut = tuple(slice(0, min(x, y)) for x, y in zip(a.shape, b.shape, strict=True))
+                        a, b = a[cut], b[cut]
+                    np.testing.assert_array_equal(a, b, err_msg=f"{name}.{k} sample {i} in micro-batch {rows}")
