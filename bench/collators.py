@@ -16,8 +16,9 @@ training step spent in its collator, `collator_step_fraction_<objective>` = coll
 objective's preset (configs/objectives/, or the family's tiny model) at the quickstart model's sizes,
 sequence and micro-batch (read from configs/quickstart.yaml), one micro-batch collated from the
 loader's arrays vs one plain PyTorch training step on it (forward, backward, AdamW: a lower bound of the
-engine's step, so the share is an upper bound), medians of --steps; masked_lm is measured as SpanBERT's
-spans with SBO, its costliest unit.
+engine's step, so the share is an upper bound) on one thread, as each of the quickstart's ranks runs (torchrun
+gives every rank OMP_NUM_THREADS=1; the collator is single-threaded numpy either way), medians of --steps;
+masked_lm is measured as SpanBERT's spans with SBO, its costliest unit.
 Run: python bench/collators.py [--batch 32 --seq-len 512] [--only-fractions] [--objectives NAME ...]
 The last line printed is one JSON object: collator_vs_hf_mlm, collator_vs_hf_wwm, collator_vs_hf_plm (Graft's
 batches/s over transformers'), each side's batches/s, and collator_step_fraction_<objective> for each objective.
@@ -201,6 +202,7 @@ def step_fractions(work: Path, steps: int, only: list[str] | None = None) -> dic
     from pretrain.objectives import OBJECTIVES, build_objective, objective_heads
     from pretrain.objectives.base import CollatorContext
 
+    torch.set_num_threads(1)  # one thread per rank, as the quickstart's 2 processes train on 2 cores
     figures = {}
     for name in only or OBJECTIVES:
         preset = objective_preset(name)

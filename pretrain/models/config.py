@@ -30,7 +30,8 @@ CAPABILITIES = {
     "bart": frozenset({"encoder_decoder", "reconstruction_targets", "decoder_positions"}),
 }
 OUTPUT_BIAS_INITS = ("zero", "unigram")
-MLM_BIAS_FAMILIES = ("bert", "roberta", "albert", "electra")  # ELECTRA: its generator's MLM head
+# Families with an MLM head whose bias output_bias_init sets (ELECTRA: its generator's).
+MLM_BIAS_FAMILIES = tuple(f for f, offers in CAPABILITIES.items() if offers & {"mlm_head", "rtd_heads"})
 # Fields that change how the model trains, not the function its weights compute.
 # Recurrence too: the weights are the same with any memory length (export may set mem_len to 0).
 # The query stream too: its one vector exists only in pretraining (export leaves it out).
