@@ -19,6 +19,7 @@ from pretrain.config import load_config
 from pretrain.flops import batch_flops
 from pretrain.metrics import SUMMARY_FILE
 from pretrain.models.config import ModelConfig
+from pretrain.objectives import reads_logits_only
 from pretrain.run_dir import CONFIG_FILE
 
 CSV_REQUIRED = ("params", "tokens", "loss")
@@ -108,7 +109,8 @@ def _measured_flops_per_sample(run_dir: Path) -> float | None:
     except (UserError, OSError):
         print(f"note: {run_dir}: its dataset cannot be read; its FLOPs are taken as 6 * params * tokens")
         return None
-    return batch_flops(cfg.model, batches) / sum(b["input_ids"].shape[0] for b in batches)
+    samples = sum(b["input_ids"].shape[0] for b in batches)
+    return batch_flops(cfg.model, batches, reads_logits_only(cfg.objective)) / samples
 
 
 def _nonfinite_step(run_dir: Path) -> int | None:

@@ -22,7 +22,7 @@ from data_pipeline.shards import Manifest
 from launch.model_size import count_parameters
 from pretrain.config import CONFIGS_DIR, RunConfig, load_config
 from pretrain.flops import batch_flops
-from pretrain.objectives import build_objective
+from pretrain.objectives import build_objective, reads_logits_only
 from pretrain.objectives.base import CollatorContext
 
 LADDER_DIR = CONFIGS_DIR / "scaling"
@@ -113,7 +113,7 @@ def measure(config: str, base: list[str], points: list[Point]) -> None:
         if key not in batches:
             batches[key] = sample_batches(cfg)
         samples = sum(b["input_ids"].shape[0] for b in batches[key])
-        point.flops_per_sample = batch_flops(cfg.model, batches[key]) / samples
+        point.flops_per_sample = batch_flops(cfg.model, batches[key], reads_logits_only(cfg.objective)) / samples
         counts = count_parameters(cfg.model)
         point.params, point.non_embedding_params = counts.total, counts.non_embedding
         if point.budget is not None:

@@ -14,15 +14,19 @@ Transformer-XL recurrence: the segment plus the encoder's memory of mem_len posi
 Embedding lookups are free; a factorized embedding (ALBERT, ELECTRA: size e < d) costs 6ed per token for
 its projection. Output heads cost 6P per position they run on, and Graft runs the vocabulary projection only
 where the loss needs it (the labelled positions): the MLM head (d x e transform, e x V decoder) 6(de + eV),
-T5's and BART's LM head 6dV. ELECTRA counts its generator (an encoder with the MLM head on the masked
-positions) plus its discriminator (every token, head d x d + d x 1). ALBERT's shared layer counts once per
-application. The NSP/SOP classifier (a few d x d per sample) is left out. MFU is achieved FLOPs/s divided by
-the accelerator's peak for the precision in use.
+T5's and BART's LM head 6dV. When the loss reads only the MLM logits (mlm, tlm, unilm, multilingual_mlm),
+BERT, RoBERTa and ALBERT run their last layer at the labelled positions alone: that layer counts K and V on
+every token (6 * 2da) and the rest on the labelled positions only. ELECTRA counts its generator (an encoder with
+the MLM head on the masked positions) plus its discriminator (every token, head d x d + d x 1). ALBERT's shared
+layer counts once per application. The NSP/SOP classifier (a few d x d per sample) is left out. MFU is achieved
+FLOPs/s divided by the accelerator's peak for the precision in use.
 """
 
 from __future__ import annotations
 
 import torch
+
+from pretrain.models.encoder import last_layer_at_positions
 
 
 def encoder_layer_flops(d: int, f: int, t: int, gated: bool = False, width: int | None = None) -> float:
@@ -48,11 +52,15 @@ def _memory(cfg) -> int:
     return cfg.recurrence.mem_len
 
 
-def encoder_flops(cfg, seq_len: int, head_tokens: float) -> float:
-    """One sample of `seq_len` tokens through an encoder, its MLM head on `head_tokens` positions."""
-    d, e = cfg.hidden_size, cfg.embed_size
+def encoder_flops(cfg, seq_len: int, head_tokens: float, last_at_head: bool = False) -> float:
+    """One sample of `seq_len` tokens through an encoder, its MLM head on `head_tokens` positions; with
+    `last_at_head`, the last layer's queries, output and feed-forward on those positions only (K and V on all)."""
+    d, e, a = cfg.hidden_size, cfg.embed_size, _width(cfg)
     keys = seq_len + _memory(cfg)
-    layers = cfg.num_layers * seq_len * encoder_layer_flops(d, cfg.intermediate_size, keys, width=_width(cfg))
+    per_token = encoder_layer_flops(d, cfg.intermediate_size, keys, width=a)
+    layers = cfg.num_layers * seq_len * per_token
+    if last_at_head:
+        layers -= (seq_len - head_tokens) * (per_token - 6 * 2 * d * a)
     projection = 6 * e * d * seq_len if e != d else 0
     return layers + projection + 6 * (d * e + e * cfg.vocab_size) * head_tokens
 
@@ -74,14 +82,16 @@ def encoder_decoder_flops(cfg, enc_len: int, dec_len: int, head_tokens: float) -
     return encoder + decoder + 6 * d * cfg.vocab_size * head_tokens
 
 
-def flops_per_sample(cfg, seq_len: int, head_tokens: float, decoder_len: int = 0) -> float:
+def flops_per_sample(cfg, seq_len: int, head_tokens: float, decoder_len: int = 0,
+                     logits_only: bool = False) -> float:
     """Training FLOPs of one sample of `seq_len` (encoder) tokens and, for T5/BART, `decoder_len` decoder
-    tokens, whose output head runs on `head_tokens` positions."""
+    tokens, whose output head runs on `head_tokens` positions. `logits_only`: the loss reads only the MLM
+    logits (`Objective.logits_only`), so an encoder that can runs its last layer at those positions alone."""
     if cfg.is_encoder_decoder:
         return encoder_decoder_flops(cfg, seq_len, decoder_len, head_tokens)
     if cfg.family == "electra":
         return electra_flops(cfg, seq_len, head_tokens)
-    return encoder_flops(cfg, seq_len, head_tokens)
+    return encoder_flops(cfg, seq_len, head_tokens, logits_only and last_layer_at_positions(cfg))
 
 
 # Dense peak TFLOP/s per GPU by name fragment and precision (NVIDIA datasheets, without sparsity).
@@ -110,8 +120,9 @@ def peak_flops(precision: str, override_tflops: float = 0.0) -> float | None:
     return None
 
 
-def batch_flops(model_cfg, micro_batches: list[dict]) -> float:
-    """Training FLOPs of this rank's micro-batches; the head counts labelled positions when there are labels."""
+def batch_flops(model_cfg, micro_batches: list[dict], logits_only: bool = False) -> float:
+    """Training FLOPs of this rank's micro-batches; the head counts labelled positions when there are labels.
+    `logits_only`: the objective's loss reads only the MLM logits (`pretrain.objectives.reads_logits_only`)."""
     from data_pipeline.collators.mlm import IGNORE
 
     total = 0.0
@@ -119,7 +130,8 @@ def batch_flops(model_cfg, micro_batches: list[dict]) -> float:
         samples, seq_len = batch["input_ids"].shape
         decoder_len = batch["decoder_input_ids"].shape[1] if "decoder_input_ids" in batch else 0
         head = int((batch["labels"] != IGNORE).sum()) if "labels" in batch else samples * (decoder_len or seq_len)
-        total += samples * flops_per_sample(model_cfg, seq_len, head / samples, decoder_len)
+        last_at_head = logits_only and "perm_mask" not in batch
+        total += samples * flops_per_sample(model_cfg, seq_len, head / samples, decoder_len, last_at_head)
         if "perm_mask" in batch:  # XLNet's query stream: a second pass of every encoder layer over every token
             total += samples * encoder_flops(model_cfg, seq_len, 0)
     return total

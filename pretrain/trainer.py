@@ -25,7 +25,7 @@ from pretrain.failures import end_data_workers, strike_in_main, with_collate_fau
 from pretrain.flops import batch_flops, peak_flops
 from pretrain.metrics import MetricsLog, WindowMeter, console_line, write_summary
 from pretrain.models.layers import set_layerdrop_step
-from pretrain.objectives import build_objective, objective_heads
+from pretrain.objectives import build_objective, objective_heads, reads_logits_only
 from pretrain.objectives.base import CollatorContext
 from pretrain.recurrence import LaneMemory
 from pretrain.optim import build_optimizer, learning_rate
@@ -118,7 +118,7 @@ def _train(run_dir: Path, resume: bool, stop_request: StopRequest, watchdog: Han
         state.skipped += result.skipped
         state.nonfinite_streak = state.nonfinite_streak + 1 if result.nonfinite else 0
         meter.add(global_batch * cfg.data.seq_len, global_batch,
-                  batch_flops(cfg.model, micro_batches), data_wait)
+                  batch_flops(cfg.model, micro_batches, reads_logits_only(cfg.objective)), data_wait)
         bar.update(1)
         bar.set_postfix(loss=f"{result.loss:.3f}", refresh=False)
 

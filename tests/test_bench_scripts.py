@@ -35,6 +35,16 @@ def test_gpu_benchmark_runs_end_to_end_on_tiny_models():
     assert all(math.isfinite(v) and v > 0 for v in figures.values()), figures
 
 
+def test_last_layer_benchmark_reports_its_figures():
+    out = subprocess.run([sys.executable, str(REPO_ROOT / "bench" / "last_layer.py"), "--steps", "1"], cwd=REPO_ROOT,
+                         capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)}, timeout=300)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
+    figures = json.loads(out.stdout.strip().splitlines()[-1])
+    assert figures["last_layer_step_ratio"] > 0
+    # 2 layers, 40% masked: the last layer's queries, output and feed-forward skipped at 60% of the positions
+    assert 0.7 < figures["last_layer_flops_ratio"] < 0.9
+
+
 def test_page_reporting_is_paused_while_timing_and_restored(tmp_path, monkeypatch):
     """bench.common.host_backed_memory, on a stand-in for the kernel's knob (a test must not change the VM)."""
     from bench import common

@@ -16,9 +16,9 @@ from torch import nn
 from pretrain.models.config import ModelConfig
 from pretrain.models.attention import padding_mask
 from pretrain.models.output import ModelOutput
-from pretrain.models.layers import ACTIVATIONS, LayerStack, TransformerLayer, make_norm
+from pretrain.models.layers import ACTIVATIONS, LayerStack, TransformerLayer, make_norm, position_index
 from pretrain.models.memory import MemoryCache, stack_with_memory
-from pretrain.models.objective_heads import head_outputs
+from pretrain.models.objective_heads import ATTRIBUTE as HEADS, head_outputs
 from pretrain.models.positions import AbsolutePositions, XLRelative
 
 
@@ -97,16 +97,25 @@ class Encoder(nn.Module):
         return h, g
 
     def forward(self, x: torch.Tensor, attention_mask: torch.Tensor | None, cache: MemoryCache | None = None,
-                doc_index: torch.Tensor | None = None) -> torch.Tensor:
+                doc_index: torch.Tensor | None = None, at: torch.Tensor | None = None) -> torch.Tensor:
         """With relative positions, `cache` (if given) holds the memory of earlier segments and receives the
-        next one; `doc_index` [B, T] tells which positions continue the memory's document (see `memory`)."""
+        next one; `doc_index` [B, T] tells which positions continue the memory's document (see `memory`).
+        `at` [B, P] (absolute positions only): the hidden states at those positions alone, [B, P, H]."""
         if self.project is not None:
             x = self.project(x)
         if self.relative is None:
-            x = self.stack(x, mask=padding_mask(attention_mask)).hidden
+            x = self.stack(x, mask=padding_mask(attention_mask), at=at).hidden
         else:
+            assert at is None, "relative positions score every query: no last layer at positions"
             x = stack_with_memory(self.stack, self.relative, x, attention_mask, cache, doc_index, self.mem_len)
         return self.final_norm(x) if self.final_norm is not None else x
+
+
+def last_layer_at_positions(cfg: ModelConfig) -> bool:
+    """Whether the model of `cfg` runs its last layer only at the MLM positions for a batch with `logits_only`
+    (`EncoderForMaskedLM.forward`; pretrain/flops.py counts it so): BERT, RoBERTa and ALBERT with absolute
+    positions (relative ones score every query with the memory) and no NSP/SOP head (which reads [CLS])."""
+    return cfg.family in ("bert", "roberta", "albert") and cfg.positions == "absolute" and cfg.head == "mlm"
 
 
 class MLMHead(nn.Module):
@@ -184,11 +193,13 @@ class EncoderForMaskedLM(nn.Module):
 
     def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                token_type_ids: torch.Tensor | None = None, cache: MemoryCache | None = None,
-               doc_index: torch.Tensor | None = None, position_ids: torch.Tensor | None = None) -> torch.Tensor:
+               doc_index: torch.Tensor | None = None, position_ids: torch.Tensor | None = None,
+               at: torch.Tensor | None = None) -> torch.Tensor:
         """input_ids [B, T] -> hidden [B, T, H]. attention_mask [B, T]: 1 = attend, 0 = padding (HF convention),
-        or [B, T, T] per sample (UniLM); position_ids [B, T] override the default positions (TLM)."""
+        or [B, T, T] per sample (UniLM); position_ids [B, T] override the default positions (TLM); `at` [B, P]:
+        the last layer only at those positions, hidden [B, P, H]."""
         return self.encoder(self.embeddings(input_ids, token_type_ids, position_ids=position_ids), attention_mask,
-                            cache, doc_index)
+                            cache, doc_index, at)
 
     def mlm_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """hidden [..., H] -> logits [..., V]; pass only the masked positions to skip full-vocab work elsewhere."""
@@ -200,9 +211,17 @@ class EncoderForMaskedLM(nn.Module):
         listed in `pretrain.models.output`."""
         if "perm_mask" in batch:
             return self._permuted(batch)
+        positions = batch.get("positions")
+        if batch.get("logits_only") and positions is not None and positions.any() \
+                and last_layer_at_positions(self.config) and getattr(self, HEADS, None) is None:
+            # Nothing but the MLM head reads the last hidden states: the last layer runs at the masked positions
+            # only (the same logits for about 30% of that layer's work at 15% masking; no hidden in the output).
+            index, kept = position_index(positions)
+            hidden = self.encode(batch["input_ids"], batch.get("attention_mask"), batch.get("token_type_ids"),
+                                 position_ids=batch.get("position_ids"), at=index)
+            return ModelOutput(logits=self.mlm_logits(hidden[kept]))
         hidden = self.encode(batch["input_ids"], batch.get("attention_mask"), batch.get("token_type_ids"),
                              batch.get("memory"), batch.get("doc_index"), batch.get("position_ids"))
-        positions = batch.get("positions")
         logits = self.mlm_logits(hidden if positions is None else hidden[positions])
         pair = self.pair_head(hidden) if self.pair_head is not None else None
         return ModelOutput(logits=logits, pair_logits=pair, hidden=hidden, heads=head_outputs(self, hidden, batch))

@@ -59,6 +59,16 @@ class FeedForward(nn.Module):
         return self.down(self.dropout(h))
 
 
+def position_index(positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """bool [B, T] -> (index [B, P], kept bool [B, P]): each row's True positions in order, padded with others
+    to the longest row's count P; x.gather(1, index)[kept] lists the rows of x[positions], in the same order."""
+    counts = positions.sum(1)
+    width = int(counts.max()) if positions.numel() else 0
+    index = torch.argsort((~positions).to(torch.int8), dim=1, stable=True)[:, :width]
+    kept = torch.arange(width, device=positions.device) < counts[:, None]
+    return index, kept
+
+
 class TransformerLayer(nn.Module):
     """Self-attention, optional cross-attention, feed-forward; each sublayer residual with its own norm.
 
@@ -102,6 +112,18 @@ class TransformerLayer(nn.Module):
             x = self._residual(x, self.cross_norm, lambda h: self.cross_attn(h, context_mask, context))
         return self._residual(x, self.ffn_norm, self.ffn)
 
+    def at(self, x: torch.Tensor, index: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """forward(x) at the positions `index` [B, P] only: [B, P, H]. Each of those queries still attends to every
+        position of x, but the other positions' queries, output projections and feed-forward are never computed
+        (a last layer whose output only the MLM head reads, at the masked positions)."""
+        assert self.cross_attn is None, "a layer at positions is an encoder layer"
+        queries = x.gather(1, index[..., None].expand(-1, -1, x.shape[-1]))
+        if mask is not None and mask.shape[-2] > 1:  # a mask per query (UniLM's [B, 1, T, S]): the positions' rows
+            mask = mask.gather(-2, index[:, None, :, None].expand(-1, mask.shape[1], -1, mask.shape[-1]))
+        keys = self.attn_norm(x) if self.pre_ln else x  # what forward's own attention reads
+        queries = self._residual(queries, self.attn_norm, lambda q: self.attn(q, mask, context=keys))
+        return self._residual(queries, self.ffn_norm, self.ffn)
+
     def _two_streams(self, h, g, mask, query_mask, score):
         assert self.cross_attn is None, "two streams exist for encoders only"
         keys = self.attn_norm(h) if self.pre_ln else h  # the content the query stream reads, as h's own attention
@@ -138,11 +160,13 @@ class LayerStack(nn.Module):
         self.seed, self.step, self.stack = 0, 0, 0
 
     def forward(self, x: torch.Tensor, states: list | None = None, keep_states: bool = False,
-                **inputs) -> StackOutput:
+                at: torch.Tensor | None = None, **inputs) -> StackOutput:
         """Each layer gets `inputs` (keywords: mask, context, score, ...) and its own entry of `states` (one
         per layer application, e.g. a memory; None: no state). `x` may be a tuple of tensors that layers
-        carry together (a second attention stream); the stack only passes it on."""
+        carry together (a second attention stream); the stack only passes it on. `at` [B, P]: the last layer
+        runs only at those positions (`TransformerLayer.at`; inputs: mask alone), and the output is [B, P, H]."""
         assert states is None or len(states) == self.depth
+        assert at is None or (states is None and set(inputs) <= {"mask"}), "a stack at positions has no state"
         keep = self._kept_layers() if self.training and self.layerdrop > 0 else None
         entered = [] if keep_states else None
         for i in range(self.depth):
@@ -152,10 +176,14 @@ class LayerStack(nn.Module):
                 continue
             layer = self.layers[i % len(self.layers)]
             kwargs = inputs if states is None or states[i] is None else {**inputs, "state": states[i]}
+            if at is not None and i == self.depth - 1:
+                layer, kwargs = layer.at, {**kwargs, "index": at}
             if self.checkpointing and self.training:
                 x = checkpoint(layer, x, use_reentrant=False, **kwargs)
             else:
                 x = layer(x, **kwargs)
+        if at is not None and keep is not None and not keep[-1]:  # LayerDrop skipped the last layer
+            x = x.gather(1, at[..., None].expand(-1, -1, x.shape[-1]))
         return StackOutput(x, entered)
 
     def _kept_layers(self) -> torch.Tensor:

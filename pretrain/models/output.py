@@ -16,6 +16,8 @@ Batch keys a model reads (others, such as the objective's labels, are ignored):
                             logits (at `positions`) come from the query stream
     positions               bool [B, T] (decoder's [B, T_dec]): run the vocabulary head only where True, so
                             `logits` is [N, V] for the N True entries (absent: everywhere, [B, T, V])
+    logits_only             True: the caller reads `logits` alone (BERT, RoBERTa and ALBERT then run their last
+                            layer only at `positions`, and leave `hidden` out; others ignore it)
     memory                  a `pretrain.models.memory.MemoryCache` (recurrent models: Transformer-XL memory of
                             earlier segments, read and replaced by the forward; absent: no memory)
     doc_index               [B, T] documents begun in this segment at or before each position (recurrent

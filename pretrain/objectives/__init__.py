@@ -13,6 +13,7 @@ needs; its entry in MODULES; its block as a field of ObjectiveConfig.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import partial
 
 from data_pipeline.errors import UserError
 from pretrain.models.config import CAPABILITIES, FAMILIES, ModelConfig
@@ -93,4 +94,16 @@ def objective_heads(cfg: ObjectiveConfig):
 def build_objective(cfg: ObjectiveConfig, context: CollatorContext):
     """(collator, loss) for the configured objective."""
     objective = OBJECTIVES[cfg.name]
-    return objective.make_collator(cfg, context), objective.loss(cfg)
+    loss = objective.loss(cfg)
+    if objective.logits_only:
+        return objective.make_collator(cfg, context), partial(_logits_only, loss)
+    return objective.make_collator(cfg, context), loss
+
+
+def _logits_only(loss, model, batch):
+    return loss(model, {**batch, "logits_only": True})
+
+
+def reads_logits_only(cfg: ObjectiveConfig) -> bool:
+    """Whether the objective's loss reads only the MLM logits (`Objective.logits_only`): for `batch_flops`."""
+    return OBJECTIVES[cfg.name].logits_only

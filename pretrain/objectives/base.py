@@ -47,6 +47,9 @@ class Objective:
     description: str = ""  # one line for `graft objectives`
     model_settings: tuple = ()  # (model field, value) pairs it needs, e.g. (("query_stream", True),)
     heads: Callable[[Any, Any], dict] | None = None  # (ObjectiveConfig, model) -> pretraining-only heads
+    # Its loss reads only the MLM logits: build_objective marks each batch `logits_only`, so BERT, RoBERTa and
+    # ALBERT run their last layer only at the labelled positions (pretrain/flops.py counts it so).
+    logits_only: bool = False
 
 
 def require_mask_token(name: str, manifest: Manifest) -> None:

@@ -13,4 +13,5 @@ def make_collator(cfg, ctx):
 
 OBJECTIVE = Objective("mlm", make_collator, lambda cfg: mlm_loss, needs=frozenset({"encoder", "mlm_head"}),
                       data="any",
+                      logits_only=True,
                       description="BERT/RoBERTa masked LM: 15% of tokens, 80/10/10, new masks every epoch")

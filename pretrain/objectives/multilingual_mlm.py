@@ -17,4 +17,5 @@ def make_collator(cfg, ctx):
 OBJECTIVE = Objective("multilingual_mlm", make_collator, lambda cfg: mlm_loss,
                       needs=frozenset({"encoder", "mlm_head", "token_types"}),
                       data="languages (--language-field)",
+                      logits_only=True,
                       description="XLM's MLM over several languages, a language id per token as its token type")

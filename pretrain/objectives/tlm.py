@@ -16,4 +16,5 @@ def make_collator(cfg, ctx):
 OBJECTIVE = Objective("tlm", make_collator, lambda cfg: mlm_loss,
                       needs=frozenset({"encoder", "mlm_head", "token_types"}),
                       data="parallel",
+                      logits_only=True,
                       description="XLM's translation LM: MLM over both sides of a parallel pair")

@@ -16,4 +16,5 @@ def make_collator(cfg, ctx):
 OBJECTIVE = Objective("unilm", make_collator, lambda cfg: mlm_loss,
                       needs=frozenset({"encoder", "mlm_head", "token_types"}),
                       data="any",
+                      logits_only=True,
                       description="UniLM: bidirectional, seq2seq, left-to-right and right-to-left masks per sample")
