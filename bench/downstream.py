@@ -2,13 +2,14 @@
 
     python bench/downstream.py [--quickstart DIR] [--steps 300] [--lr 1e-3] [--seeds 0 1] [--jobs 4]
 
-The model `graft quickstart` exports (a 4-layer BERT pretrained with MLM on the sample corpus) and the same
-architecture from random initialisation are each fine-tuned with plain `transformers` on the same
-section-classification split of the sample corpus (which part of the Python docs a section comes from; whole
-pages held out: data_pipeline/sample_corpus/sections.py), with the same steps, learning rate and batches, once
-per seed. Both use the quickstart's tokenizer. The quickstart runs first unless --quickstart names a finished one.
-With --jobs N the fine-tunings run N at a time, each in its own process on one thread (the figures do not
-depend on the order; a one-thread run may differ from a multi-threaded one in the last bits).
+The model `graft quickstart` exports (its BERT: 2 layers, hidden 128, pretrained with `recipe: fast` on the
+sample corpus) and the same architecture from random initialisation are each fine-tuned with plain
+`transformers` on the same section-classification split of the sample corpus (which part of the Python docs a
+section comes from; whole pages held out: data_pipeline/sample_corpus/sections.py), with the same steps,
+learning rate and batches, once per seed. Both use the quickstart's tokenizer. The quickstart runs first
+unless --quickstart names a finished one. With --jobs N the fine-tunings run N at a time, each in its own
+process on one thread (the figures do not depend on the order; a one-thread run may differ from a
+multi-threaded one in the last bits).
 
 Figures, last line, one JSON object: `downstream_acc_pretrained` and `downstream_acc_scratch` (mean held-out
 accuracy over the seeds), `downstream_gain` (their difference) and `downstream_seed_spread` (the larger of the
