@@ -92,6 +92,8 @@ VARIANTS: dict[str, list[str]] = {
     # batch 8 in twice the steps: the same samples (run with --steps 8000)
     "r5_unigram_mask40_b8": [*R5, "objective.mlm.mask_prob=0.4", "engine.global_batch_size=8",
                              "engine.micro_batch_size=4"],
+    # Round 6 (--vocab 4096 --steps 4000): the decay shape on r5_unigram_mask40 (the recipe of round 5).
+    "r6_wsd": [*R5, "objective.mlm.mask_prob=0.4", "optim.schedule=wsd", "optim.decay_fraction=0.2"],
 }
 
 

@@ -9,7 +9,7 @@ import torch
 
 from data_pipeline.errors import UserError
 
-SCHEDULES = ("linear", "cosine", "inverse_sqrt", "constant")
+SCHEDULES = ("linear", "cosine", "inverse_sqrt", "constant", "wsd")
 
 
 @dataclass
@@ -20,9 +20,11 @@ class OptimConfig:
     eps: float = 1e-6  # AdamW's epsilon
     warmup_steps: int = 100  # linear warmup from 0 to lr
     # after warmup: linear | cosine decay to min_lr_ratio * lr at max_steps; inverse_sqrt: lr * sqrt(warmup / step)
-    # (never below min_lr_ratio * lr); constant
+    # (never below min_lr_ratio * lr); constant; wsd (warmup-stable-decay): lr until the last decay_fraction of
+    # the steps, then linear to min_lr_ratio * lr at max_steps
     schedule: str = "linear"
     min_lr_ratio: float = 0.0  # floor of the decay, as a share of lr
+    decay_fraction: float = 0.2  # wsd: the share of max_steps over which the learning rate decays
 
     def __post_init__(self):
         if self.lr <= 0:
@@ -33,6 +35,8 @@ class OptimConfig:
             raise UserError(f"optim.warmup_steps must be >= 0, got {self.warmup_steps}")
         if not 0 <= self.min_lr_ratio <= 1:
             raise UserError(f"optim.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
+        if not 0 < self.decay_fraction <= 1:
+            raise UserError(f"optim.decay_fraction must be in (0, 1], got {self.decay_fraction}")
         if len(self.betas) != 2:
             raise UserError(f"optim.betas must hold two numbers, got {list(self.betas)}")
 
@@ -74,6 +78,10 @@ def learning_rate(step: int, cfg: OptimConfig, max_steps: int) -> float:
         return cfg.lr
     if cfg.schedule == "inverse_sqrt":
         return cfg.lr * max(cfg.min_lr_ratio, math.sqrt(max(1, cfg.warmup_steps) / (step + 1)))
+    if cfg.schedule == "wsd":
+        decay_steps = max(1, round(cfg.decay_fraction * max_steps))
+        progress = min(1.0, max(0.0, (step - (max_steps - decay_steps)) / decay_steps))
+        return cfg.lr * (1.0 - (1.0 - cfg.min_lr_ratio) * progress)
     progress = min(1.0, (step - cfg.warmup_steps) / max(1, max_steps - cfg.warmup_steps))
     shape = 1.0 - progress if cfg.schedule == "linear" else 0.5 * (1.0 + math.cos(math.pi * progress))
     return cfg.lr * (cfg.min_lr_ratio + (1.0 - cfg.min_lr_ratio) * shape)

@@ -34,7 +34,7 @@ def test_a_skipped_step_changes_neither_weights_nor_moments():
     assert not torch.equal(before[0][0], model.weight)
 
 
-@pytest.mark.parametrize("schedule", ["linear", "cosine", "inverse_sqrt", "constant"])
+@pytest.mark.parametrize("schedule", ["linear", "cosine", "inverse_sqrt", "constant", "wsd"])
 def test_schedules_warm_up_linearly_then_decay(schedule):
     cfg = OptimConfig(lr=1.0, warmup_steps=10, schedule=schedule, min_lr_ratio=0.1)
     lrs = [learning_rate(s, cfg, max_steps=100) for s in range(100)]
@@ -49,6 +49,15 @@ def test_schedules_warm_up_linearly_then_decay(schedule):
         assert lrs[39] == pytest.approx(math.sqrt(10 / 40))
     if schedule in ("linear", "cosine"):
         assert learning_rate(100, cfg, 100) == pytest.approx(0.1)
+
+
+def test_wsd_holds_the_peak_until_its_decay_then_falls_linearly_to_the_floor():
+    cfg = OptimConfig(lr=1.0, warmup_steps=10, schedule="wsd", min_lr_ratio=0.1, decay_fraction=0.25)
+    lrs = [learning_rate(s, cfg, max_steps=100) for s in range(101)]
+    assert set(lrs[10:76]) == {1.0}  # stable until step 75, the start of the last quarter
+    assert lrs[80] == pytest.approx(1.0 - 0.9 * 5 / 25) and lrs[100] == pytest.approx(0.1)
+    with pytest.raises(UserError, match="optim.decay_fraction"):
+        OptimConfig(schedule="wsd", decay_fraction=0.0)
 
 
 def test_bad_schedule_is_named():
