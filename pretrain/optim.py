@@ -78,10 +78,10 @@ def learning_rate(step: int, cfg: OptimConfig, max_steps: int) -> float:
         return cfg.lr
     if cfg.schedule == "inverse_sqrt":
         return cfg.lr * max(cfg.min_lr_ratio, math.sqrt(max(1, cfg.warmup_steps) / (step + 1)))
-    if cfg.schedule == "wsd":
+    if cfg.schedule == "wsd":  # linear too, but only over the last decay_fraction of the steps
         decay_steps = max(1, round(cfg.decay_fraction * max_steps))
         progress = min(1.0, max(0.0, (step - (max_steps - decay_steps)) / decay_steps))
-        return cfg.lr * (1.0 - (1.0 - cfg.min_lr_ratio) * progress)
-    progress = min(1.0, (step - cfg.warmup_steps) / max(1, max_steps - cfg.warmup_steps))
-    shape = 1.0 - progress if cfg.schedule == "linear" else 0.5 * (1.0 + math.cos(math.pi * progress))
+    else:
+        progress = min(1.0, (step - cfg.warmup_steps) / max(1, max_steps - cfg.warmup_steps))
+    shape = 0.5 * (1.0 + math.cos(math.pi * progress)) if cfg.schedule == "cosine" else 1.0 - progress
     return cfg.lr * (cfg.min_lr_ratio + (1.0 - cfg.min_lr_ratio) * shape)

@@ -61,12 +61,18 @@ class FeedForward(nn.Module):
 
 def position_index(positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """bool [B, T] -> (index [B, P], kept bool [B, P]): each row's True positions in order, padded with others
-    to the longest row's count P; x.gather(1, index)[kept] lists the rows of x[positions], in the same order."""
+    to the longest row's count P (0 when none is True); at_positions(x, index)[kept] lists the rows of
+    x[positions], in the same order."""
     counts = positions.sum(1)
     width = int(counts.max()) if positions.numel() else 0
     index = torch.argsort((~positions).to(torch.int8), dim=1, stable=True)[:, :width]
     kept = torch.arange(width, device=positions.device) < counts[:, None]
     return index, kept
+
+
+def at_positions(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """x [B, T, H] at `index` [B, P] (position_index's): [B, P, H]."""
+    return x.gather(1, index[..., None].expand(-1, -1, x.shape[-1]))
 
 
 class TransformerLayer(nn.Module):
@@ -117,7 +123,7 @@ class TransformerLayer(nn.Module):
         position of x, but the other positions' queries, output projections and feed-forward are never computed
         (a last layer whose output only the MLM head reads, at the masked positions)."""
         assert self.cross_attn is None, "a layer at positions is an encoder layer"
-        queries = x.gather(1, index[..., None].expand(-1, -1, x.shape[-1]))
+        queries = at_positions(x, index)
         if mask is not None and mask.shape[-2] > 1:  # a mask per query (UniLM's [B, 1, T, S]): the positions' rows
             mask = mask.gather(-2, index[:, None, :, None].expand(-1, mask.shape[1], -1, mask.shape[-1]))
         keys = self.attn_norm(x) if self.pre_ln else x  # what forward's own attention reads
@@ -183,7 +189,7 @@ class LayerStack(nn.Module):
             else:
                 x = layer(x, **kwargs)
         if at is not None and keep is not None and not keep[-1]:  # LayerDrop skipped the last layer
-            x = x.gather(1, at[..., None].expand(-1, -1, x.shape[-1]))
+            x = at_positions(x, at)
         return StackOutput(x, entered)
 
     def _kept_layers(self) -> torch.Tensor:
