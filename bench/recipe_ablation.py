@@ -38,6 +38,8 @@ B32 = ["engine.global_batch_size=32", "train.max_steps=800"]
 R3 = [*B32[:1], "model.num_layers=2"]  # the steps come from --steps
 R4 = [*R3, "engine.global_batch_size=16", "engine.micro_batch_size=8", "model.initializer_range=0.05"]
 R5 = [*R4, "model.output_bias_init=unigram"]
+R6 = [*R5, "objective.mlm.mask_prob=0.4", "optim.schedule=wsd", "optim.decay_fraction=0.2"]
+R7 = [*R6, "optim.decay_fraction=0.1", "optim.lr=1.4e-3", "optim.warmup_steps=100"]
 VARIANTS: dict[str, list[str]] = {
     "before": [],
     "lr2e-3": ["optim.lr=2e-3"],
@@ -93,7 +95,22 @@ VARIANTS: dict[str, list[str]] = {
     "r5_unigram_mask40_b8": [*R5, "objective.mlm.mask_prob=0.4", "engine.global_batch_size=8",
                              "engine.micro_batch_size=4"],
     # Round 6 (--vocab 4096 --steps 4000): the decay shape on r5_unigram_mask40 (the recipe of round 5).
-    "r6_wsd": [*R5, "objective.mlm.mask_prob=0.4", "optim.schedule=wsd", "optim.decay_fraction=0.2"],
+    "r6_wsd": R6,
+    # Round 7 (--vocab 4096 --steps 4000): wsd's decay fraction and the peak it holds, on r6_wsd.
+    "r7_decay0.4": [*R6, "optim.decay_fraction=0.4"],
+    "r7_decay0.1": [*R6, "optim.decay_fraction=0.1"],
+    "r7_decay0.05": [*R6, "optim.decay_fraction=0.05"],
+    "r7_lr2e-3_warmup150": [*R6, "optim.lr=2e-3", "optim.warmup_steps=150"],
+    "r7_decay0.1_warmup100": [*R6, "optim.decay_fraction=0.1", "optim.warmup_steps=100"],
+    "r7_decay0.1_lr7e-4": [*R6, "optim.decay_fraction=0.1", "optim.lr=7e-4"],
+    "r7_decay0.1_lr1.4e-3_warmup100": R7,
+    "r7_decay0.1_lr1.7e-3_warmup100": [*R7, "optim.lr=1.7e-3"],
+    "r7_decay0.05_lr1.4e-3_warmup100": [*R7, "optim.decay_fraction=0.05"],
+    "r7_mask50": [*R7, "objective.mlm.mask_prob=0.5"],
+    "r7_noclip": [*R7, "engine.grad_clip=0"],
+    "r7_beta2_0.95": [*R7, "optim.betas=[0.9,0.95]"],
+    "r6_wsd_seed1": [*R6, "seed=1"],
+    "r7_decay0.1_lr1.4e-3_warmup100_seed1": [*R7, "seed=1"],
 }
 
 
