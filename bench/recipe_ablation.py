@@ -9,7 +9,7 @@ samples (steps x 64 in rounds 1-2, steps x 32 in rounds 3-4, unless the variant 
 on documents 1100-1313 at 15% masking with 80/10/10 whatever rate it trained with (the trainer's held-out
 evaluation). Each variant prints one JSON line: its held-out loss, the tokens and Graft's FLOP count
 (pretrain/flops.py) it used, and the overrides that define it, so that docs/recipe.md can say which choice
-bought how much at what budget. Round 5 gives every variant the quickstart's 64,000 samples (`--steps 4000` at
+bought how much at what budget. Rounds 5-7 give every variant the quickstart's 64,000 samples (`--steps 4000` at
 batch 16).
 """
 
@@ -109,6 +109,8 @@ VARIANTS: dict[str, list[str]] = {
     "r7_mask50": [*R7, "objective.mlm.mask_prob=0.5"],
     "r7_noclip": [*R7, "engine.grad_clip=0"],
     "r7_beta2_0.95": [*R7, "optim.betas=[0.9,0.95]"],
+    "r7_wd0.1": [*R7, "optim.weight_decay=0.1"],
+    "r7_wd0": [*R7, "optim.weight_decay=0"],
     "r6_wsd_seed1": [*R6, "seed=1"],
     "r7_decay0.1_lr1.4e-3_warmup100_seed1": [*R7, "seed=1"],
 }
