@@ -111,6 +111,11 @@ VARIANTS: dict[str, list[str]] = {
     "r7_beta2_0.95": [*R7, "optim.betas=[0.9,0.95]"],
     "r7_wd0.1": [*R7, "optim.weight_decay=0.1"],
     "r7_wd0": [*R7, "optim.weight_decay=0"],
+    # The model's shape under R7 (a quickstart choice, not the recipe's): per step, then at about equal time.
+    "r7_layers3": [*R7, "model.num_layers=3"],
+    "r7_hidden192": [*R7, "model.hidden_size=192", "model.intermediate_size=768"],
+    "r7_hidden192_steps2450": [*R7, "model.hidden_size=192", "model.intermediate_size=768", "train.max_steps=2450"],
+    "r7_hidden160_steps3100": [*R7, "model.hidden_size=160", "model.intermediate_size=640", "train.max_steps=3100"],
     "r6_wsd_seed1": [*R6, "seed=1"],
     "r7_decay0.1_lr1.4e-3_warmup100_seed1": [*R7, "seed=1"],
 }
