@@ -113,6 +113,8 @@ VARIANTS: dict[str, list[str]] = {
     "r7_wd0": [*R7, "optim.weight_decay=0"],
     "r7_lr1.2e-3": [*R7, "optim.lr=1.2e-3"],
     "r7_lr1.7e-3_warmup200": [*R7, "optim.lr=1.7e-3", "optim.warmup_steps=200"],
+    "r7_lr1.7e-3_warmup200_seed1": [*R7, "optim.lr=1.7e-3", "optim.warmup_steps=200", "seed=1"],
+    "r7_eps1e-8": [*R7, "optim.eps=1e-8"],
     # The model's shape under R7 (a quickstart choice, not the recipe's): per step, then at about equal time.
     "r7_layers3": [*R7, "model.num_layers=3"],
     "r7_hidden192": [*R7, "model.hidden_size=192", "model.intermediate_size=768"],
